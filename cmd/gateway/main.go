@@ -1,0 +1,80 @@
+// Command gateway runs the AI response streaming gateway.
+//
+//	gateway                      serve with ./config.yaml
+//	gateway -config FILE         serve with FILE
+//	gateway -listen ADDR         override server.listen
+//	gateway -check-config        validate the config file and exit
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/streamgate/gateway/config"
+	"github.com/streamgate/gateway/gateway"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		var ce *config.Error
+		if !errors.As(err, &ce) && !errors.Is(err, flag.ErrHelp) {
+			err = fmt.Errorf("gateway: %w", err)
+		}
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "config.yaml", "config file")
+	listen := fs.String("listen", "", "listen address, overriding server.listen (e.g. :8080)")
+	check := fs.Bool("check-config", false, "validate the config file, print every problem, and exit")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	if *listen != "" {
+		cfg.Server.Listen = *listen
+	}
+	if *check {
+		fmt.Fprintf(stdout, "%s: ok (%d providers, %d models)\n", *path, len(cfg.Providers), len(cfg.Models))
+		return nil
+	}
+
+	log := newLogger(cfg.Server.Log, stderr)
+	srv, err := gateway.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return srv.ListenAndServe(ctx)
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level)) // validated already
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

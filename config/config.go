@@ -1,0 +1,303 @@
+// Package config reads and checks the gateway's config.yaml: one typed
+// struct, filled from defaults, then from the file (strictly: unknown keys
+// are errors), with ${VAR} expansion in the fields that opt into it, then
+// validated as a whole so that every problem is reported at once, each with
+// its field, value and line.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole configuration.
+type Config struct {
+	Server Server `yaml:"server"`
+	// Providers are the upstreams, by a name of the operator's choice.
+	Providers map[string]Provider `yaml:"providers"`
+	// Models are the public model names clients ask for.
+	Models map[string]Model `yaml:"models"`
+}
+
+// Server holds the HTTP server settings.
+type Server struct {
+	// Listen is the address to serve on (default 127.0.0.1:8080).
+	Listen string `yaml:"listen"`
+	// MaxBodyBytes caps request bodies; larger ones get 413
+	// (default 1048576, 1 MiB).
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// HeartbeatInterval is how long a stream may be silent before a
+	// ": ping" comment is sent; 0s turns heartbeats off (default 15s).
+	HeartbeatInterval Duration `yaml:"heartbeat_interval"`
+	// ShutdownTimeout is how long streams in flight may take to finish
+	// after SIGTERM before they are ended with a server_shutdown error
+	// (default 30s).
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// ReadHeaderTimeout bounds reading a request's headers (default 10s).
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	// IdleTimeout closes keep-alive connections idle this long
+	// (default 120s).
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	CORS        CORS     `yaml:"cors"`
+	Log         Log      `yaml:"log"`
+}
+
+// CORS configures cross-origin access for browser frontends.
+type CORS struct {
+	// AllowedOrigins lists origins such as https://chat.example.com, or
+	// "*" for any; empty (the default) allows none.
+	AllowedOrigins []string `yaml:"allowed_origins"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info, warn or error (default info).
+	Level string `yaml:"level"`
+	// Format is text or json (default text).
+	Format string `yaml:"format"`
+}
+
+// Provider types.
+const (
+	TypeOpenAI = "openai"
+	TypeMock   = "mock"
+)
+
+// Provider is one upstream.
+type Provider struct {
+	// Type is openai (any OpenAI-compatible server) or mock.
+	Type string `yaml:"type"`
+	// BaseURL is the API root for openai (default https://api.openai.com/v1).
+	BaseURL EnvString `yaml:"base_url"`
+	// APIKey is the upstream credential, usually "${SOME_ENV_VAR}".
+	APIKey       Secret    `yaml:"api_key"`
+	Organization EnvString `yaml:"organization"`
+	// Headers are sent with every upstream request; values expand ${VAR}
+	// and are treated as secrets.
+	Headers map[string]Secret `yaml:"headers"`
+	// Azure switches the openai provider to Azure OpenAI.
+	Azure *Azure `yaml:"azure"`
+	// ConnectTimeout bounds dialling and TLS (default 10s).
+	ConnectTimeout Duration `yaml:"connect_timeout"`
+	// Mock configures a mock provider.
+	Mock *Mock `yaml:"mock"`
+}
+
+// Azure holds Azure OpenAI settings.
+type Azure struct {
+	// APIVersion is the api-version query parameter (default go-openai's).
+	APIVersion string `yaml:"api_version"`
+	// Deployments maps upstream model names to deployment names.
+	Deployments map[string]string `yaml:"deployments"`
+}
+
+// Mock configures the built-in mock provider. Requests may override each
+// field with a "[mock key=value ...]" directive in the prompt.
+type Mock struct {
+	// Tokens is the reply length in tokens (default 16).
+	Tokens *int `yaml:"tokens"`
+	// TokenDelay is the pause between tokens (default 0s).
+	TokenDelay Duration `yaml:"token_delay"`
+	// FirstTokenDelay is the pause before the first token (default 0s).
+	FirstTokenDelay Duration `yaml:"first_token_delay"`
+	// FailStatus fails every call with this HTTP status before streaming.
+	FailStatus int `yaml:"fail_status"`
+	// FailAfter fails streams after this many tokens.
+	FailAfter *int `yaml:"fail_after"`
+	// StallAfter makes streams go silent after this many tokens.
+	StallAfter *int `yaml:"stall_after"`
+	// MalformedAfter sends an undecodable chunk after this many tokens.
+	MalformedAfter *int `yaml:"malformed_after"`
+	// Reply is the text streamed, one word per token.
+	Reply string `yaml:"reply"`
+}
+
+// Model is a public model name.
+type Model struct {
+	// Description is shown nowhere but the config; it helps operators.
+	Description string `yaml:"description"`
+	// Routes are the deployments serving this model, in order of
+	// preference; today the first is used.
+	Routes []Route `yaml:"routes"`
+}
+
+// Route sends a model to a provider.
+type Route struct {
+	// Provider names an entry of providers.
+	Provider string `yaml:"provider"`
+	// Model is the upstream model name (default: the public name).
+	Model string `yaml:"model"`
+}
+
+// Default returns the configuration used where the file says nothing.
+func Default() Config {
+	return Config{Server: Server{
+		Listen:            "127.0.0.1:8080",
+		MaxBodyBytes:      1 << 20,
+		HeartbeatInterval: Duration(15 * time.Second),
+		ShutdownTimeout:   Duration(30 * time.Second),
+		ReadHeaderTimeout: Duration(10 * time.Second),
+		IdleTimeout:       Duration(120 * time.Second),
+		Log:               Log{Level: "info", Format: "text"},
+	}}
+}
+
+// Problem is one thing wrong with a config file.
+type Problem struct {
+	Line  int    // 0 when unknown
+	Field string // dotted path, e.g. models.gpt-4o.routes[0].provider
+	Msg   string
+}
+
+func (p Problem) String() string {
+	var b strings.Builder
+	if p.Line > 0 {
+		fmt.Fprintf(&b, "line %d: ", p.Line)
+	}
+	if p.Field != "" {
+		b.WriteString(p.Field + ": ")
+	}
+	b.WriteString(p.Msg)
+	return b.String()
+}
+
+// Error lists every problem found in a config file.
+type Error struct {
+	File     string
+	Problems []Problem
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %d problem(s):", e.File, len(e.Problems))
+	for _, p := range e.Problems {
+		b.WriteString("\n  " + p.String())
+	}
+	return b.String()
+}
+
+// Load reads and validates the file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates data; name is used in error messages.
+func Parse(name string, data []byte) (*Config, error) {
+	cfg := Default()
+	cerr := &Error{File: name}
+
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	err := dec.Decode(&cfg)
+	var te *yaml.TypeError
+	switch {
+	case errors.Is(err, io.EOF):
+		cerr.Problems = append(cerr.Problems, Problem{Msg: "file is empty"})
+	case errors.As(err, &te):
+		for _, msg := range te.Errors {
+			cerr.Problems = append(cerr.Problems, yamlProblem(msg))
+		}
+	case err != nil:
+		// A syntax error: nothing else can be trusted.
+		cerr.Problems = append(cerr.Problems, yamlProblem(err.Error()))
+		return nil, cerr
+	}
+
+	lines := lineIndex(data)
+	for _, p := range cfg.Validate() {
+		if p.Line == 0 {
+			p.Line = lines.lookup(p.Field)
+		}
+		cerr.Problems = append(cerr.Problems, p)
+	}
+	if len(cerr.Problems) > 0 {
+		sort.SliceStable(cerr.Problems, func(i, j int) bool { return cerr.Problems[i].Line < cerr.Problems[j].Line })
+		return nil, cerr
+	}
+	return &cfg, nil
+}
+
+var (
+	yamlLine    = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+	yamlUnknown = regexp.MustCompile(`^field (\S+) not found in type config\.(\w+)$`)
+	yamlType    = regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (.+)$")
+)
+
+// yamlProblem turns a yaml.v3 message into a Problem in our own words.
+func yamlProblem(msg string) Problem {
+	p := Problem{Msg: msg}
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		p.Line, _ = strconv.Atoi(m[1])
+		p.Msg = m[2]
+	}
+	if m := yamlUnknown.FindStringSubmatch(p.Msg); m != nil {
+		p.Msg = fmt.Sprintf("unknown field %q in %s settings", m[1], strings.ToLower(m[2]))
+	} else if m := yamlType.FindStringSubmatch(p.Msg); m != nil {
+		p.Msg = fmt.Sprintf("%q is a %s, want %s", m[2], m[1], m[3])
+	}
+	return p
+}
+
+// lines maps a dotted field path to the line where it is written.
+type lines map[string]int
+
+func lineIndex(data []byte) lines {
+	var root yaml.Node
+	if yaml.Unmarshal(data, &root) != nil || len(root.Content) == 0 {
+		return nil
+	}
+	idx := lines{}
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				p := k.Value
+				if path != "" {
+					p = path + "." + k.Value
+				}
+				idx[p] = k.Line
+				walk(v, p)
+			}
+		case yaml.SequenceNode:
+			for i, item := range n.Content {
+				p := fmt.Sprintf("%s[%d]", path, i)
+				idx[p] = item.Line
+				walk(item, p)
+			}
+		}
+	}
+	walk(root.Content[0], "")
+	return idx
+}
+
+// lookup finds the line of path, or of its nearest written parent (a
+// missing field is reported at the block that lacks it).
+func (l lines) lookup(path string) int {
+	for path != "" {
+		if n, ok := l[path]; ok {
+			return n
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			break
+		}
+		path = path[:i]
+	}
+	return 0
+}

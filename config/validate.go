@@ -1,0 +1,163 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"sort"
+	"strings"
+)
+
+var providerName = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// Validate checks the configuration as a whole and returns every problem,
+// each naming the field, the value and what was expected.
+func (c *Config) Validate() []Problem {
+	var ps []Problem
+	add := func(field, format string, args ...any) {
+		ps = append(ps, Problem{Field: field, Msg: fmt.Sprintf(format, args...)})
+	}
+
+	s := &c.Server
+	if _, _, err := net.SplitHostPort(s.Listen); err != nil {
+		add("server.listen", "%q is not a host:port address (e.g. 127.0.0.1:8080 or :8080)", s.Listen)
+	}
+	if s.MaxBodyBytes <= 0 {
+		add("server.max_body_bytes", "%d must be positive", s.MaxBodyBytes)
+	}
+	for field, d := range map[string]Duration{
+		"server.heartbeat_interval":  s.HeartbeatInterval,
+		"server.shutdown_timeout":    s.ShutdownTimeout,
+		"server.read_header_timeout": s.ReadHeaderTimeout,
+		"server.idle_timeout":        s.IdleTimeout,
+	} {
+		if d < 0 {
+			add(field, "%s must not be negative", d)
+		}
+	}
+	switch s.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add("server.log.level", "%q is not one of debug, info, warn, error", s.Log.Level)
+	}
+	switch s.Log.Format {
+	case "text", "json":
+	default:
+		add("server.log.format", "%q is not one of text, json", s.Log.Format)
+	}
+	for i, o := range s.CORS.AllowedOrigins {
+		if o == "*" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			add(fmt.Sprintf("server.cors.allowed_origins[%d]", i), "%q is not an origin (want scheme://host[:port], or *)", o)
+		}
+	}
+
+	if len(c.Providers) == 0 {
+		add("providers", "at least one provider is required")
+	}
+	for _, name := range sortedKeys(c.Providers) {
+		ps = append(ps, c.Providers[name].validate("providers."+name, name)...)
+	}
+
+	if len(c.Models) == 0 {
+		add("models", "at least one model is required")
+	}
+	for _, name := range sortedKeys(c.Models) {
+		m := c.Models[name]
+		field := "models." + name
+		if strings.TrimSpace(name) == "" {
+			add(field, "model name must not be empty")
+		}
+		if len(m.Routes) == 0 {
+			add(field+".routes", "at least one route is required")
+		}
+		for i, r := range m.Routes {
+			rf := fmt.Sprintf("%s.routes[%d]", field, i)
+			if r.Provider == "" {
+				add(rf+".provider", "is required")
+			} else if _, ok := c.Providers[r.Provider]; !ok {
+				add(rf+".provider", "%q is not a configured provider (have: %s)", r.Provider, strings.Join(sortedKeys(c.Providers), ", "))
+			}
+		}
+	}
+	return ps
+}
+
+func (p Provider) validate(field, name string) []Problem {
+	var ps []Problem
+	add := func(f, format string, args ...any) {
+		ps = append(ps, Problem{Field: f, Msg: fmt.Sprintf(format, args...)})
+	}
+	if !providerName.MatchString(name) {
+		add(field, "provider name %q may hold only letters, digits, '_' and '-'", name)
+	}
+	if p.ConnectTimeout < 0 {
+		add(field+".connect_timeout", "%s must not be negative", p.ConnectTimeout)
+	}
+	switch p.Type {
+	case "":
+		add(field+".type", "is required (openai or mock)")
+	case TypeOpenAI:
+		if p.BaseURL != "" {
+			u, err := url.Parse(string(p.BaseURL))
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				add(field+".base_url", "%q is not an http(s) URL", p.BaseURL)
+			}
+		}
+		if p.Azure != nil && p.BaseURL == "" {
+			add(field+".base_url", "is required with azure (https://RESOURCE.openai.azure.com)")
+		}
+		for h := range p.Headers {
+			if !validHeaderName(h) {
+				add(field+".headers", "%q is not a valid HTTP header name", h)
+			}
+		}
+		if p.Mock != nil {
+			add(field+".mock", "mock settings need type: mock")
+		}
+	case TypeMock:
+		if p.BaseURL != "" || p.APIKey != "" || p.Azure != nil || len(p.Headers) > 0 || p.Organization != "" {
+			add(field+".type", "a mock provider takes only mock settings, not base_url, api_key, organization, headers or azure")
+		}
+		if m := p.Mock; m != nil {
+			if m.Tokens != nil && *m.Tokens < 0 {
+				add(field+".mock.tokens", "%d must not be negative", *m.Tokens)
+			}
+			if m.TokenDelay < 0 || m.FirstTokenDelay < 0 {
+				add(field+".mock", "delays must not be negative")
+			}
+			if m.FailStatus != 0 && (m.FailStatus < 400 || m.FailStatus > 599) {
+				add(field+".mock.fail_status", "%d is not an HTTP error status (400-599)", m.FailStatus)
+			}
+		}
+	default:
+		add(field+".type", "%q is not a provider type (want openai or mock)", p.Type)
+	}
+	return ps
+}
+
+func validHeaderName(h string) bool {
+	if h == "" {
+		return false
+	}
+	for _, r := range h {
+		if r > 127 || !strings.ContainsRune("!#$%&'*+-.^_`|~", r) && !(r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return http.CanonicalHeaderKey(h) != ""
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

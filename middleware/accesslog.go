@@ -1,0 +1,50 @@
+package middleware
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+// AccessLog writes one line per request when it ends, with what the
+// handlers recorded in Info. The line is written at warn level for 5xx
+// answers and at info level otherwise.
+func AccessLog(log *slog.Logger) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		start := time.Now()
+		info := Get(c)
+		c.Next()
+
+		status := c.Writer.Status()
+		attrs := make([]slog.Attr, 0, 16)
+		attrs = append(attrs,
+			slog.String("request_id", info.RequestID),
+			slog.String("method", c.Request.Method),
+			slog.String("path", c.Request.URL.Path),
+			slog.Int("status", status),
+			slog.Duration("duration", time.Since(start)),
+			slog.String("client_ip", c.ClientIP()),
+		)
+		if info.Model != "" {
+			attrs = append(attrs, slog.String("model", info.Model), slog.String("provider", info.Provider))
+		}
+		if info.TTFT > 0 {
+			attrs = append(attrs, slog.Duration("ttft", info.TTFT))
+		}
+		if info.PromptTokens > 0 || info.CompletionTokens > 0 {
+			attrs = append(attrs, slog.Int("prompt_tokens", info.PromptTokens), slog.Int("completion_tokens", info.CompletionTokens))
+		}
+		if info.End != "" {
+			attrs = append(attrs, slog.String("end", info.End))
+		}
+		if info.ErrorCode != "" {
+			attrs = append(attrs, slog.String("error_code", info.ErrorCode), slog.String("error", info.Error))
+		}
+		level := slog.LevelInfo
+		if status >= 500 || info.End == "upstream_error" {
+			level = slog.LevelWarn
+		}
+		log.LogAttrs(c.Request.Context(), level, "request", attrs...)
+	}
+}

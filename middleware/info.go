@@ -1,0 +1,38 @@
+package middleware
+
+import (
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+// Info is what a request's handlers learn that belongs in its access-log
+// line. Handlers fill it in; AccessLog writes it out once the request ends.
+type Info struct {
+	RequestID string
+	Model     string
+	Provider  string
+	// TTFT is the time from the request's arrival to the first token
+	// relayed; zero when none was.
+	TTFT             time.Duration
+	PromptTokens     int
+	CompletionTokens int
+	// End says how a stream ended: done, client_gone, upstream_error,
+	// shutdown; empty for requests that did not stream.
+	End string
+	// ErrorCode and Error describe a failure; Error never holds secrets.
+	ErrorCode string
+	Error     string
+}
+
+const infoKey = "gateway.info"
+
+// Get returns the request's Info, creating it on first use.
+func Get(c *gin.Context) *Info {
+	if v, ok := c.Get(infoKey); ok {
+		return v.(*Info)
+	}
+	info := &Info{}
+	c.Set(infoKey, info)
+	return info
+}

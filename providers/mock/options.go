@@ -1,0 +1,165 @@
+// Package mock is the gateway's built-in model: deterministic, offline, and
+// able to misbehave on request. The same behaviour is served two ways: as a
+// Provider inside the gateway (Provider), and as an HTTP server speaking
+// OpenAI's streaming wire format (Handler), so that tests and benchmarks can
+// put a real network hop and the real openai provider in front of it.
+package mock
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DefaultReply is the text the mock streams, one word per token, when no
+// reply is configured.
+const DefaultReply = "This is a streamed reply from the gateway's built-in mock model. " +
+	"Each word arrives as its own token, at the pace set in config.yaml, " +
+	"so you can watch the answer grow on screen exactly as it would from a real model."
+
+// Off disables a misbehaviour that is triggered at a token position.
+const Off = -1
+
+// Options says what one mock call does. The zero value is not useful: start
+// from Defaults.
+type Options struct {
+	// Tokens is how many content tokens the reply has.
+	Tokens int
+	// TokenDelay is the pause before each token after the first.
+	TokenDelay time.Duration
+	// FirstTokenDelay is the pause before the first token.
+	FirstTokenDelay time.Duration
+	// FailStatus, when non-zero, makes the call fail with this HTTP status
+	// before the stream opens.
+	FailStatus int
+	// FailAfter makes the stream fail after this many tokens (Off: never).
+	FailAfter int
+	// StallAfter makes the stream go silent after this many tokens until
+	// the caller gives up (Off: never).
+	StallAfter int
+	// MalformedAfter makes the stream send an undecodable chunk after this
+	// many tokens (Off: never).
+	MalformedAfter int
+	// Reply is the text whose words are streamed, cycling if Tokens is
+	// larger than the number of words.
+	Reply string
+
+	cut bool // Tokens was lowered to honour max_tokens
+}
+
+// Defaults returns the options of a well-behaved mock.
+func Defaults() Options {
+	return Options{
+		Tokens:         16,
+		FailAfter:      Off,
+		StallAfter:     Off,
+		MalformedAfter: Off,
+		Reply:          DefaultReply,
+	}
+}
+
+// WithDirectives applies the per-request directives found in text, so that a
+// single prompt can ask the mock to misbehave:
+//
+//	[mock tokens=5 delay=10ms first_delay=1s fail_status=503 fail_after=3 stall_after=2 malformed_after=1]
+//
+// Unknown or malformed directives are reported as an error.
+func (o Options) WithDirectives(text string) (Options, error) {
+	start := strings.Index(text, "[mock")
+	if start < 0 {
+		return o, nil
+	}
+	end := strings.IndexByte(text[start:], ']')
+	if end < 0 {
+		return o, fmt.Errorf("mock directive: missing ']'")
+	}
+	for _, field := range strings.Fields(text[start+len("[mock") : start+end]) {
+		key, value, ok := strings.Cut(field, "=")
+		if !ok {
+			return o, fmt.Errorf("mock directive %q: want key=value", field)
+		}
+		if err := o.set(key, value); err != nil {
+			return o, fmt.Errorf("mock directive %q: %w", field, err)
+		}
+	}
+	return o, nil
+}
+
+func (o *Options) set(key, value string) error {
+	var err error
+	switch key {
+	case "tokens":
+		o.Tokens, err = strconv.Atoi(value)
+	case "delay":
+		o.TokenDelay, err = time.ParseDuration(value)
+	case "first_delay":
+		o.FirstTokenDelay, err = time.ParseDuration(value)
+	case "fail_status":
+		o.FailStatus, err = strconv.Atoi(value)
+	case "fail_after":
+		o.FailAfter, err = strconv.Atoi(value)
+	case "stall_after":
+		o.StallAfter, err = strconv.Atoi(value)
+	case "malformed_after":
+		o.MalformedAfter, err = strconv.Atoi(value)
+	default:
+		return fmt.Errorf("unknown key %q", key)
+	}
+	return err
+}
+
+// script is the precomputed token sequence of a reply, shared by every call
+// with the same Reply so that streaming allocates nothing per token.
+type script struct {
+	words []string // each word with its trailing space, except the last
+}
+
+func newScript(reply string) *script {
+	fields := strings.Fields(reply)
+	if len(fields) == 0 {
+		fields = strings.Fields(DefaultReply)
+	}
+	words := make([]string, len(fields))
+	for i, f := range fields {
+		words[i] = f + " "
+	}
+	return &script{words: words}
+}
+
+// token returns the i-th token of a reply of n tokens; the last token has
+// no trailing space.
+func (s *script) token(i, n int) string {
+	w := s.words[i%len(s.words)]
+	if i == n-1 {
+		return w[:len(w)-1]
+	}
+	return w
+}
+
+// CountTokens is the mock's tokenizer: one token per whitespace-separated
+// word, at least one per message. It makes usage figures predictable.
+func CountTokens(texts ...string) int {
+	n := 0
+	for _, t := range texts {
+		n += max(1, len(strings.Fields(t)))
+	}
+	return n
+}
+
+// capped limits the reply to maxTokens, as a model does with max_tokens;
+// a reply cut this way finishes with "length".
+func (o Options) capped(maxTokens int) Options {
+	if maxTokens > 0 && maxTokens < o.Tokens {
+		o.Tokens = maxTokens
+		o.cut = true
+	}
+	return o
+}
+
+func (o Options) finishReason() string {
+	if o.cut {
+		return "length"
+	}
+	return "stop"
+}

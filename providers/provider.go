@@ -1,0 +1,150 @@
+// Package providers defines how the gateway talks to a model: one call that
+// opens a stream, and a stream that is read by pulling.
+//
+// The shape follows go-openai's ChatCompletionStream and openai-go's
+// ssestream: anything that fails before the stream is open is the error of
+// StreamChat (so the gateway can still answer with a real HTTP status);
+// anything that fails later comes out of Recv. Providers start no goroutines
+// of their own: cancelling the context passed to StreamChat stops the
+// upstream request.
+package providers
+
+import (
+	"context"
+	"encoding/json"
+)
+
+// Provider opens streaming chat calls against one upstream.
+type Provider interface {
+	// StreamChat sends req upstream and returns once the upstream has
+	// accepted it and its stream is open. ctx governs the whole stream, not
+	// only the call: cancelling it aborts the upstream request.
+	StreamChat(ctx context.Context, req *Request) (Stream, error)
+}
+
+// Stream is an open upstream response.
+type Stream interface {
+	// Recv returns the next chunk. It returns io.EOF after the upstream
+	// finished cleanly (a chunk with a FinishReason has been seen), and any
+	// other error when the stream broke.
+	Recv() (Chunk, error)
+	// Close releases the upstream connection. It is safe to call more than
+	// once and after Recv returned an error.
+	Close() error
+}
+
+// Request is a provider-neutral chat completion request.
+type Request struct {
+	// Model is the upstream model name (after routing), not the public one.
+	Model       string
+	Messages    []Message
+	MaxTokens   int
+	Temperature *float32
+	TopP        *float32
+	Stop        []string
+	User        string
+	Tools       []Tool
+	// ToolChoice is passed through as the client sent it ("auto", "none",
+	// "required" or an object naming a function).
+	ToolChoice json.RawMessage
+	// ResponseFormat and Seed are passed through unchanged when set.
+	ResponseFormat json.RawMessage
+	Seed           *int
+}
+
+// Message is one chat message.
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+	// Parts holds multi-part content (text and image parts); when set,
+	// Content is empty.
+	Parts      []ContentPart `json:"parts,omitempty"`
+	Name       string        `json:"name,omitempty"`
+	ToolCalls  []ToolCall    `json:"tool_calls,omitempty"`
+	ToolCallID string        `json:"tool_call_id,omitempty"`
+}
+
+// ContentPart is one part of a multi-part message.
+type ContentPart struct {
+	Type     string    `json:"type"`
+	Text     string    `json:"text,omitempty"`
+	ImageURL *ImageURL `json:"image_url,omitempty"`
+}
+
+// ImageURL is the image of an image_url content part.
+type ImageURL struct {
+	URL    string `json:"url"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// Tool is a function the model may call.
+type Tool struct {
+	Type     string       `json:"type"`
+	Function ToolFunction `json:"function"`
+}
+
+// ToolFunction describes a callable function; Parameters is a JSON schema
+// kept as raw bytes.
+type ToolFunction struct {
+	Name        string          `json:"name"`
+	Description string          `json:"description,omitempty"`
+	Parameters  json.RawMessage `json:"parameters,omitempty"`
+	Strict      bool            `json:"strict,omitempty"`
+}
+
+// ToolCall is a complete call to a tool, as found in an assistant message.
+type ToolCall struct {
+	ID       string       `json:"id"`
+	Type     string       `json:"type"`
+	Function FunctionCall `json:"function"`
+}
+
+// FunctionCall is the name and JSON arguments of a call.
+type FunctionCall struct {
+	Name      string `json:"name,omitempty"`
+	Arguments string `json:"arguments,omitempty"`
+}
+
+// Chunk is one piece of a streamed answer. Most chunks carry only Content.
+type Chunk struct {
+	Content string
+	// ToolCalls are partial tool calls: the first delta of a call carries
+	// its ID and name, later ones append to Arguments; Index says which
+	// call a delta belongs to.
+	ToolCalls []ToolCallDelta
+	// FinishReason is set on the last content chunk ("stop", "length",
+	// "tool_calls", "content_filter").
+	FinishReason string
+	// Usage is set when the upstream reported token counts.
+	Usage *Usage
+}
+
+// ToolCallDelta is a fragment of a tool call.
+type ToolCallDelta struct {
+	Index     int    `json:"index"`
+	ID        string `json:"id,omitempty"`
+	Type      string `json:"type,omitempty"`
+	Name      string `json:"name,omitempty"`
+	Arguments string `json:"arguments,omitempty"`
+}
+
+// Usage counts the tokens of one call.
+type Usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+}
+
+// Text returns the concatenated text of a message, including text parts.
+func (m *Message) Text() string {
+	if len(m.Parts) == 0 {
+		return m.Content
+	}
+	var s string
+	for _, p := range m.Parts {
+		if p.Type == "text" {
+			s += p.Text
+		}
+	}
+	return s
+}
