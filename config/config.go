@@ -245,7 +245,11 @@ func yamlProblem(msg string) Problem {
 		p.Msg = m[2]
 	}
 	if m := yamlUnknown.FindStringSubmatch(p.Msg); m != nil {
-		p.Msg = fmt.Sprintf("unknown field %q in %s settings", m[1], strings.ToLower(m[2]))
+		where := "in " + strings.ToLower(m[2]) + " settings"
+		if m[2] == "Config" {
+			where = "at the top level"
+		}
+		p.Msg = fmt.Sprintf("unknown field %q %s", m[1], where)
 	} else if m := yamlType.FindStringSubmatch(p.Msg); m != nil {
 		p.Msg = fmt.Sprintf("%q is a %s, want %s", m[2], m[1], m[3])
 	}

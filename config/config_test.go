@@ -1,0 +1,156 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestShippedConfigIsValid(t *testing.T) {
+	t.Setenv("OPENAI_API_KEY", "")
+	cfg, err := Load("../config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Providers["mock"].Type != TypeMock || len(cfg.Models) == 0 || cfg.Server.HeartbeatInterval.Std() != 15*time.Second {
+		t.Errorf("unexpected shipped config: %+v", cfg)
+	}
+	if got := string(cfg.Providers["openai"].BaseURL); got != "https://api.openai.com/v1" {
+		t.Errorf("base_url default through ${VAR:-default} = %q", got)
+	}
+}
+
+func TestDefaultsApply(t *testing.T) {
+	cfg, err := Parse("x.yaml", []byte("providers:\n  m:\n    type: mock\nmodels:\n  a:\n    routes: [{provider: m}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Server.Listen != "127.0.0.1:8080" || cfg.Server.MaxBodyBytes != 1<<20 || cfg.Server.ShutdownTimeout.Std() != 30*time.Second || cfg.Server.Log.Level != "info" {
+		t.Errorf("defaults not applied: %+v", cfg.Server)
+	}
+}
+
+const good = `server:
+  listen: 127.0.0.1:9090
+providers:
+  m:
+    type: mock
+  o:
+    type: openai
+    base_url: http://127.0.0.1:11434/v1
+models:
+  a:
+    routes:
+      - provider: m
+`
+
+// TestProblemsAreReported mutates a good file and checks that the error
+// names the field, the value and the line.
+func TestProblemsAreReported(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string // substrings of the error, in any order
+	}{
+		{"unknown top-level key", good + "extra: 1\n", []string{`line 13: unknown field "extra" at the top level`}},
+		{"unknown nested key", strings.Replace(good, "    type: mock\n", "    type: mock\n    tokns: 3\n", 1), []string{`line 6: unknown field "tokns" in provider settings`}},
+		{"bad duration", strings.Replace(good, "  listen: 127.0.0.1:9090\n", "  listen: 127.0.0.1:9090\n  heartbeat_interval: 15 seconds\n", 1), []string{`line 3: "15 seconds" is not a duration`}},
+		{"wrong type", strings.Replace(good, "  listen: 127.0.0.1:9090\n", "  listen: 127.0.0.1:9090\n  max_body_bytes: lots\n", 1), []string{"line 3:", `"lots"`, "int64"}},
+		{"missing provider", strings.Replace(good, "provider: m\n", "provider: nope\n", 1), []string{`line 12: models.a.routes[0].provider: "nope" is not a configured provider (have: m, o)`}},
+		{"route without provider", strings.Replace(good, "      - provider: m\n", "      - model: x\n", 1), []string{"line 12: models.a.routes[0].provider: is required"}},
+		{"model without routes", strings.Replace(good, "    routes:\n      - provider: m\n", "    routes: []\n", 1), []string{"line 11: models.a.routes: at least one route is required"}},
+		{"missing type", strings.Replace(good, "    type: mock\n", "    mock: {tokens: 3}\n", 1), []string{"line 4: providers.m.type: is required"}},
+		{"unknown type", strings.Replace(good, "type: mock", "type: anthropics", 1), []string{`line 5: providers.m.type: "anthropics" is not a provider type`}},
+		{"bad base_url", strings.Replace(good, "http://127.0.0.1:11434/v1", "localhost:11434", 1), []string{`line 8: providers.o.base_url: "localhost:11434" is not an http(s) URL`}},
+		{"bad listen", strings.Replace(good, "127.0.0.1:9090", "9090", 1), []string{`line 2: server.listen: "9090" is not a host:port`}},
+		{"bad log level", good + "", nil},
+		{"no models", strings.Split(good, "models:")[0], []string{"models: at least one model is required"}},
+		{"bad origin", strings.Replace(good, "  listen: 127.0.0.1:9090\n", "  listen: 127.0.0.1:9090\n  cors:\n    allowed_origins: [\"chat.example.com/app\"]\n", 1), []string{`line 4: server.cors.allowed_origins[0]: "chat.example.com/app" is not an origin`}},
+		{"bad fail_status", strings.Replace(good, "    type: mock\n", "    type: mock\n    mock:\n      fail_status: 200\n", 1), []string{"line 7: providers.m.mock.fail_status: 200 is not an HTTP error status"}},
+		{"mock with api key", strings.Replace(good, "    type: mock\n", "    type: mock\n    api_key: x\n", 1), []string{"providers.m.type: a mock provider takes only mock settings"}},
+		{"unclosed variable", strings.Replace(good, "http://127.0.0.1:11434/v1", "${OLLAMA_URL", 1), []string{"line 8: unclosed ${"}},
+		{"several at once", strings.Replace(strings.Replace(good, "provider: m\n", "provider: nope\n", 1), "type: mock", "type: bad", 1),
+			[]string{`providers.m.type: "bad"`, `"nope" is not a configured provider`, "2 problem(s)"}},
+		{"syntax error", "server:\n  listen: [unclosed\n", []string{"line"}},
+		{"empty file", "", []string{"file is empty"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.want == nil {
+				tc.yaml = strings.Replace(good, "  listen: 127.0.0.1:9090\n", "  listen: 127.0.0.1:9090\n  log:\n    level: loud\n", 1)
+				tc.want = []string{`line 4: server.log.level: "loud" is not one of debug, info, warn, error`}
+			}
+			_, err := Parse("test.yaml", []byte(tc.yaml))
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("got %v, want a *config.Error", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not contain %q:\n%s", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestEnvExpansion(t *testing.T) {
+	t.Setenv("GW_KEY", "sk-from-env")
+	t.Setenv("GW_EMPTY", "")
+	yaml := `providers:
+  o:
+    type: openai
+    base_url: ${GW_URL:-http://127.0.0.1:8000/v1}
+    api_key: ${GW_KEY}
+    organization: org-${GW_EMPTY:-none}
+    headers:
+      X-Price: "$$5 ${GW_KEY}"
+models:
+  a:
+    routes: [{provider: o, model: "${GW_KEY}"}]
+`
+	cfg, err := Parse("x.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := cfg.Providers["o"]
+	if p.BaseURL != "http://127.0.0.1:8000/v1" || p.APIKey.Reveal() != "sk-from-env" || p.Organization != "org-none" || p.Headers["X-Price"].Reveal() != "$5 sk-from-env" {
+		t.Errorf("expansion: %q %q %q %q", p.BaseURL, p.APIKey.Reveal(), p.Organization, p.Headers["X-Price"].Reveal())
+	}
+	// Fields that do not opt in are taken literally.
+	if got := cfg.Models["a"].Routes[0].Model; got != "${GW_KEY}" {
+		t.Errorf("model name was expanded to %q", got)
+	}
+}
+
+func TestSecretsDoNotPrint(t *testing.T) {
+	t.Setenv("GW_KEY", "sk-very-secret")
+	cfg, err := Parse("x.yaml", []byte("providers:\n  o:\n    type: openai\n    api_key: ${GW_KEY}\n    headers:\n      X-Token: ${GW_KEY}\nmodels:\n  a:\n    routes: [{provider: o}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, format := range []string{"%v", "%+v", "%#v", "%s"} {
+		if out := fmt.Sprintf(format, cfg.Providers["o"]); strings.Contains(out, "sk-very-secret") {
+			t.Errorf("%s prints the secret: %s", format, out)
+		}
+	}
+}
+
+func TestExpand(t *testing.T) {
+	env := map[string]string{"A": "1", "E": ""}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	for in, want := range map[string]string{
+		"plain": "plain", "${A}": "1", "x${A}y": "x1y", "${B}": "", "${B:-d}": "d", "${E:-d}": "d", "${E}": "",
+		"$$": "$", "$A": "$A", "cost $5": "cost $5", "$${A}": "${A}",
+	} {
+		got, err := Expand(in, lookup)
+		if err != nil || got != want {
+			t.Errorf("Expand(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"${", "${A", "${1A}", "${}"} {
+		if _, err := Expand(bad, lookup); err == nil {
+			t.Errorf("Expand(%q) succeeded", bad)
+		}
+	}
+}

@@ -1,0 +1,152 @@
+package openai
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/streamgate/gateway/providers"
+	"github.com/streamgate/gateway/providers/mock"
+)
+
+func userRequest(model, text string) *providers.Request {
+	return &providers.Request{Model: model, Messages: []providers.Message{{Role: "user", Content: text}}}
+}
+
+func drain(t *testing.T, st providers.Stream) (string, *providers.Usage, error) {
+	t.Helper()
+	defer st.Close()
+	var text strings.Builder
+	var usage *providers.Usage
+	for {
+		c, err := st.Recv()
+		if errors.Is(err, io.EOF) {
+			return text.String(), usage, nil
+		}
+		if err != nil {
+			return text.String(), usage, err
+		}
+		text.WriteString(c.Content)
+		if c.Usage != nil {
+			usage = c.Usage
+		}
+	}
+}
+
+// TestAgainstMockUpstream runs the provider against the mock's OpenAI wire
+// server, the same pair the benchmarks use.
+func TestAgainstMockUpstream(t *testing.T) {
+	ts := httptest.NewServer(mock.Handler(mock.Defaults()))
+	defer ts.Close()
+	p, err := New(Options{BaseURL: ts.URL + "/v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.StreamChat(context.Background(), userRequest("m", "one two [mock tokens=4]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, usage, err := drain(t, st)
+	if err != nil || text != "This is a streamed" || usage == nil || usage.CompletionTokens != 4 || usage.PromptTokens != 4 {
+		t.Errorf("text %q usage %+v err %v", text, usage, err)
+	}
+
+	// The mock's failure modes arrive as the errors the gateway maps.
+	_, err = p.StreamChat(context.Background(), userRequest("m", "[mock fail_status=429]"))
+	var pe *providers.Error
+	if !errors.As(err, &pe) || pe.Status != 429 || pe.RetryAfter != time.Second || pe.Code != "mock_failure" {
+		t.Errorf("fail_status=429: %v (%+v)", err, pe)
+	}
+	st, err = p.StreamChat(context.Background(), userRequest("m", "[mock malformed_after=1]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := drain(t, st); !errors.Is(err, providers.ErrMalformed) {
+		t.Errorf("malformed_after: %v", err)
+	}
+}
+
+// TestManyKeepAlivesBeforeFirstToken: reasoning models behind some servers
+// send hundreds of comment lines while they think; go-openai gives up
+// after 300 by default.
+func TestManyKeepAlivesBeforeFirstToken(t *testing.T) {
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := 0; i < 2000; i++ {
+			_, _ = io.WriteString(w, ": keep-alive\n\n")
+		}
+		_, _ = io.WriteString(w, `data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"thought"},"finish_reason":"stop"}]}`+"\n\ndata: [DONE]\n\n")
+	}))
+	defer ts.Close()
+	p, _ := New(Options{BaseURL: ts.URL})
+	st, err := p.StreamChat(context.Background(), userRequest("m", "x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if text, _, err := drain(t, st); err != nil || text != "thought" {
+		t.Errorf("text %q err %v", text, err)
+	}
+}
+
+func TestHeadersOrganizationAndAzure(t *testing.T) {
+	var got *http.Request
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r.Clone(context.Background())
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, `data: {"choices":[{"index":0,"delta":{"content":"ok"},"finish_reason":"stop"}]}`+"\n\ndata: [DONE]\n\n")
+	}))
+	defer ts.Close()
+
+	p, _ := New(Options{BaseURL: ts.URL + "/v1/", APIKey: "sk-1", Organization: "org-7", Headers: map[string]string{"HTTP-Referer": "https://app.example"}})
+	st, err := p.StreamChat(context.Background(), userRequest("m", "x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, _ = drain(t, st)
+	if got.URL.Path != "/v1/chat/completions" || got.Header.Get("Authorization") != "Bearer sk-1" || got.Header.Get("OpenAI-Organization") != "org-7" || got.Header.Get("HTTP-Referer") != "https://app.example" {
+		t.Errorf("request: %s %v", got.URL, got.Header)
+	}
+
+	p, _ = New(Options{BaseURL: ts.URL, APIKey: "az-key", Azure: &AzureOptions{APIVersion: "2024-10-21", Deployments: map[string]string{"gpt-4o": "prod-4o"}}})
+	st, err = p.StreamChat(context.Background(), userRequest("gpt-4o", "x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, _ = drain(t, st)
+	if got.URL.Path != "/openai/deployments/prod-4o/chat/completions" || got.URL.Query().Get("api-version") != "2024-10-21" || got.Header.Get("api-key") != "az-key" {
+		t.Errorf("azure request: %s %v", got.URL, got.Header)
+	}
+}
+
+func TestMissingKeyForOpenAIIsUnavailable(t *testing.T) {
+	p, _ := New(Options{})
+	if p.Unavailable() == nil {
+		t.Fatal("OpenAI without a key is usable")
+	}
+	_, err := p.StreamChat(context.Background(), userRequest("gpt-4o", "x"))
+	var pe *providers.Error
+	if !errors.As(err, &pe) || pe.Status != 503 || !errors.Is(err, providers.ErrUnavailable) {
+		t.Errorf("err = %v", err)
+	}
+	// Local servers need no key.
+	if p, _ := New(Options{BaseURL: "http://127.0.0.1:11434/v1"}); p.Unavailable() != nil {
+		t.Errorf("a keyless local server is unavailable: %v", p.Unavailable())
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	if d := parseRetryAfter("3"); d != 3*time.Second {
+		t.Errorf("seconds: %v", d)
+	}
+	if d := parseRetryAfter(time.Now().Add(time.Minute).UTC().Format(http.TimeFormat)); d < 58*time.Second || d > time.Minute {
+		t.Errorf("date: %v", d)
+	}
+	if d := parseRetryAfter("soon"); d != 0 {
+		t.Errorf("garbage: %v", d)
+	}
+}
