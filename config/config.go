@@ -43,6 +43,10 @@ type Server struct {
 	// after SIGTERM before they are ended with a server_shutdown error
 	// (default 30s).
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// WriteTimeout is how long one write to a streaming client may block
+	// before the client is taken as gone and its upstream cancelled; 0s
+	// means no limit (default 30s).
+	WriteTimeout Duration `yaml:"write_timeout"`
 	// ReadHeaderTimeout bounds reading a request's headers (default 10s).
 	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
 	// IdleTimeout closes keep-alive connections idle this long
@@ -146,6 +150,7 @@ func Default() Config {
 		MaxBodyBytes:      1 << 20,
 		HeartbeatInterval: Duration(15 * time.Second),
 		ShutdownTimeout:   Duration(30 * time.Second),
+		WriteTimeout:      Duration(30 * time.Second),
 		ReadHeaderTimeout: Duration(10 * time.Second),
 		IdleTimeout:       Duration(120 * time.Second),
 		Log:               Log{Level: "info", Format: "text"},

@@ -30,6 +30,7 @@ func (c *Config) Validate() []Problem {
 	for field, d := range map[string]Duration{
 		"server.heartbeat_interval":  s.HeartbeatInterval,
 		"server.shutdown_timeout":    s.ShutdownTimeout,
+		"server.write_timeout":       s.WriteTimeout,
 		"server.read_header_timeout": s.ReadHeaderTimeout,
 		"server.idle_timeout":        s.IdleTimeout,
 	} {

@@ -1,0 +1,206 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+
+	goopenai "github.com/sashabaranov/go-openai"
+)
+
+// sdk returns a go-openai client whose only change is the base URL.
+func (h *harness) sdk() *goopenai.Client {
+	cfg := goopenai.DefaultConfig("unused-key")
+	cfg.BaseURL = h.http.URL + "/v1"
+	cfg.HTTPClient = h.http.Client()
+	return goopenai.NewClientWithConfig(cfg)
+}
+
+func TestChatCompletionsStreamWithSDK(t *testing.T) {
+	h := newHarness(t, newConfig("", ""))
+	for _, includeUsage := range []bool{false, true} {
+		req := goopenai.ChatCompletionRequest{
+			Model:    "mock-gpt",
+			Messages: []goopenai.ChatCompletionMessage{{Role: "user", Content: "say something"}},
+		}
+		if includeUsage {
+			req.StreamOptions = &goopenai.StreamOptions{IncludeUsage: true}
+		}
+		st, err := h.sdk().CreateChatCompletionStream(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var text strings.Builder
+		var finish goopenai.FinishReason
+		var usage *goopenai.Usage
+		for {
+			chunk, err := st.Recv()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if chunk.Object != "chat.completion.chunk" || chunk.Model != "mock-gpt" || !strings.HasPrefix(chunk.ID, "chatcmpl-") {
+				t.Errorf("chunk header = %q %q %q", chunk.Object, chunk.Model, chunk.ID)
+			}
+			if len(chunk.Choices) > 0 {
+				text.WriteString(chunk.Choices[0].Delta.Content)
+				if chunk.Choices[0].FinishReason != "" {
+					finish = chunk.Choices[0].FinishReason
+				}
+			}
+			if chunk.Usage != nil {
+				usage = chunk.Usage
+			}
+		}
+		st.Close()
+		if text.String() != "This is a streamed reply" || finish != goopenai.FinishReasonStop {
+			t.Errorf("text %q finish %q", text.String(), finish)
+		}
+		if includeUsage != (usage != nil) {
+			t.Errorf("include_usage=%v but usage chunk = %+v", includeUsage, usage)
+		}
+		if usage != nil && (usage.PromptTokens != 2 || usage.CompletionTokens != 5 || usage.TotalTokens != 7) {
+			t.Errorf("usage = %+v", usage)
+		}
+	}
+}
+
+func TestChatCompletionsNonStreamWithSDK(t *testing.T) {
+	h := newHarness(t, newConfig("", ""))
+	resp, err := h.sdk().CreateChatCompletion(context.Background(), goopenai.ChatCompletionRequest{
+		Model:    "mock-gpt",
+		Messages: []goopenai.ChatCompletionMessage{{Role: "user", Content: "hi"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Object != "chat.completion" || len(resp.Choices) != 1 || resp.Choices[0].Message.Content != "This is a streamed reply" ||
+		resp.Choices[0].FinishReason != "stop" || resp.Usage.TotalTokens != 6 {
+		t.Errorf("response = %+v", resp)
+	}
+}
+
+func TestModelsWithSDK(t *testing.T) {
+	h := newHarness(t, newConfig(openAIUpstream("http://127.0.0.1:1", "k")))
+	list, err := h.sdk().ListModels(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, m := range list.Models {
+		ids = append(ids, m.ID+"@"+m.OwnedBy)
+	}
+	if got := strings.Join(ids, ","); got != "mock-gpt@mock,up-model@up" {
+		t.Errorf("models = %s", got)
+	}
+}
+
+// TestToolCallsRelayed replays OpenAI's recorded tool-call stream through
+// the gateway and reads it back with the SDK, streaming and not.
+func TestToolCallsRelayed(t *testing.T) {
+	recorded, err := os.ReadFile("testdata/openai_toolcall.sse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gotTools []any
+	up := rawUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		var body map[string]any
+		_ = decodeBody(r, &body)
+		gotTools, _ = body["tools"].([]any)
+		w.Header().Set("Content-Type", "text/event-stream")
+		writeSSE(w, strings.SplitAfter(string(recorded), "\n\n")...)
+	})
+	h := newHarness(t, newConfig(openAIUpstream(up.URL, "sk-x")))
+	req := goopenai.ChatCompletionRequest{
+		Model:    "up-model",
+		Messages: []goopenai.ChatCompletionMessage{{Role: "user", Content: "weather in Paris?"}},
+		Tools: []goopenai.Tool{{Type: goopenai.ToolTypeFunction, Function: &goopenai.FunctionDefinition{
+			Name: "get_weather", Parameters: map[string]any{"type": "object", "properties": map[string]any{"location": map[string]any{"type": "string"}}},
+		}}},
+	}
+
+	st, err := h.sdk().CreateChatCompletionStream(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var id, name, args string
+	var finish goopenai.FinishReason
+	for {
+		chunk, err := st.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(chunk.Choices) == 0 {
+			continue
+		}
+		for _, tc := range chunk.Choices[0].Delta.ToolCalls {
+			if tc.Index == nil || *tc.Index != 0 {
+				t.Errorf("tool call delta without index 0: %+v", tc)
+			}
+			id += tc.ID
+			name += tc.Function.Name
+			args += tc.Function.Arguments
+		}
+		if f := chunk.Choices[0].FinishReason; f != "" {
+			finish = f
+		}
+	}
+	st.Close()
+	if len(gotTools) != 1 {
+		t.Errorf("upstream got tools %v", gotTools)
+	}
+	if id != "call_Vx3kP" || name != "get_weather" || args != `{"location":"Paris"}` || finish != goopenai.FinishReasonToolCalls {
+		t.Errorf("streamed tool call = id %q name %q args %q finish %q", id, name, args, finish)
+	}
+
+	resp, err := h.sdk().CreateChatCompletion(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := resp.Choices[0].Message
+	if len(msg.ToolCalls) != 1 || msg.ToolCalls[0].ID != "call_Vx3kP" || msg.ToolCalls[0].Function.Arguments != `{"location":"Paris"}` ||
+		resp.Choices[0].FinishReason != "tool_calls" || resp.Usage.TotalTokens != 97 {
+		t.Errorf("non-streamed tool call = %+v usage %+v", msg, resp.Usage)
+	}
+}
+
+// TestChatStreamErrorSurfacesInSDK fails the model after two tokens: the
+// SDK must raise an API error carrying the code, and never see [DONE].
+func TestChatStreamErrorSurfacesInSDK(t *testing.T) {
+	h := newHarness(t, newConfig("", ""))
+	st, err := h.sdk().CreateChatCompletionStream(context.Background(), goopenai.ChatCompletionRequest{
+		Model:    "mock-gpt",
+		Messages: []goopenai.ChatCompletionMessage{{Role: "user", Content: "x [mock fail_after=2]"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var text string
+	for {
+		chunk, err := st.Recv()
+		if err == nil {
+			if len(chunk.Choices) > 0 {
+				text += chunk.Choices[0].Delta.Content
+			}
+			continue
+		}
+		var apiErr *goopenai.APIError
+		if !errors.As(err, &apiErr) || apiErr.Code != "mock_failure" {
+			t.Fatalf("stream ended with %v, want an APIError with code mock_failure", err)
+		}
+		break
+	}
+	if text != "This is " {
+		t.Errorf("text before the error = %q", text)
+	}
+}

@@ -1,0 +1,176 @@
+package gateway
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/streamgate/gateway/middleware"
+	"github.com/streamgate/gateway/providers"
+)
+
+// handleStream serves POST /v1/stream, the gateway's native event stream.
+func (s *Server) handleStream(c *gin.Context) {
+	var body streamRequest
+	if e := decodeJSON(c.Request, &body, true); e != nil {
+		s.fail(c, e)
+		return
+	}
+	req, e := body.toProvider()
+	if e != nil {
+		s.fail(c, e)
+		return
+	}
+	dep, e := s.resolve(c, body.Model)
+	if e != nil {
+		s.fail(c, e)
+		return
+	}
+	named := body.NamedEvents
+	if v, err := strconv.ParseBool(c.Query("named_events")); err == nil {
+		named = v
+	}
+	f := &nativeFormat{requestID: middleware.Get(c).RequestID, model: body.Model, provider: dep.providerName, named: named}
+	s.stream(c, dep, req, f)
+}
+
+// handleChat serves POST /v1/chat/completions in OpenAI's format.
+func (s *Server) handleChat(c *gin.Context) {
+	var body chatRequest
+	if e := decodeJSON(c.Request, &body, false); e != nil {
+		s.fail(c, e)
+		return
+	}
+	req, e := body.toProvider()
+	if e != nil {
+		s.fail(c, e)
+		return
+	}
+	dep, e := s.resolve(c, body.Model)
+	if e != nil {
+		s.fail(c, e)
+		return
+	}
+	if !body.Stream {
+		s.complete(c, dep, req, body.Model)
+		return
+	}
+	includeUsage := body.StreamOptions != nil && body.StreamOptions.IncludeUsage
+	f := newChatFormat(middleware.Get(c).RequestID, body.Model, time.Now().Unix(), includeUsage)
+	s.stream(c, dep, req, f)
+}
+
+func (s *Server) resolve(c *gin.Context, model string) (deployment, *apiError) {
+	dep, ok := s.reg.route(model)
+	if !ok {
+		return dep, &apiError{Status: http.StatusNotFound, Type: typeInvalidRequest, Code: "model_not_found",
+			Message: "model " + strconv.Quote(model) + " does not exist; GET /v1/models lists the models served"}
+	}
+	info := middleware.Get(c)
+	info.Model, info.Provider = model, dep.providerName
+	return dep, nil
+}
+
+// open starts the upstream call under the client's request context (so a
+// client that leaves cancels it), cut short also by the server's shutdown.
+// The returned cancel must be called when the stream is over.
+func (s *Server) open(c *gin.Context, dep deployment, req *providers.Request) (context.Context, context.CancelFunc, providers.Stream, *apiError) {
+	ctx, cancel := context.WithCancelCause(c.Request.Context())
+	stop := context.AfterFunc(s.stopping, func() { cancel(context.Cause(s.stopping)) })
+	done := func() { stop(); cancel(context.Canceled) }
+	req.Model = dep.model
+	st, err := dep.provider.StreamChat(ctx, req)
+	if err != nil {
+		e := s.clientError(ctx, err)
+		done()
+		return nil, nil, nil, e
+	}
+	return ctx, done, st, nil
+}
+
+// stream opens the upstream stream first and only then commits to a 200 and
+// SSE: a failure before that is a plain HTTP error with a real status.
+func (s *Server) stream(c *gin.Context, dep deployment, req *providers.Request, f streamFormat) {
+	start := time.Now()
+	ctx, done, st, e := s.open(c, dep, req)
+	if e != nil {
+		s.fail(c, e)
+		return
+	}
+	defer done()
+	defer st.Close()
+	s.relay(ctx, c.Writer, st, f, req, middleware.Get(c), start)
+}
+
+// complete serves stream=false: the upstream is still streamed (one code
+// path, cancellable at any point), and the answer is sent whole.
+func (s *Server) complete(c *gin.Context, dep deployment, req *providers.Request, model string) {
+	ctx, done, st, e := s.open(c, dep, req)
+	if e != nil {
+		s.fail(c, e)
+		return
+	}
+	defer done()
+	defer st.Close()
+	content, calls, res, deltas, rerr := collect(st)
+	if rerr != nil {
+		s.fail(c, s.clientError(ctx, rerr))
+		return
+	}
+	if res.usageEstimated {
+		res.usage = estimateUsage(req, deltas)
+	}
+	info := middleware.Get(c)
+	info.PromptTokens, info.CompletionTokens = res.usage.PromptTokens, res.usage.CompletionTokens
+	msg := gin.H{"role": "assistant", "content": content, "refusal": nil}
+	if len(calls) > 0 {
+		msg["tool_calls"] = calls
+		if content == "" {
+			msg["content"] = nil
+		}
+	}
+	c.JSON(http.StatusOK, gin.H{
+		"id":                 "chatcmpl-" + info.RequestID,
+		"object":             "chat.completion",
+		"created":            time.Now().Unix(),
+		"model":              model,
+		"system_fingerprint": nil,
+		"choices": []gin.H{{
+			"index": 0, "message": msg, "logprobs": nil, "finish_reason": res.finishReason,
+		}},
+		"usage": res.usage,
+	})
+}
+
+func (s *Server) handleModels(c *gin.Context) {
+	data := make([]gin.H, 0, len(s.reg.names))
+	for _, name := range s.reg.names {
+		data = append(data, gin.H{"id": name, "object": "model", "created": s.started.Unix(), "owned_by": s.reg.owners[name]})
+	}
+	c.JSON(http.StatusOK, gin.H{"object": "list", "data": data})
+}
+
+// clientError classifies err and makes its message safe to show.
+func (s *Server) clientError(ctx context.Context, err error) *apiError {
+	e := classify(ctx, err)
+	if m := s.redact.Replace(e.Message); m != e.Message {
+		cp := *e
+		cp.Message = m
+		e = &cp
+	}
+	return e
+}
+
+// fail answers with e before anything was written, and records it for the
+// access log.
+func (s *Server) fail(c *gin.Context, e *apiError) {
+	info := middleware.Get(c)
+	info.ErrorCode, info.Error = e.Code, e.Message
+	if e.Status == StatusClientClosedRequest {
+		info.End = "client_gone"
+	}
+	writeError(c, e)
+}

@@ -1,0 +1,159 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/streamgate/gateway/middleware"
+	"github.com/streamgate/gateway/providers"
+)
+
+// bufPool holds frame buffers: a relay appends every frame into one buffer
+// that it reuses, so that relaying a token allocates nothing in the gateway.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+// relay copies an open upstream stream to the client as SSE in format f,
+// ending it with exactly one terminal frame: done when the upstream
+// finished, error when it broke or the server is shutting down, nothing
+// when the client left (there is no one to tell). It records the outcome in
+// info.
+func (s *Server) relay(ctx context.Context, w http.ResponseWriter, st providers.Stream, f streamFormat, req *providers.Request, info *middleware.Info, start time.Time) {
+	out := startSSE(w, s.cfg.Server.HeartbeatInterval.Std(), s.cfg.Server.WriteTimeout.Std())
+	defer out.stop()
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := f.opened((*bp)[:0])
+
+	var (
+		res      result
+		deltas   int
+		hasUsage bool
+		// c lives across iterations: its address goes to the format, so
+		// it escapes, and declared in the loop it would cost an
+		// allocation per token.
+		c   providers.Chunk
+		err = out.write(buf)
+	)
+	for err == nil {
+		c, err = st.Recv()
+		if err != nil {
+			break
+		}
+		if c.Content != "" || len(c.ToolCalls) > 0 {
+			if deltas == 0 {
+				res.ttft = time.Since(start)
+				info.TTFT = res.ttft
+			}
+			deltas++
+		}
+		if c.FinishReason != "" {
+			res.finishReason = c.FinishReason
+		}
+		if c.Usage != nil {
+			res.usage, hasUsage = *c.Usage, true
+		}
+		buf = f.chunk(buf[:0], &c)
+		if len(buf) > 0 {
+			if werr := out.write(buf); werr != nil {
+				err = clientGone{werr}
+			}
+		}
+	}
+	*bp = buf
+
+	var cg clientGone
+	switch {
+	case errors.Is(err, io.EOF) && res.finishReason != "":
+		if !hasUsage {
+			res.usage, res.usageEstimated = estimateUsage(req, deltas), true
+		}
+		res.duration = time.Since(start)
+		info.PromptTokens, info.CompletionTokens = res.usage.PromptTokens, res.usage.CompletionTokens
+		info.End = "done"
+		_ = out.write(f.done(buf[:0], &res))
+		return
+	case errors.Is(err, io.EOF):
+		// A stream without a finish reason was cut short, whatever the
+		// provider said: never report a truncated answer as done.
+		err = providers.ErrTruncated
+	case errors.As(err, &cg):
+		info.End, info.ErrorCode, info.Error = "client_gone", "client_closed_request", cg.err.Error()
+		return
+	}
+	e := s.clientError(ctx, err)
+	info.ErrorCode, info.Error = e.Code, s.redact.Replace(err.Error())
+	switch e.Code {
+	case "client_closed_request":
+		info.End = "client_gone"
+		return
+	case "server_shutdown":
+		info.End = "shutdown"
+	default:
+		info.End = "upstream_error"
+	}
+	_ = out.write(f.failed(buf[:0], e))
+}
+
+// clientGone marks a failure to write to the client.
+type clientGone struct{ err error }
+
+func (e clientGone) Error() string { return "write to client: " + e.err.Error() }
+
+// estimateUsage stands in when an upstream reports no usage: about four
+// characters a prompt token, one token per relayed delta.
+func estimateUsage(req *providers.Request, deltas int) providers.Usage {
+	chars := 0
+	for i := range req.Messages {
+		chars += len(req.Messages[i].Text())
+	}
+	u := providers.Usage{PromptTokens: max(1, chars/4), CompletionTokens: deltas}
+	u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	return u
+}
+
+// collect reads a whole stream into one answer, for stream=false.
+func collect(st providers.Stream) (content string, calls []providers.ToolCall, res result, deltas int, err error) {
+	var text []byte
+	hasUsage := false
+	for {
+		c, rerr := st.Recv()
+		if errors.Is(rerr, io.EOF) {
+			if res.finishReason == "" {
+				return "", nil, res, deltas, providers.ErrTruncated
+			}
+			res.usageEstimated = !hasUsage
+			return string(text), calls, res, deltas, nil
+		}
+		if rerr != nil {
+			return "", nil, res, deltas, rerr
+		}
+		if c.Content != "" || len(c.ToolCalls) > 0 {
+			deltas++
+		}
+		text = append(text, c.Content...)
+		for _, d := range c.ToolCalls {
+			for len(calls) <= d.Index {
+				calls = append(calls, providers.ToolCall{Type: "function"})
+			}
+			tc := &calls[d.Index]
+			if d.ID != "" {
+				tc.ID = d.ID
+			}
+			if d.Type != "" {
+				tc.Type = d.Type
+			}
+			tc.Function.Name += d.Name
+			tc.Function.Arguments += d.Arguments
+		}
+		if c.FinishReason != "" {
+			res.finishReason = c.FinishReason
+		}
+		if c.Usage != nil {
+			res.usage, hasUsage = *c.Usage, true
+		}
+	}
+}

@@ -1,0 +1,132 @@
+// Package gateway is the HTTP side of the gateway: routes, handlers, the
+// SSE writer, model routing and the server's lifecycle.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/streamgate/gateway/config"
+	"github.com/streamgate/gateway/middleware"
+)
+
+// Server serves one configuration.
+type Server struct {
+	cfg    *config.Config
+	log    *slog.Logger
+	reg    *registry
+	redact *strings.Replacer
+	engine *gin.Engine
+	// started is reported as the creation time of every model.
+	started time.Time
+
+	// stopping is cancelled, with errShutdown as its cause, when streams in
+	// flight must end because the drain timeout ran out.
+	stopping    context.Context
+	stopStreams context.CancelCauseFunc
+}
+
+// New builds a server for cfg, which must have passed validation.
+func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
+	reg, secrets, err := buildRegistry(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, reg: reg, redact: newRedactor(secrets), started: time.Now()}
+	s.stopping, s.stopStreams = context.WithCancelCause(context.Background())
+	for name, pc := range cfg.Providers {
+		if u, ok := reg.providers[name].(unavailable); ok && u.Unavailable() != nil {
+			log.Warn("provider is not usable until configured; its models answer 503", "provider", name, "type", pc.Type, "reason", u.Unavailable().Error())
+		}
+	}
+
+	gin.SetMode(gin.ReleaseMode)
+	e := gin.New()
+	e.HandleMethodNotAllowed = true
+	// Trust no proxy headers until an operator configures proxies.
+	if err := e.SetTrustedProxies(nil); err != nil {
+		return nil, fmt.Errorf("trusted proxies: %w", err)
+	}
+	e.Use(
+		middleware.RequestID(),
+		middleware.AccessLog(log),
+		middleware.Recovery(log),
+		middleware.CORS(cfg.Server.CORS.AllowedOrigins),
+		middleware.BodyLimit(cfg.Server.MaxBodyBytes),
+	)
+	e.POST("/v1/stream", s.handleStream)
+	e.POST("/v1/chat/completions", s.handleChat)
+	e.GET("/v1/models", s.handleModels)
+	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	e.NoRoute(func(c *gin.Context) {
+		writeError(c, &apiError{Status: http.StatusNotFound, Type: typeInvalidRequest, Code: "not_found", Message: fmt.Sprintf("no route for %s %s", c.Request.Method, c.Request.URL.Path)})
+	})
+	e.NoMethod(func(c *gin.Context) {
+		writeError(c, &apiError{Status: http.StatusMethodNotAllowed, Type: typeInvalidRequest, Code: "method_not_allowed", Message: fmt.Sprintf("%s is not allowed on %s", c.Request.Method, c.Request.URL.Path)})
+	})
+	s.engine = e
+	return s, nil
+}
+
+// Handler returns the HTTP handler of all routes.
+func (s *Server) Handler() http.Handler { return s.engine }
+
+// Serve serves on ln until ctx is cancelled, then shuts down gracefully:
+// it stops accepting connections, gives streams in flight the configured
+// drain time to finish, ends those still running with a server_shutdown
+// error event, and returns once every handler has returned.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.engine,
+		ReadHeaderTimeout: s.cfg.Server.ReadHeaderTimeout.Std(),
+		IdleTimeout:       s.cfg.Server.IdleTimeout.Std(),
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down: draining streams", "drain_timeout", s.cfg.Server.ShutdownTimeout.String())
+	drain, cancel := context.WithTimeout(context.Background(), s.cfg.Server.ShutdownTimeout.Std())
+	defer cancel()
+	err := srv.Shutdown(drain)
+	if errors.Is(err, context.DeadlineExceeded) {
+		s.log.Warn("drain timeout reached: ending the remaining streams")
+		s.stopStreams(errShutdown)
+		// Handlers now write their error event and return promptly.
+		grace, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err = srv.Shutdown(grace); err != nil {
+			err = errors.Join(err, srv.Close())
+		}
+	}
+	<-served // http.ErrServerClosed
+	if err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	s.log.Info("shut down cleanly")
+	return nil
+}
+
+// ListenAndServe listens on the configured address and serves until ctx is
+// cancelled.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Server.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	s.log.Info("gateway listening", "addr", ln.Addr().String(), "models", strings.Join(s.reg.names, ","))
+	return s.Serve(ctx, ln)
+}

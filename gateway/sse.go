@@ -1,0 +1,109 @@
+package gateway
+
+import (
+	"net/http"
+	"sync"
+	"time"
+)
+
+// sseWriter writes Server-Sent Events: every frame goes out in one Write
+// followed by a flush, so nothing waits in a buffer. When no frame has gone
+// out for the heartbeat interval it sends a ": ping" comment, which keeps
+// proxies and load balancers from cutting a stream whose model is still
+// thinking. The heartbeat runs on a timer, so writes are serialised by a
+// mutex.
+type sseWriter struct {
+	mu       sync.Mutex
+	w        http.ResponseWriter
+	rc       *http.ResponseController
+	err      error // first write error; the client is gone
+	stopped  bool
+	interval time.Duration
+	hb       *time.Timer
+
+	// writeTimeout bounds each write: a client that stops reading but
+	// keeps its connection open would otherwise hold the upstream (and
+	// its bill) forever. The deadline is moved only when less than half
+	// of it is left, so most writes do not touch it.
+	writeTimeout time.Duration
+	deadline     time.Time
+}
+
+var pingFrame = []byte(": ping\n\n")
+
+// startSSE sends the status line and SSE headers, and starts heartbeats
+// unless interval is 0. Writes that take longer than writeTimeout (0: no
+// limit) fail. The caller must call stop before its handler returns.
+func startSSE(w http.ResponseWriter, interval, writeTimeout time.Duration) *sseWriter {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	// Tell nginx (and proxies copying it) not to buffer the stream.
+	h.Set("X-Accel-Buffering", "no")
+	h.Del("Content-Length")
+	w.WriteHeader(http.StatusOK)
+	s := &sseWriter{w: w, rc: http.NewResponseController(w), interval: interval, writeTimeout: writeTimeout}
+	if interval > 0 {
+		s.hb = time.AfterFunc(interval, s.ping)
+	}
+	return s
+}
+
+// write sends one or more complete frames and flushes them.
+func (s *sseWriter) write(frame []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return s.err
+	}
+	if s.stopped {
+		return http.ErrHandlerTimeout
+	}
+	s.send(frame)
+	if s.hb != nil && s.err == nil {
+		s.hb.Reset(s.interval)
+	}
+	return s.err
+}
+
+// send writes and flushes; s.mu is held.
+func (s *sseWriter) send(frame []byte) {
+	if s.writeTimeout > 0 {
+		now := time.Now()
+		if s.deadline.Sub(now) < s.writeTimeout/2 {
+			s.deadline = now.Add(s.writeTimeout)
+			// Writers that cannot take deadlines (tests) go without.
+			_ = s.rc.SetWriteDeadline(s.deadline)
+		}
+	}
+	if _, err := s.w.Write(frame); err != nil {
+		s.err = err
+		return
+	}
+	if err := s.rc.Flush(); err != nil {
+		s.err = err
+	}
+}
+
+func (s *sseWriter) ping() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped || s.err != nil {
+		return
+	}
+	s.send(pingFrame)
+	if s.err == nil {
+		s.hb.Reset(s.interval)
+	}
+}
+
+// stop ends heartbeats. After it returns nothing writes to w again, so the
+// handler may return.
+func (s *sseWriter) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopped = true
+	if s.hb != nil {
+		s.hb.Stop()
+	}
+}
