@@ -15,18 +15,8 @@ import (
 // handleStream serves POST /v1/stream, the gateway's native event stream.
 func (s *Server) handleStream(c *gin.Context) {
 	var body streamRequest
-	if e := decodeJSON(c.Request, &body, true); e != nil {
-		s.fail(c, e)
-		return
-	}
-	req, e := body.toProvider()
-	if e != nil {
-		s.fail(c, e)
-		return
-	}
-	dep, e := s.resolve(c, body.Model)
-	if e != nil {
-		s.fail(c, e)
+	req, dep, ok := s.accept(c, &body, true)
+	if !ok {
 		return
 	}
 	named := body.NamedEvents
@@ -40,18 +30,8 @@ func (s *Server) handleStream(c *gin.Context) {
 // handleChat serves POST /v1/chat/completions in OpenAI's format.
 func (s *Server) handleChat(c *gin.Context) {
 	var body chatRequest
-	if e := decodeJSON(c.Request, &body, false); e != nil {
-		s.fail(c, e)
-		return
-	}
-	req, e := body.toProvider()
-	if e != nil {
-		s.fail(c, e)
-		return
-	}
-	dep, e := s.resolve(c, body.Model)
-	if e != nil {
-		s.fail(c, e)
+	req, dep, ok := s.accept(c, &body, false)
+	if !ok {
 		return
 	}
 	if !body.Stream {
@@ -63,15 +43,34 @@ func (s *Server) handleChat(c *gin.Context) {
 	s.stream(c, dep, req, f)
 }
 
-func (s *Server) resolve(c *gin.Context, model string) (deployment, *apiError) {
-	dep, ok := s.reg.route(model)
+// clientRequest is a request body of one of the endpoints.
+type clientRequest interface {
+	toProvider() (*providers.Request, *apiError)
+	model() string
+}
+
+// accept decodes and validates a request body into body and resolves its
+// model. When it reports false it has already answered with the error.
+func (s *Server) accept(c *gin.Context, body clientRequest, strict bool) (*providers.Request, deployment, bool) {
+	if e := decodeJSON(c.Request, body, strict); e != nil {
+		s.fail(c, e)
+		return nil, deployment{}, false
+	}
+	req, e := body.toProvider()
+	if e != nil {
+		s.fail(c, e)
+		return nil, deployment{}, false
+	}
+	name := body.model()
+	dep, ok := s.reg.route(name)
 	if !ok {
-		return dep, &apiError{Status: http.StatusNotFound, Type: typeInvalidRequest, Code: "model_not_found",
-			Message: "model " + strconv.Quote(model) + " does not exist; GET /v1/models lists the models served"}
+		s.fail(c, &apiError{Status: http.StatusNotFound, Type: typeInvalidRequest, Code: "model_not_found",
+			Message: "model " + strconv.Quote(name) + " does not exist; GET /v1/models lists the models served"})
+		return nil, deployment{}, false
 	}
 	info := middleware.Get(c)
-	info.Model, info.Provider = model, dep.providerName
-	return dep, nil
+	info.Model, info.Provider = name, dep.providerName
+	return req, dep, true
 }
 
 // open starts the upstream call under the client's request context (so a

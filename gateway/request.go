@@ -122,6 +122,8 @@ type streamRequest struct {
 	NamedEvents bool `json:"named_events"`
 }
 
+func (sr *streamRequest) model() string { return sr.Model }
+
 func (sr *streamRequest) toProvider() (*providers.Request, *apiError) {
 	if sr.Model == "" {
 		return nil, badRequest("missing_model", "model is required")
@@ -176,6 +178,8 @@ type chatMessage struct {
 	ToolCalls  []providers.ToolCall `json:"tool_calls"`
 	ToolCallID string               `json:"tool_call_id"`
 }
+
+func (cr *chatRequest) model() string { return cr.Model }
 
 func (cr *chatRequest) toProvider() (*providers.Request, *apiError) {
 	if cr.Model == "" {

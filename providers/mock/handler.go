@@ -173,26 +173,22 @@ func (c *call) stream(w http.ResponseWriter, r *http.Request) {
 	defer timer.Stop()
 	n := c.opts.Tokens
 	for i := 0; i < n; i++ {
-		switch i {
-		case c.opts.FailAfter:
+		switch c.opts.at(i) {
+		case stepFail:
 			buf = append(buf[:0], `data: {"error":{"message":`...)
 			buf = jsonstr.Append(buf, midStreamFailure(i).Message)
 			buf = append(buf, `,"type":"server_error","param":null,"code":"mock_failure"}}`+"\n\n"...)
 			send()
 			return
-		case c.opts.MalformedAfter:
+		case stepMalformed:
 			buf = append(append(buf[:0], choice...), `{"content":"broken`+"\n\n"...)
 			send()
 			return
-		case c.opts.StallAfter:
+		case stepStall:
 			<-r.Context().Done()
 			return
 		}
-		d := c.opts.TokenDelay
-		if i == 0 {
-			d = c.opts.FirstTokenDelay
-		}
-		if !pause(r, timer, d) {
+		if !pause(r, timer, c.opts.delay(i)) {
 			return
 		}
 		buf = append(append(buf[:0], choice...), `{"content":`...)
@@ -234,19 +230,15 @@ func (c *call) complete(w http.ResponseWriter, r *http.Request) {
 	n := c.opts.Tokens
 	content := make([]byte, 0, n*8)
 	for i := 0; i < n; i++ {
-		if i == c.opts.FailAfter || i == c.opts.MalformedAfter {
+		switch c.opts.at(i) {
+		case stepFail, stepMalformed:
 			writeError(w, http.StatusInternalServerError, "server_error", "mock_failure", midStreamFailure(i).Message)
 			return
-		}
-		if i == c.opts.StallAfter {
+		case stepStall:
 			<-r.Context().Done()
 			return
 		}
-		d := c.opts.TokenDelay
-		if i == 0 {
-			d = c.opts.FirstTokenDelay
-		}
-		if !pause(r, timer, d) {
+		if !pause(r, timer, c.opts.delay(i)) {
 			return
 		}
 		content = append(content, c.script.token(i, n)...)

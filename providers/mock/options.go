@@ -163,3 +163,35 @@ func (o Options) finishReason() string {
 	}
 	return "stop"
 }
+
+// step is what a mock does at token position i.
+type step int
+
+const (
+	stepToken     step = iota // wait, then send token i
+	stepFail                  // fail the stream
+	stepMalformed             // send an undecodable chunk
+	stepStall                 // go silent until the caller leaves
+)
+
+// at is the one schedule of misbehaviour that the provider and the HTTP
+// handler both follow.
+func (o *Options) at(i int) step {
+	switch i {
+	case o.FailAfter:
+		return stepFail
+	case o.MalformedAfter:
+		return stepMalformed
+	case o.StallAfter:
+		return stepStall
+	}
+	return stepToken
+}
+
+// delay is the pause before token i.
+func (o *Options) delay(i int) time.Duration {
+	if i == 0 {
+		return o.FirstTokenDelay
+	}
+	return o.TokenDelay
+}

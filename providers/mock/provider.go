@@ -102,12 +102,12 @@ func (s *stream) Recv() (providers.Chunk, error) {
 		return providers.Chunk{}, io.EOF
 	}
 	i := s.sent
-	switch i {
-	case s.opts.FailAfter:
+	switch s.opts.at(i) {
+	case stepFail:
 		return providers.Chunk{}, midStreamFailure(i)
-	case s.opts.MalformedAfter:
+	case stepMalformed:
 		return providers.Chunk{}, fmt.Errorf("mock chunk %d: %w", i, providers.ErrMalformed)
-	case s.opts.StallAfter:
+	case stepStall:
 		<-s.ctx.Done()
 		return providers.Chunk{}, s.ctx.Err()
 	}
@@ -119,11 +119,7 @@ func (s *stream) Recv() (providers.Chunk, error) {
 			TotalTokens:      s.promptTokens + s.sent,
 		}}, nil
 	}
-	delay := s.opts.TokenDelay
-	if i == 0 {
-		delay = s.opts.FirstTokenDelay
-	}
-	if err := s.wait(delay); err != nil {
+	if err := s.wait(s.opts.delay(i)); err != nil {
 		return providers.Chunk{}, err
 	}
 	s.sent++

@@ -107,7 +107,7 @@ func New(opts Options) (*Provider, error) {
 
 	p := &Provider{client: goopenai.NewClientWithConfig(cfg)}
 	if opts.APIKey == "" && (opts.Azure != nil || strings.HasPrefix(opts.BaseURL, "https://api.openai.com")) {
-		p.unavailable = fmt.Errorf("%w: api_key is empty", providers.ErrUnavailable)
+		p.unavailable = fmt.Errorf("%w: its api_key is empty (set the environment variable config.yaml names, e.g. OPENAI_API_KEY, and restart)", providers.ErrUnavailable)
 	}
 	return p, nil
 }
