@@ -4,7 +4,7 @@
 
 GO ?= go
 
-.PHONY: run test test-deps vet fmt-check build bench-micro
+.PHONY: run test test-deps vet fmt-check build bench bench-micro
 
 run:
 	$(GO) run ./cmd/gateway
@@ -24,6 +24,13 @@ fmt-check:
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/gateway ./cmd/gateway
+
+# The full benchmark: mock upstream, bare reverse proxy and gateway as
+# separate processes, every scenario against each; writes
+# docs/bench/results.{md,json,svg}. About four minutes.
+bench:
+	$(GO) build -o bin/ ./cmd/gateway ./cmd/gatewaybench
+	bin/gatewaybench run -gateway bin/gateway -out docs/bench
 
 # Hot-path micro-benchmarks with allocation counts.
 bench-micro:

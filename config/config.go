@@ -52,8 +52,15 @@ type Server struct {
 	// IdleTimeout closes keep-alive connections idle this long
 	// (default 120s).
 	IdleTimeout Duration `yaml:"idle_timeout"`
-	CORS        CORS     `yaml:"cors"`
-	Log         Log      `yaml:"log"`
+	// H2C also accepts cleartext HTTP/2 (prior knowledge), for load
+	// balancers and proxies that speak it to their backends; one
+	// connection then carries many streams (default false).
+	H2C  bool `yaml:"h2c"`
+	CORS CORS `yaml:"cors"`
+	// PprofListen, when set, serves Go's profiler (/debug/pprof/) on this
+	// separate address, which must be a loopback one (default: off).
+	PprofListen string `yaml:"pprof_listen"`
+	Log         Log    `yaml:"log"`
 }
 
 // CORS configures cross-origin access for browser frontends.

@@ -24,6 +24,12 @@ func (c *Config) Validate() []Problem {
 	if _, _, err := net.SplitHostPort(s.Listen); err != nil {
 		add("server.listen", "%q is not a host:port address (e.g. 127.0.0.1:8080 or :8080)", s.Listen)
 	}
+	if s.PprofListen != "" {
+		host, _, err := net.SplitHostPort(s.PprofListen)
+		if ip := net.ParseIP(host); err != nil || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
+			add("server.pprof_listen", "%q must be a loopback host:port such as 127.0.0.1:6060: the profiler must not be exposed", s.PprofListen)
+		}
+	}
 	if s.MaxBodyBytes <= 0 {
 		add("server.max_body_bytes", "%d must be positive", s.MaxBodyBytes)
 	}

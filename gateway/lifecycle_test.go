@@ -249,3 +249,25 @@ func TestClientThatStopsReading(t *testing.T) {
 		t.Errorf("a stalled reader was not dropped:\n%s", h.logs.String())
 	}
 }
+
+// TestH2C streams over cleartext HTTP/2 when server.h2c is on: many
+// streams share one connection, each still flushed event by event.
+func TestH2C(t *testing.T) {
+	url, _, _ := serving(t, newConfig("", ""), func(c *config.Config) { c.Server.H2C = true })
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	resp, err := client.Post(url+"/v1/stream", "application/json", strings.NewReader(`{"model":"mock-gpt","prompt":"[mock tokens=3]"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("protocol %s, want HTTP/2", resp.Proto)
+	}
+	evs := newSSEReader(resp.Body).readAll(t)
+	if len(evs) != 5 || decodeEvent(t, evs[4]).Type != "done" {
+		t.Errorf("events over h2c: %+v", evs)
+	}
+}

@@ -4,6 +4,7 @@
 package openai
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -42,11 +43,9 @@ type Options struct {
 	Azure *AzureOptions
 	// ConnectTimeout bounds dialling and the TLS handshake (default 10s).
 	ConnectTimeout time.Duration
-	// MaxEmptyLines is how many non-data lines in a row (comments,
-	// keep-alives) the stream reader tolerates before giving up. Reasoning
-	// models behind some servers send hundreds while they think
-	// (default 100000).
-	MaxEmptyLines uint
+	// MaxLineBytes caps one line of the upstream's event stream
+	// (default 8 MiB).
+	MaxLineBytes int
 	// Transport, when set, replaces the default HTTP transport (tests).
 	Transport http.RoundTripper
 }
@@ -64,6 +63,7 @@ type AzureOptions struct {
 type Provider struct {
 	client      *goopenai.Client
 	unavailable error
+	maxLine     int
 }
 
 // New builds a provider. A provider for OpenAI's own API (or Azure) without
@@ -76,8 +76,8 @@ func New(opts Options) (*Provider, error) {
 	if opts.ConnectTimeout <= 0 {
 		opts.ConnectTimeout = 10 * time.Second
 	}
-	if opts.MaxEmptyLines == 0 {
-		opts.MaxEmptyLines = 100000
+	if opts.MaxLineBytes <= 0 {
+		opts.MaxLineBytes = 8 << 20
 	}
 	var cfg goopenai.ClientConfig
 	if opts.Azure != nil {
@@ -97,7 +97,6 @@ func New(opts Options) (*Provider, error) {
 		cfg.BaseURL = strings.TrimRight(opts.BaseURL, "/")
 		cfg.OrgID = opts.Organization
 	}
-	cfg.EmptyMessagesLimit = opts.MaxEmptyLines
 	transport := opts.Transport
 	if transport == nil {
 		transport = newTransport(opts.ConnectTimeout)
@@ -105,7 +104,7 @@ func New(opts Options) (*Provider, error) {
 	// No http.Client.Timeout: it would bound reading the whole stream.
 	cfg.HTTPClient = &doer{client: &http.Client{Transport: transport}, headers: opts.Headers}
 
-	p := &Provider{client: goopenai.NewClientWithConfig(cfg)}
+	p := &Provider{client: goopenai.NewClientWithConfig(cfg), maxLine: opts.MaxLineBytes}
 	if opts.APIKey == "" && (opts.Azure != nil || strings.HasPrefix(opts.BaseURL, "https://api.openai.com")) {
 		p.unavailable = fmt.Errorf("%w: its api_key is empty (set the environment variable config.yaml names, e.g. OPENAI_API_KEY, and restart)", providers.ErrUnavailable)
 	}
@@ -127,8 +126,9 @@ func newTransport(connect time.Duration) *http.Transport {
 	return t
 }
 
-// doer adds the configured headers and remembers what an upstream said in
-// Retry-After when it refused a call.
+// doer adds the configured headers, remembers what an upstream said in
+// Retry-After when it refused a call, and hands the body of an accepted
+// call to the stream, which reads it itself.
 type doer struct {
 	client  *http.Client
 	headers map[string]string
@@ -139,6 +139,7 @@ type callKey struct{}
 // call is per-request state the doer fills in.
 type call struct {
 	retryAfter time.Duration
+	body       io.ReadCloser
 }
 
 func (d *doer) Do(req *http.Request) (*http.Response, error) {
@@ -146,12 +147,17 @@ func (d *doer) Do(req *http.Request) (*http.Response, error) {
 		req.Header.Set(k, v)
 	}
 	resp, err := d.client.Do(req)
-	if err == nil && resp.StatusCode >= 400 {
-		if c, ok := req.Context().Value(callKey{}).(*call); ok {
+	if err != nil {
+		return resp, err
+	}
+	if c, ok := req.Context().Value(callKey{}).(*call); ok {
+		if resp.StatusCode >= 400 {
 			c.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"))
+		} else {
+			c.body = resp.Body
 		}
 	}
-	return resp, err
+	return resp, nil
 }
 
 // parseRetryAfter reads delay-seconds or an HTTP date.
@@ -185,7 +191,11 @@ func (p *Provider) StreamChat(ctx context.Context, req *providers.Request) (prov
 		// error: there is nothing to close here.
 		return nil, classify(err, c.retryAfter)
 	}
-	return &stream{st: st}, nil
+	if c.body == nil { // cannot happen: the doer saw the response
+		st.Close()
+		return nil, errors.New("openai: response body not captured")
+	}
+	return &stream{st: st, body: c.body, events: newEventReader(c.body, p.maxLine)}, nil
 }
 
 func toUpstream(req *providers.Request) (goopenai.ChatCompletionRequest, error) {
@@ -250,55 +260,86 @@ func toUpstream(req *providers.Request) (goopenai.ChatCompletionRequest, error) 
 	return out, nil
 }
 
+// stream reads the upstream's event stream itself: go-openai opened it
+// (request, auth, Azure URLs, error statuses), but its reader runs regular
+// expressions on every line and decodes every chunk by reflection, which
+// made it the largest per-token cost of the gateway.
 type stream struct {
-	st       *goopenai.ChatCompletionStream
-	finished bool // a finish reason was seen
+	st     *goopenai.ChatCompletionStream // owns the response
+	body   io.ReadCloser
+	events *eventReader
+	done   bool // "data: [DONE]" was read
+	// finished means a finish reason was seen.
+	finished bool
 	once     sync.Once
 }
 
+var doneMarker = []byte("[DONE]")
+
 // Recv returns the next chunk with content, tool calls, a finish reason or
-// usage; content-free chunks (the role chunk, empty deltas) are skipped.
+// usage; content-free chunks (the role chunk, empty deltas) and keep-alive
+// comments are skipped.
 func (s *stream) Recv() (providers.Chunk, error) {
-	for {
-		resp, err := s.st.Recv()
+	var c providers.Chunk
+	for !s.done {
+		data, err := s.events.next()
 		if errors.Is(err, io.EOF) {
+			// Closed without [DONE]: complete only if it said it finished.
 			if !s.finished {
-				return providers.Chunk{}, providers.ErrTruncated
+				return c, providers.ErrTruncated
 			}
-			return providers.Chunk{}, io.EOF
+			s.done = true
+			break
 		}
 		if err != nil {
-			return providers.Chunk{}, classify(err, 0)
+			return c, classify(err, 0)
 		}
-		var c providers.Chunk
-		if len(resp.Choices) > 0 {
-			ch := &resp.Choices[0]
-			c.Content = ch.Delta.Content
-			c.FinishReason = string(ch.FinishReason)
-			for _, tc := range ch.Delta.ToolCalls {
-				d := providers.ToolCallDelta{ID: tc.ID, Type: string(tc.Type), Name: tc.Function.Name, Arguments: tc.Function.Arguments}
-				if tc.Index != nil {
-					d.Index = *tc.Index
-				}
-				c.ToolCalls = append(c.ToolCalls, d)
+		if bytes.Equal(data, doneMarker) {
+			s.done = true
+			if !s.finished {
+				// [DONE] says the answer is complete even if no chunk
+				// carried a finish reason (some servers omit it).
+				s.finished = true
+				return providers.Chunk{FinishReason: "stop"}, nil
 			}
+			break
+		}
+		if err := decodeChunk(data, &c); err != nil {
+			var pe *providers.Error
+			if errors.As(err, &pe) {
+				return providers.Chunk{}, err
+			}
+			return providers.Chunk{}, fmt.Errorf("%w: %w", providers.ErrMalformed, err)
 		}
 		if c.FinishReason != "" {
 			s.finished = true
-		}
-		if u := resp.Usage; u != nil {
-			c.Usage = &providers.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.TotalTokens}
 		}
 		if c.Content == "" && c.FinishReason == "" && c.Usage == nil && len(c.ToolCalls) == 0 {
 			continue
 		}
 		return c, nil
 	}
+	return providers.Chunk{}, io.EOF
 }
 
+// drainLimit bounds what Close reads after [DONE] so the connection can go
+// back to the pool: normally just the end of the chunked body.
+const drainLimit = 4 << 10
+
+// Close releases the response. After a complete stream it first reads the
+// rest of the body (a few bytes) so the connection is reused instead of
+// torn down; if the upstream does not end the body within a second, the
+// connection is closed after all.
 func (s *stream) Close() error {
 	var err error
-	s.once.Do(func() { err = s.st.Close() })
+	s.once.Do(func() {
+		if s.done {
+			t := time.AfterFunc(time.Second, func() { s.body.Close() })
+			_, _ = io.CopyN(io.Discard, s.body, drainLimit)
+			t.Stop()
+		}
+		err = s.st.Close()
+	})
 	return err
 }
 

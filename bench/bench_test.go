@@ -1,0 +1,82 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// TestSmokeRun runs the real benchmark, tiny: the servers are the real
+// binaries started as processes, every scenario against every target. It
+// asserts that every stream completed with every token, never timings.
+func TestSmokeRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds two binaries; skipped with -short")
+	}
+	bin := t.TempDir()
+	build := exec.Command("go", "build", "-o", bin+"/", "../cmd/gateway", "../cmd/gatewaybench")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	r := &Runner{
+		GatewayBin: filepath.Join(bin, "gateway"),
+		BenchBin:   filepath.Join(bin, "gatewaybench"),
+		Scenarios:  QuickScenarios(),
+		WorkDir:    t.TempDir(),
+		Log:        testLog{t},
+	}
+	rep, err := r.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Measurements) != len(r.Scenarios)*len(Targets) {
+		t.Fatalf("%d measurements, want %d", len(rep.Measurements), len(r.Scenarios)*len(Targets))
+	}
+	for _, m := range rep.Measurements {
+		var sc Scenario
+		for _, s := range r.Scenarios {
+			if s.Name == m.Scenario {
+				sc = s
+			}
+		}
+		res := m.Result
+		if res.Errors != 0 || res.Streams != sc.Requests || res.Chunks != int64(sc.Requests*sc.Tokens) {
+			t.Errorf("%s/%s: %d streams, %d errors %v, %d chunks; want %d streams of %d tokens",
+				m.Scenario, m.Target, res.Streams, res.Errors, res.ErrorSamples, res.Chunks, sc.Requests, sc.Tokens)
+		}
+		if res.TTFT.Count != int64(sc.Requests) || m.RelayPeakRSSMiB <= 0 {
+			t.Errorf("%s/%s: %d TTFT samples, peak RSS %.1f MiB", m.Scenario, m.Target, res.TTFT.Count, m.RelayPeakRSSMiB)
+		}
+	}
+
+	out := t.TempDir()
+	if err := rep.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	b, _ := os.ReadFile(filepath.Join(out, "results.json"))
+	if err := json.Unmarshal(b, &back); err != nil || len(back.Measurements) != len(rep.Measurements) {
+		t.Errorf("results.json: %v", err)
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "results.md"))
+	svg, _ := os.ReadFile(filepath.Join(out, "results.svg"))
+	if !strings.Contains(string(md), "| idle | gateway-chat |") || !strings.HasPrefix(string(svg), "<svg") {
+		t.Errorf("results.md or results.svg incomplete:\n%s", md)
+	}
+}

@@ -1,0 +1,206 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"html"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Report is a whole benchmark run.
+type Report struct {
+	Machine      Machine       `json:"machine"`
+	Started      time.Time     `json:"started"`
+	Scenarios    []Scenario    `json:"scenarios"`
+	Measurements []Measurement `json:"measurements"`
+	Checks       []Check       `json:"checks"`
+}
+
+// Check is one of the issue's targets, evaluated on a run.
+type Check struct {
+	Name   string  `json:"name"`
+	Target string  `json:"target"` // which gateway endpoint
+	Want   string  `json:"want"`
+	Got    string  `json:"got"`
+	Value  float64 `json:"value"`
+	Pass   bool    `json:"pass"`
+}
+
+func (rep *Report) find(scenario, target string) *Measurement {
+	for i := range rep.Measurements {
+		if m := &rep.Measurements[i]; m.Scenario == scenario && m.Target == target {
+			return m
+		}
+	}
+	return nil
+}
+
+// checkTargets evaluates the targets as ratios within the run, for both
+// gateway endpoints.
+func checkTargets(rep *Report) []Check {
+	var checks []Check
+	for _, gw := range []string{TargetGatewayNative, TargetGatewayChat} {
+		add := func(name, want string, ok bool, got string, v float64) {
+			checks = append(checks, Check{Name: name, Target: gw, Want: want, Got: got, Value: v, Pass: ok})
+		}
+		if g, b := rep.find("throughput", gw), rep.find("throughput", TargetBaseline); g != nil && b != nil && b.CPUPerChunkUs > 0 && b.Result.ChunksPerSec > 0 {
+			r := g.CPUPerChunkUs / b.CPUPerChunkUs
+			add("CPU per chunk vs baseline", "≤ 1.7×", r <= 1.7, fmt.Sprintf("%.2f× (%.2f vs %.2f µs)", r, g.CPUPerChunkUs, b.CPUPerChunkUs), r)
+			r = g.Result.ChunksPerSec / b.Result.ChunksPerSec
+			add("Throughput at 64 streams vs baseline", "≥ 0.8×", r >= 0.8, fmt.Sprintf("%.2f× (%.0f vs %.0f chunks/s)", r, g.Result.ChunksPerSec, b.Result.ChunksPerSec), r)
+		}
+		if g, b, d := rep.find("latency", gw), rep.find("latency", TargetBaseline), rep.find("latency", TargetDirect); g != nil && b != nil && d != nil {
+			added, baseAdded := g.Result.TTFT.P50-d.Result.TTFT.P50, b.Result.TTFT.P50-d.Result.TTFT.P50
+			diff := added - baseAdded
+			add("Added TTFT p50 vs baseline's", "≤ +150 µs", diff <= 150, fmt.Sprintf("%+.0f µs (gateway adds %.0f µs, baseline %.0f µs)", diff, added, baseAdded), diff)
+		}
+		if g, b, d := rep.find("slow", gw), rep.find("slow", TargetBaseline), rep.find("slow", TargetDirect); g != nil && b != nil && d != nil && d.Result.Duration.P50 > 0 {
+			r := g.Result.Duration.P50/d.Result.Duration.P50 - 1
+			add("slow: median stream duration vs direct", "≤ +2%", r <= 0.02, fmt.Sprintf("%+.2f%% (%.0f vs %.0f ms)", r*100, g.Result.Duration.P50/1e3, d.Result.Duration.P50/1e3), r)
+			add("slow: p99 TTFT vs baseline", "≤ baseline", g.Result.TTFT.P99 <= b.Result.TTFT.P99,
+				fmt.Sprintf("%.2f vs %.2f ms", g.Result.TTFT.P99/1e3, b.Result.TTFT.P99/1e3), g.Result.TTFT.P99-b.Result.TTFT.P99)
+			add("slow: peak RSS", "≤ 64 MiB", g.RelayPeakRSSMiB <= 64, fmt.Sprintf("%.1f MiB", g.RelayPeakRSSMiB), g.RelayPeakRSSMiB)
+		}
+		if g := rep.find("idle", gw); g != nil {
+			var want int
+			for _, sc := range rep.Scenarios {
+				if sc.Name == "idle" {
+					want = sc.Requests
+				}
+			}
+			add("idle: streams completed without error", fmt.Sprintf("%d of %d", want, want), g.Result.Errors == 0 && g.Result.Streams == want,
+				fmt.Sprintf("%d ok, %d errors", g.Result.Streams, g.Result.Errors), float64(g.Result.Streams))
+			perStream := g.RelayPeakRSSMiB * 1024 / float64(max(want, 1))
+			add("idle: peak RSS per open stream", "≤ 32 KiB", perStream <= 32, fmt.Sprintf("%.1f KiB (%.0f MiB in all)", perStream, g.RelayPeakRSSMiB), perStream)
+		}
+	}
+	return checks
+}
+
+// Write writes results.md, results.json and results.svg into dir.
+func (rep *Report) Write(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(js, '\n'), 0o644); err != nil {
+		return err
+	}
+	var md strings.Builder
+	rep.WriteMarkdown(&md)
+	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(md.String()), 0o644); err != nil {
+		return err
+	}
+	var svg strings.Builder
+	rep.WriteSVG(&svg)
+	return os.WriteFile(filepath.Join(dir, "results.svg"), []byte(svg.String()), 0o644)
+}
+
+// WriteMarkdown writes the results table and the target checks.
+func (rep *Report) WriteMarkdown(w io.Writer) {
+	m := rep.Machine
+	fmt.Fprintf(w, "Run of %s on %s, %d cores, %d GiB, %s (%s), open-file limit %d.\n\n",
+		rep.Started.Format(time.RFC3339), m.CPU, m.Cores, m.MemoryGiB, m.Go, m.OS, m.FileLimit)
+	fmt.Fprintln(w, "| scenario | target | streams ok | errors | chunks/s | TTFT p50 | p90 | p99 | max | gap p50 | gap p99 | duration p50 | relay CPU/chunk | relay peak RSS |")
+	fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+	for _, x := range rep.Measurements {
+		r := x.Result
+		fmt.Fprintf(w, "| %s | %s | %d | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %.2f µs | %.1f MiB |\n",
+			x.Scenario, x.Target, r.Streams, r.Errors, r.ChunksPerSec,
+			fmtUs(r.TTFT.P50), fmtUs(r.TTFT.P90), fmtUs(r.TTFT.P99), fmtUs(r.TTFT.Max),
+			fmtUs(r.Gap.P50), fmtUs(r.Gap.P99), fmtUs(r.Duration.P50), x.CPUPerChunkUs, x.RelayPeakRSSMiB)
+	}
+	fmt.Fprintln(w, "\n\"relay\" is the process between the load generator and the mock: the baseline proxy or the gateway (for `direct`, the mock itself).")
+	if len(rep.Checks) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\n| target | endpoint | want | measured | |")
+	fmt.Fprintln(w, "|---|---|---|---|---|")
+	for _, c := range rep.Checks {
+		mark := "missed"
+		if c.Pass {
+			mark = "met"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", c.Name, c.Target, c.Want, c.Got, mark)
+	}
+}
+
+func fmtUs(v float64) string {
+	switch {
+	case v >= 1e6:
+		return fmt.Sprintf("%.2f s", v/1e6)
+	case v >= 1e3:
+		return fmt.Sprintf("%.2f ms", v/1e3)
+	default:
+		return fmt.Sprintf("%.0f µs", v)
+	}
+}
+
+// WriteSVG draws four bar charts: throughput and CPU per chunk at 64
+// streams, TTFT p50 one stream at a time, and peak RSS in the slow
+// scenario, for every target.
+func (rep *Report) WriteSVG(w io.Writer) {
+	type panel struct {
+		title, scenario, unit string
+		value                 func(*Measurement) float64
+	}
+	panels := []panel{
+		{"Throughput, 64 streams", "throughput", "chunks/s", func(m *Measurement) float64 { return m.Result.ChunksPerSec }},
+		{"CPU per relayed chunk", "throughput", "µs", func(m *Measurement) float64 { return m.CPUPerChunkUs }},
+		{"Time to first token p50", "latency", "µs", func(m *Measurement) float64 { return m.Result.TTFT.P50 }},
+		{"Peak RSS, 1,000 slow streams", "slow", "MiB", func(m *Measurement) float64 { return m.RelayPeakRSSMiB }},
+	}
+	colors := map[string]string{TargetDirect: "#9ca3af", TargetBaseline: "#60a5fa", TargetGatewayNative: "#10b981", TargetGatewayChat: "#059669"}
+	const pw, ph, pad = 300, 220, 20
+	width := len(panels)*(pw+pad) + pad
+	fmt.Fprintf(w, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">`+"\n", width, ph+90)
+	fmt.Fprintf(w, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
+	for i, p := range panels {
+		x0 := pad + i*(pw+pad)
+		fmt.Fprintf(w, `<text x="%d" y="20" font-size="13" font-weight="bold">%s</text>`+"\n", x0, html.EscapeString(p.title))
+		var maxV float64
+		for _, t := range Targets {
+			if m := rep.find(p.scenario, t); m != nil {
+				maxV = max(maxV, p.value(m))
+			}
+		}
+		if maxV == 0 {
+			continue
+		}
+		bw := pw / len(Targets)
+		for j, t := range Targets {
+			m := rep.find(p.scenario, t)
+			if m == nil {
+				continue
+			}
+			v := p.value(m)
+			h := int(v / maxV * float64(ph-40))
+			x := x0 + j*bw + 6
+			y := 30 + (ph - 40) - h
+			fmt.Fprintf(w, `<rect x="%d" y="%d" width="%d" height="%d" fill="%s"/>`+"\n", x, y, bw-12, h, colors[t])
+			fmt.Fprintf(w, `<text x="%d" y="%d" text-anchor="middle">%s</text>`+"\n", x+(bw-12)/2, y-4, html.EscapeString(short(v)))
+			fmt.Fprintf(w, `<text x="%d" y="%d" text-anchor="middle">%s</text>`+"\n", x+(bw-12)/2, ph+4, t)
+		}
+		fmt.Fprintf(w, `<text x="%d" y="%d" fill="#555">%s</text>`+"\n", x0, ph+24, p.unit)
+	}
+	fmt.Fprintf(w, `<text x="%d" y="%d" fill="#555">%s, %d cores, %s</text>`+"\n", pad, ph+60, html.EscapeString(rep.Machine.CPU), rep.Machine.Cores, rep.Started.Format("2006-01-02"))
+	fmt.Fprintln(w, "</svg>")
+}
+
+func short(v float64) string {
+	switch {
+	case v >= 1e4:
+		return fmt.Sprintf("%.0fk", v/1e3)
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}

@@ -1,0 +1,319 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Scenario is one load shape, run against every target in turn.
+type Scenario struct {
+	Name        string        `json:"name"`
+	Tokens      int           `json:"tokens"`
+	Delay       time.Duration `json:"delay_ns"`
+	Concurrency int           `json:"concurrency"`
+	Requests    int           `json:"requests,omitempty"`
+	Duration    time.Duration `json:"duration_ns,omitempty"`
+	RampUp      time.Duration `json:"ramp_up_ns,omitempty"`
+	// H2C carries client connections over cleartext HTTP/2. The idle
+	// scenario needs it: over HTTP/1.1 a relay holds two sockets per
+	// stream, and 10,000 streams would pass the 20,000 descriptors this
+	// machine allows one process.
+	H2C bool `json:"h2c,omitempty"`
+}
+
+// Scenarios are the issue's four load shapes.
+func Scenarios() []Scenario {
+	return []Scenario{
+		{Name: "latency", Tokens: 64, Concurrency: 1, Duration: 3 * time.Second},
+		{Name: "throughput", Tokens: 64, Concurrency: 64, Duration: 5 * time.Second},
+		{Name: "slow", Tokens: 256, Delay: 20 * time.Millisecond, Concurrency: 1000, Requests: 1000, RampUp: time.Second},
+		{Name: "idle", Tokens: 30, Delay: time.Second, Concurrency: 10000, Requests: 10000, RampUp: 5 * time.Second, H2C: true},
+	}
+}
+
+// QuickScenarios are the same shapes made tiny, for the smoke test that
+// keeps the tooling from rotting.
+func QuickScenarios() []Scenario {
+	return []Scenario{
+		{Name: "latency", Tokens: 16, Concurrency: 1, Requests: 10},
+		{Name: "throughput", Tokens: 16, Concurrency: 8, Requests: 40},
+		{Name: "slow", Tokens: 8, Delay: 5 * time.Millisecond, Concurrency: 20, Requests: 20},
+		{Name: "idle", Tokens: 3, Delay: 50 * time.Millisecond, Concurrency: 50, Requests: 50, H2C: true},
+	}
+}
+
+// Targets, in the order each scenario runs them.
+const (
+	TargetDirect        = "direct"         // the mock upstream itself
+	TargetBaseline      = "baseline"       // httputil.ReverseProxy in front of it
+	TargetGatewayNative = "gateway-native" // the gateway's /v1/stream
+	TargetGatewayChat   = "gateway-chat"   // the gateway's /v1/chat/completions
+)
+
+// Targets lists every target.
+var Targets = []string{TargetDirect, TargetBaseline, TargetGatewayNative, TargetGatewayChat}
+
+// Runner starts the servers as separate processes (so their CPU time and
+// memory can be read from /proc) and runs every scenario against every
+// target.
+type Runner struct {
+	GatewayBin string // the gateway binary
+	BenchBin   string // a binary with the mock and baseline subcommands
+	Scenarios  []Scenario
+	WorkDir    string    // configs and server logs go here
+	Log        io.Writer // progress
+}
+
+// Measurement is one scenario against one target.
+type Measurement struct {
+	Scenario string  `json:"scenario"`
+	Target   string  `json:"target"`
+	Result   *Result `json:"result"`
+	// RelayCPUSec is the CPU time of the process between client and mock
+	// (for direct: the mock itself) during the load.
+	RelayCPUSec float64 `json:"relay_cpu_s"`
+	// CPUPerChunkUs is RelayCPUSec per content chunk delivered.
+	CPUPerChunkUs float64 `json:"cpu_per_chunk_us"`
+	// RelayPeakRSSMiB is the relay process's peak resident memory.
+	RelayPeakRSSMiB float64 `json:"relay_peak_rss_mib"`
+	MockCPUSec      float64 `json:"mock_cpu_s"`
+}
+
+// Run runs every scenario against every target.
+func (r *Runner) Run(ctx context.Context) (*Report, error) {
+	limit, err := RaiseFileLimit()
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{Machine: describeMachine(limit), Started: time.Now().UTC(), Scenarios: r.Scenarios}
+	for _, sc := range r.Scenarios {
+		for _, target := range Targets {
+			fmt.Fprintf(r.Log, "%-10s %-15s ", sc.Name, target)
+			m, err := r.measure(ctx, sc, target)
+			if err != nil {
+				fmt.Fprintln(r.Log, "failed")
+				return rep, fmt.Errorf("%s against %s: %w", sc.Name, target, err)
+			}
+			res := m.Result
+			fmt.Fprintf(r.Log, "%6d ok %4d err %9.0f chunks/s  ttft p50 %8.0fµs  cpu/chunk %6.2fµs  rss %6.1fMiB\n",
+				res.Streams, res.Errors, res.ChunksPerSec, res.TTFT.P50, m.CPUPerChunkUs, m.RelayPeakRSSMiB)
+			rep.Measurements = append(rep.Measurements, *m)
+		}
+	}
+	rep.Checks = checkTargets(rep)
+	return rep, nil
+}
+
+func (r *Runner) measure(ctx context.Context, sc Scenario, target string) (*Measurement, error) {
+	mock, err := r.start(ctx, "mock", r.BenchBin, "mock", "-listen", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	defer mock.stop()
+	mockURL := "http://" + mock.addr
+
+	relay := mock
+	load := Load{Format: FormatChat, Model: "bench", Tokens: sc.Tokens, Delay: sc.Delay, Concurrency: sc.Concurrency,
+		Requests: sc.Requests, Duration: sc.Duration, RampUp: sc.RampUp, H2C: sc.H2C}
+	h2c := fmt.Sprintf("-h2c=%v", sc.H2C)
+	switch target {
+	case TargetDirect:
+		if sc.H2C { // the mock must accept h2c itself
+			mock.stop()
+			if mock, err = r.start(ctx, "mock", r.BenchBin, "mock", "-listen", "127.0.0.1:0", h2c); err != nil {
+				return nil, err
+			}
+			relay = mock
+		}
+		load.URL = "http://" + mock.addr + "/v1/chat/completions"
+	case TargetBaseline:
+		if relay, err = r.start(ctx, "baseline", r.BenchBin, "baseline", "-listen", "127.0.0.1:0", "-upstream", mockURL, h2c); err != nil {
+			return nil, err
+		}
+		defer relay.stop()
+		load.URL = "http://" + relay.addr + "/v1/chat/completions"
+	case TargetGatewayNative, TargetGatewayChat:
+		cfg := filepath.Join(r.WorkDir, "gateway.yaml")
+		if err := os.WriteFile(cfg, []byte(gatewayConfig(mockURL, sc.H2C)), 0o600); err != nil {
+			return nil, err
+		}
+		if relay, err = r.start(ctx, "gateway", r.GatewayBin, "-config", cfg); err != nil {
+			return nil, err
+		}
+		defer relay.stop()
+		load.URL = "http://" + relay.addr + "/v1/chat/completions"
+		if target == TargetGatewayNative {
+			load.URL, load.Format = "http://"+relay.addr+"/v1/stream", FormatNative
+		}
+	}
+
+	relayCPU0, err := cpuTime(relay.pid())
+	if err != nil {
+		return nil, err
+	}
+	mockCPU0, _ := cpuTime(mock.pid())
+	res, err := Run(ctx, load)
+	if err != nil {
+		return nil, err
+	}
+	relayCPU1, err := cpuTime(relay.pid())
+	if err != nil {
+		return nil, err
+	}
+	mockCPU1, _ := cpuTime(mock.pid())
+	rss, err := peakRSS(relay.pid())
+	if err != nil {
+		return nil, err
+	}
+	m := &Measurement{
+		Scenario: sc.Name, Target: target, Result: res,
+		RelayCPUSec:     (relayCPU1 - relayCPU0).Seconds(),
+		MockCPUSec:      (mockCPU1 - mockCPU0).Seconds(),
+		RelayPeakRSSMiB: float64(rss) / (1 << 20),
+	}
+	if res.Chunks > 0 {
+		m.CPUPerChunkUs = m.RelayCPUSec * 1e6 / float64(res.Chunks)
+	}
+	return m, nil
+}
+
+// gatewayConfig points the gateway's openai provider at the mock, so that
+// the real go-openai path is measured. Access logs stay on, as in
+// production; they go to a file.
+func gatewayConfig(mockURL string, h2c bool) string {
+	return fmt.Sprintf(`server:
+  listen: 127.0.0.1:0
+  h2c: %v
+  heartbeat_interval: 15s
+  log:
+    level: info
+providers:
+  mock-upstream:
+    type: openai
+    base_url: %s/v1
+    api_key: bench
+models:
+  bench:
+    routes:
+      - provider: mock-upstream
+        model: bench
+`, h2c, mockURL)
+}
+
+// process is a server started for one measurement.
+type process struct {
+	cmd  *exec.Cmd
+	addr string
+	done chan struct{}
+}
+
+func (p *process) pid() int { return p.cmd.Process.Pid }
+
+// listenLine matches how both kinds of server announce their address:
+// "listening on ADDR" (mock, baseline) and the gateway's
+// msg="gateway listening" addr=ADDR.
+var listenLine = regexp.MustCompile(`(?:listening on |gateway listening" addr=)(\S+)`)
+
+// start runs a server and waits until it says where it listens. Its output
+// goes to a log file in the work directory.
+func (r *Runner) start(ctx context.Context, name, bin string, args ...string) (*process, error) {
+	logf, err := os.Create(filepath.Join(r.WorkDir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	pr, pw := io.Pipe()
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	addr := make(chan string, 1)
+	go func() {
+		// Copy all output to the log; report the address once.
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		found := false
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Fprintln(logf, line)
+			if m := listenLine.FindStringSubmatch(line); m != nil && !found {
+				found = true
+				addr <- m[1]
+			}
+		}
+		_, _ = io.Copy(logf, pr)
+		logf.Close()
+	}()
+	go func() {
+		_ = cmd.Wait()
+		pw.Close()
+		close(p.done)
+	}()
+	select {
+	case p.addr = <-addr:
+		return p, nil
+	case <-p.done:
+		return nil, fmt.Errorf("%s exited before listening; see %s", name, logf.Name())
+	case <-time.After(30 * time.Second):
+		p.stop()
+		return nil, fmt.Errorf("%s did not start listening within 30s", name)
+	case <-ctx.Done():
+		p.stop()
+		return nil, ctx.Err()
+	}
+}
+
+// stop asks the server to shut down and waits; it is safe to call twice.
+func (p *process) stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// Machine describes where a run happened.
+type Machine struct {
+	CPU       string `json:"cpu"`
+	Cores     int    `json:"cores"`
+	MemoryGiB int    `json:"memory_gib"`
+	Go        string `json:"go"`
+	OS        string `json:"os"`
+	FileLimit uint64 `json:"file_limit"`
+}
+
+func describeMachine(limit uint64) Machine {
+	m := Machine{Cores: runtime.NumCPU(), Go: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH, FileLimit: limit}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				m.CPU = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	var si syscall.Sysinfo_t
+	if syscall.Sysinfo(&si) == nil {
+		m.MemoryGiB = int((uint64(si.Totalram)*uint64(si.Unit) + 1<<29) >> 30)
+	}
+	return m
+}

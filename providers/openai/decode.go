@@ -1,0 +1,513 @@
+package openai
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
+
+	goopenai "github.com/sashabaranov/go-openai"
+
+	"github.com/streamgate/gateway/providers"
+)
+
+// This file decodes one chat.completion.chunk. Nearly every chunk of a
+// stream has one of a few shapes (a content delta, a finish reason, a usage
+// report), and decoding those through encoding/json's reflection was the
+// largest cost of relaying a token. decodeChunk reads them with a small
+// scanner that allocates only the content string, and hands anything else
+// (tool calls, errors, keys it does not know for sure) to encoding/json and
+// go-openai's own types. Fuzzing checks that both paths agree.
+
+// errFallback means the fast path declines a chunk: decode it fully.
+var errFallback = errors.New("fallback")
+
+// decodeChunk fills c from the JSON of one chunk.
+func decodeChunk(data []byte, c *providers.Chunk) error {
+	*c = providers.Chunk{}
+	d := scanner{b: data}
+	err := d.chunk(c)
+	if err == nil {
+		return nil
+	}
+	*c = providers.Chunk{}
+	return decodeFull(data, c)
+}
+
+// fullChunk is a chunk as go-openai types it, plus a possible error.
+type fullChunk struct {
+	goopenai.ChatCompletionStreamResponse
+	Error *goopenai.APIError `json:"error"`
+}
+
+// decodeFull decodes with encoding/json; it also recognises an error object
+// sent in place of a chunk.
+func decodeFull(data []byte, c *providers.Chunk) error {
+	var f fullChunk
+	if err := json.Unmarshal(data, &f); err != nil {
+		return err
+	}
+	if f.Error != nil {
+		return classify(f.Error, 0)
+	}
+	if len(f.Choices) > 0 {
+		ch := &f.Choices[0]
+		c.Content = ch.Delta.Content
+		c.FinishReason = string(ch.FinishReason)
+		for _, tc := range ch.Delta.ToolCalls {
+			d := providers.ToolCallDelta{ID: tc.ID, Type: string(tc.Type), Name: tc.Function.Name, Arguments: tc.Function.Arguments}
+			if tc.Index != nil {
+				d.Index = *tc.Index
+			}
+			c.ToolCalls = append(c.ToolCalls, d)
+		}
+	}
+	if u := f.Usage; u != nil {
+		c.Usage = &providers.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.TotalTokens}
+	}
+	return nil
+}
+
+// scanner reads the JSON of a chunk, declining (errFallback) whatever it
+// does not handle exactly as encoding/json would.
+type scanner struct {
+	b []byte
+	i int
+}
+
+func (s *scanner) ws() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+// expect consumes byte c after white space.
+func (s *scanner) expect(c byte) error {
+	s.ws()
+	if s.i >= len(s.b) || s.b[s.i] != c {
+		return errFallback
+	}
+	s.i++
+	return nil
+}
+
+// peek returns the next byte after white space, or 0 at the end.
+func (s *scanner) peek() byte {
+	s.ws()
+	if s.i >= len(s.b) {
+		return 0
+	}
+	return s.b[s.i]
+}
+
+// object calls field for each key of an object; field must consume the
+// value.
+func (s *scanner) object(field func(key []byte) error) error {
+	if err := s.expect('{'); err != nil {
+		return err
+	}
+	if s.peek() == '}' {
+		s.i++
+		return nil
+	}
+	for {
+		key, err := s.rawString()
+		if err != nil {
+			return err
+		}
+		if bytes.IndexByte(key, '\\') >= 0 {
+			return errFallback
+		}
+		if err := s.expect(':'); err != nil {
+			return err
+		}
+		if err := field(key); err != nil {
+			return err
+		}
+		switch s.peek() {
+		case ',':
+			s.i++
+		case '}':
+			s.i++
+			return nil
+		default:
+			return errFallback
+		}
+	}
+}
+
+// once remembers which of up to 8 named keys an object had, so that a
+// repeated key (where encoding/json's merging rules get subtle) is declined.
+type once uint8
+
+func (o *once) see(k string, names ...string) error {
+	for i, n := range names {
+		if n == k {
+			if *o&(1<<i) != 0 {
+				return errFallback
+			}
+			*o |= 1 << i
+		}
+	}
+	return nil
+}
+
+// known reports whether key is one of names; a key that only matches one
+// of them without regard to case is declined, since encoding/json would
+// take it.
+func known(key []byte, names ...string) (string, error) {
+	for _, n := range names {
+		if string(key) == n {
+			return n, nil
+		}
+	}
+	for _, n := range names {
+		if bytes.EqualFold(key, []byte(n)) {
+			return "", errFallback
+		}
+	}
+	return "", nil
+}
+
+func (s *scanner) chunk(c *providers.Chunk) error {
+	var seen once
+	err := s.object(func(key []byte) error {
+		k, err := known(key, "choices", "usage", "error")
+		if err == nil {
+			err = seen.see(k, "choices", "usage")
+		}
+		if err != nil {
+			return err
+		}
+		switch k {
+		case "choices":
+			return s.choices(c)
+		case "usage":
+			return s.usage(c)
+		case "error":
+			return errFallback
+		}
+		return s.skip()
+	})
+	if err != nil {
+		return err
+	}
+	if s.peek() != 0 {
+		return errFallback
+	}
+	return nil
+}
+
+func (s *scanner) choices(c *providers.Chunk) error {
+	if s.peek() == 'n' {
+		c.Content, c.FinishReason = "", ""
+		return s.literal("null")
+	}
+	if err := s.expect('['); err != nil {
+		return err
+	}
+	// Fields of a previous "choices" do not survive this one, as with
+	// encoding/json.
+	c.Content, c.FinishReason = "", ""
+	if s.peek() == ']' {
+		s.i++
+		return nil
+	}
+	for n := 0; ; n++ {
+		var err error
+		if n == 0 {
+			err = s.choice(c)
+		} else {
+			err = s.skip() // the gateway asks for one choice
+		}
+		if err != nil {
+			return err
+		}
+		switch s.peek() {
+		case ',':
+			s.i++
+		case ']':
+			s.i++
+			return nil
+		default:
+			return errFallback
+		}
+	}
+}
+
+func (s *scanner) choice(c *providers.Chunk) error {
+	if s.peek() != '{' {
+		return errFallback
+	}
+	var seen once
+	return s.object(func(key []byte) error {
+		k, err := known(key, "delta", "finish_reason")
+		if err == nil {
+			err = seen.see(k, "delta", "finish_reason")
+		}
+		if err != nil {
+			return err
+		}
+		switch k {
+		case "delta":
+			if s.peek() == 'n' {
+				c.Content = ""
+				return s.literal("null")
+			}
+			var seen once
+			return s.object(func(key []byte) error {
+				k, err := known(key, "content", "tool_calls", "function_call")
+				if err == nil {
+					err = seen.see(k, "content")
+				}
+				if err != nil {
+					return err
+				}
+				switch k {
+				case "content":
+					c.Content, err = s.optString()
+					return err
+				case "tool_calls", "function_call":
+					if s.peek() == 'n' {
+						return s.literal("null")
+					}
+					return errFallback
+				}
+				return s.skip()
+			})
+		case "finish_reason":
+			c.FinishReason, err = s.optString()
+			return err
+		}
+		return s.skip()
+	})
+}
+
+func (s *scanner) usage(c *providers.Chunk) error {
+	if s.peek() == 'n' {
+		c.Usage = nil
+		return s.literal("null")
+	}
+	u := c.Usage
+	if u == nil {
+		u = &providers.Usage{}
+	}
+	var seen once
+	err := s.object(func(key []byte) error {
+		k, err := known(key, "prompt_tokens", "completion_tokens", "total_tokens")
+		if err == nil {
+			err = seen.see(k, "prompt_tokens", "completion_tokens", "total_tokens")
+		}
+		if err != nil || k == "" {
+			if err == nil {
+				err = s.skip()
+			}
+			return err
+		}
+		if s.peek() == 'n' {
+			return s.literal("null")
+		}
+		start := s.i
+		for s.i < len(s.b) && (s.b[s.i] == '-' || s.b[s.i] >= '0' && s.b[s.i] <= '9') {
+			s.i++
+		}
+		n, err := strconv.Atoi(string(s.b[start:s.i]))
+		if err != nil {
+			return errFallback
+		}
+		switch k {
+		case "prompt_tokens":
+			u.PromptTokens = n
+		case "completion_tokens":
+			u.CompletionTokens = n
+		case "total_tokens":
+			u.TotalTokens = n
+		}
+		return nil
+	})
+	c.Usage = u
+	return err
+}
+
+func (s *scanner) literal(lit string) error {
+	s.ws()
+	if !bytes.HasPrefix(s.b[s.i:], []byte(lit)) {
+		return errFallback
+	}
+	s.i += len(lit)
+	return nil
+}
+
+// rawString returns the bytes between the quotes of a string, escapes
+// untouched.
+func (s *scanner) rawString() ([]byte, error) {
+	if err := s.expect('"'); err != nil {
+		return nil, err
+	}
+	start := s.i
+	for s.i < len(s.b) {
+		switch b := s.b[s.i]; {
+		case b == '"':
+			s.i++
+			return s.b[start : s.i-1], nil
+		case b == '\\':
+			s.i += 2
+		case b < 0x20:
+			return nil, errFallback
+		default:
+			s.i++
+		}
+	}
+	return nil, errFallback
+}
+
+// optString reads a string or null.
+func (s *scanner) optString() (string, error) {
+	if s.peek() == 'n' {
+		return "", s.literal("null")
+	}
+	raw, err := s.rawString()
+	if err != nil {
+		return "", err
+	}
+	if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+		return string(raw), nil
+	}
+	return unescape(raw)
+}
+
+// unescape decodes the escapes of a JSON string as encoding/json does,
+// invalid UTF-8 and lone surrogates becoming U+FFFD.
+func unescape(raw []byte) (string, error) {
+	out := make([]byte, 0, len(raw))
+	for i := 0; i < len(raw); {
+		b := raw[i]
+		if b != '\\' {
+			if b < utf8.RuneSelf {
+				out = append(out, b)
+				i++
+				continue
+			}
+			r, size := utf8.DecodeRune(raw[i:])
+			out = utf8.AppendRune(out, r) // RuneError for invalid bytes
+			i += size
+			continue
+		}
+		if i+1 >= len(raw) {
+			return "", errFallback
+		}
+		switch raw[i+1] {
+		case '"', '\\', '/':
+			out = append(out, raw[i+1])
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			r, ok := hex4(raw[i+2:])
+			if !ok {
+				return "", errFallback
+			}
+			i += 6
+			if utf16.IsSurrogate(r) {
+				if r2, ok := hex4(raw[min(i+2, len(raw)):]); ok && i+1 < len(raw) && raw[i] == '\\' && raw[i+1] == 'u' {
+					if dec := utf16.DecodeRune(r, r2); dec != utf8.RuneError {
+						out = utf8.AppendRune(out, dec)
+						i += 6
+						continue
+					}
+				}
+				r = utf8.RuneError
+			}
+			out = utf8.AppendRune(out, r)
+			continue
+		default:
+			return "", errFallback
+		}
+		i += 2
+	}
+	return string(out), nil
+}
+
+func hex4(b []byte) (rune, bool) {
+	if len(b) < 4 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c = c - 'a' + 10
+		case c >= 'A' && c <= 'F':
+			c = c - 'A' + 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
+}
+
+// skip consumes any value.
+func (s *scanner) skip() error {
+	switch s.peek() {
+	case '"':
+		_, err := s.rawString()
+		return err
+	case '{':
+		return s.object(func([]byte) error { return s.skip() })
+	case '[':
+		s.i++
+		if s.peek() == ']' {
+			s.i++
+			return nil
+		}
+		for {
+			if err := s.skip(); err != nil {
+				return err
+			}
+			switch s.peek() {
+			case ',':
+				s.i++
+			case ']':
+				s.i++
+				return nil
+			default:
+				return errFallback
+			}
+		}
+	case 't':
+		return s.literal("true")
+	case 'f':
+		return s.literal("false")
+	case 'n':
+		return s.literal("null")
+	case 0:
+		return errFallback
+	default: // a number
+		start := s.i
+		for s.i < len(s.b) && strings.IndexByte("+-.0123456789eE", s.b[s.i]) >= 0 {
+			s.i++
+		}
+		if s.i == start {
+			return errFallback
+		}
+		return nil
+	}
+}

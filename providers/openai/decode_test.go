@@ -1,0 +1,221 @@
+package openai
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"reflect"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/streamgate/gateway/providers"
+	"github.com/streamgate/gateway/providers/mock"
+)
+
+var chunkSeeds = []string{
+	`{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hello"},"logprobs":null,"finish_reason":null}],"usage":null}`,
+	`{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"finish_reason":null}]}`,
+	`{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}`,
+	`{"id":"c","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":10,"total_tokens":19,"prompt_tokens_details":{"cached_tokens":0}}}`,
+	`{"choices":[{"delta":{"content":"esc \" \\ \/ \b\f\n\r\t \u00e9 \ud83d\ude00 \ud800 x"}}]}`,
+	`{"choices":[{"delta":{"content":null,"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":"{\"a\""}}]}}]}`,
+	`{"error":{"message":"boom","type":"server_error","code":"server_error"}}`,
+	`{"Choices":[{"delta":{"content":"case"}}]}`,
+	`{"choices":[{"delta":{"content":"a"}},{"delta":{"content":"b"}}],"choices":null}`,
+	`{"choices":[{"delta":{"content":"raw ` + "\xff\xfe" + ` bytes"}}]}`,
+	` { "choices" : [ { "delta" : { "content" : "spaced" } , "finish_reason" : "length" } ] } `,
+	`{"usage":{"prompt_tokens":1.5}}`,
+	`{"choices":[{"delta":{"content":"x"}}],"usage":{}}`,
+}
+
+func TestDecodeChunkShapes(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want providers.Chunk
+	}{
+		{chunkSeeds[0], providers.Chunk{Content: "Hello"}},
+		{chunkSeeds[2], providers.Chunk{FinishReason: "stop"}},
+		{chunkSeeds[3], providers.Chunk{Usage: &providers.Usage{PromptTokens: 9, CompletionTokens: 10, TotalTokens: 19}}},
+		{chunkSeeds[4], providers.Chunk{Content: "esc \" \\ / \b\f\n\r\t é 😀 \ufffd x"}},
+		{chunkSeeds[5], providers.Chunk{ToolCalls: []providers.ToolCallDelta{{Index: 0, ID: "call_1", Type: "function", Name: "f", Arguments: `{"a"`}}}},
+		{chunkSeeds[10], providers.Chunk{Content: "spaced", FinishReason: "length"}},
+	} {
+		var got providers.Chunk
+		if err := decodeChunk([]byte(tc.in), &got); err != nil {
+			t.Errorf("decodeChunk(%s): %v", tc.in, err)
+			continue
+		}
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("decodeChunk(%s) = %+v, want %+v", tc.in, got, tc.want)
+		}
+	}
+	var c providers.Chunk
+	err := decodeChunk([]byte(chunkSeeds[6]), &c)
+	var pe *providers.Error
+	if !errors.As(err, &pe) || pe.Code != "server_error" || pe.Message != "boom" {
+		t.Errorf("error chunk: %v", err)
+	}
+	if err := decodeChunk([]byte(`{"choices":[{"delta":{"content":"cut`), &c); err == nil {
+		t.Error("truncated chunk decoded")
+	}
+}
+
+// FuzzDecodeChunk checks the fast path against encoding/json and go-openai's
+// types: on valid JSON both must give the same chunk, or both fail.
+func FuzzDecodeChunk(f *testing.F) {
+	for _, s := range chunkSeeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		if !json.Valid([]byte(in)) {
+			var c providers.Chunk
+			_ = decodeChunk([]byte(in), &c) // must not panic
+			return
+		}
+		// Where encoding/json succeeds the fast path must agree exactly.
+		// Where it fails the fast path may still succeed: it does not
+		// type-check fields it skips (an "id" that is not a string), which
+		// should not break a stream; wrong types in the fields it reads
+		// are covered by TestDecodeChunkRejects.
+		var fast, full providers.Chunk
+		errFull := decodeFull([]byte(in), &full)
+		if errFull != nil {
+			return
+		}
+		if errFast := decodeChunk([]byte(in), &fast); errFast != nil {
+			t.Fatalf("%s: fast path err %v, full decode ok", in, errFast)
+		}
+		if !reflect.DeepEqual(fast, full) {
+			t.Fatalf("%s:\nfast %+v (usage %+v)\nfull %+v (usage %+v)", in, fast, fast.Usage, full, full.Usage)
+		}
+	})
+}
+
+// TestDecodeChunkRejects: a wrong type in a field the gateway reads is an
+// error, as with encoding/json.
+func TestDecodeChunkRejects(t *testing.T) {
+	for _, in := range []string{
+		`{"choices":[{"delta":{"content":5}}]}`,
+		`{"choices":[{"delta":{"content":"x"},"finish_reason":1}]}`,
+		`{"choices":{"delta":{}}}`,
+		`{"choices":[{"delta":"x"}]}`,
+		`{"usage":{"prompt_tokens":"9"}}`,
+		`{"usage":{"total_tokens":1.5}}`,
+		`{"usage":[]}`,
+		`[1,2]`,
+		`{"choices":[{"delta":{"content":"x"}}]} trailing`,
+	} {
+		var c providers.Chunk
+		if err := decodeChunk([]byte(in), &c); err == nil {
+			t.Errorf("decodeChunk(%s) = %+v, want an error", in, c)
+		}
+	}
+}
+
+func BenchmarkDecodeChunk(b *testing.B) {
+	data := []byte(chunkSeeds[0])
+	for _, tc := range []struct {
+		name string
+		fn   func([]byte, *providers.Chunk) error
+	}{{"fast", decodeChunk}, {"encoding-json", decodeFull}} {
+		b.Run(tc.name, func(b *testing.B) {
+			var c providers.Chunk
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := tc.fn(data, &c); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func TestEventReader(t *testing.T) {
+	long := strings.Repeat("x", 1<<20)
+	in := ": keep-alive\r\n\r\nevent: message\nid: 3\ndata: one\r\n\ndata:two\n\n" +
+		`data: {"choices":[{"delta":{"content":"` + long + `"}}]}` + "\n\ndata: [DONE]\n\n"
+	r := newEventReader(strings.NewReader(in), 2<<20)
+	var got []string
+	for {
+		p, err := r.next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, string(p))
+	}
+	if len(got) != 4 || got[0] != "one" || got[1] != "two" || len(got[2]) != len(`{"choices":[{"delta":{"content":""}}]}`)+len(long) || got[3] != "[DONE]" {
+		t.Errorf("payloads: %d, %q %q ... %q", len(got), got[0], got[1], got[len(got)-1])
+	}
+
+	r = newEventReader(strings.NewReader("data: "+long+"\n"), 1<<19)
+	if _, err := r.next(); !errors.Is(err, errLineTooLong) {
+		t.Errorf("over the cap: %v", err)
+	}
+	r = newEventReader(strings.NewReader("data: {\"cut"), 1<<10)
+	if _, err := r.next(); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("cut mid-line: %v", err)
+	}
+}
+
+// TestConnectionsAreReused: after a complete stream the provider leaves
+// the connection to the pool, so back-to-back calls share one.
+func TestConnectionsAreReused(t *testing.T) {
+	var conns atomic.Int32
+	ts := httptest.NewUnstartedServer(mock.Handler(mock.Defaults()))
+	ts.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	ts.Start()
+	defer ts.Close()
+	p, _ := New(Options{BaseURL: ts.URL + "/v1"})
+	for i := 0; i < 5; i++ {
+		st, err := p.StreamChat(context.Background(), userRequest("m", "[mock tokens=3]"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if text, _, err := drain(t, st); err != nil || text != "This is a" {
+			t.Fatalf("call %d: %q %v", i, text, err)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("5 sequential calls opened %d connections, want 1", n)
+	}
+}
+
+func TestRecordedStreamsDecode(t *testing.T) {
+	for _, file := range []string{"openai_content.sse", "openai_toolcall.sse"} {
+		raw, err := os.ReadFile("../../gateway/testdata/" + file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := newEventReader(bytes.NewReader(raw), 1<<20)
+		for {
+			p, err := r.next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(p) == "[DONE]" {
+				continue
+			}
+			var fast, full providers.Chunk
+			if err1, err2 := decodeChunk(p, &fast), decodeFull(p, &full); err1 != nil || err2 != nil || !reflect.DeepEqual(fast, full) {
+				t.Errorf("%s: %s\nfast %+v %v\nfull %+v %v", file, p, fast, err1, full, err2)
+			}
+		}
+	}
+}

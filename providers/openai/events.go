@@ -1,0 +1,72 @@
+package openai
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// eventReader reads the data lines of a Server-Sent Events stream. It
+// skips comments (keep-alives), blank lines and the other fields, and
+// returns each "data:" payload without copying when the line fits its
+// buffer.
+type eventReader struct {
+	br *bufio.Reader
+	// long gathers a line longer than the buffer, up to maxLine.
+	long    []byte
+	maxLine int
+}
+
+// errLineTooLong means an upstream sent one line over the limit.
+var errLineTooLong = errors.New("upstream sent an event line over the size limit")
+
+func newEventReader(r io.Reader, maxLine int) *eventReader {
+	return &eventReader{br: bufio.NewReaderSize(r, 16<<10), maxLine: maxLine}
+}
+
+// next returns the payload of the next data line, valid until the next
+// call; io.EOF when the body ended between lines.
+func (r *eventReader) next() ([]byte, error) {
+	for {
+		line, err := r.line()
+		if err != nil {
+			return nil, err
+		}
+		if payload, ok := bytes.CutPrefix(line, []byte("data:")); ok {
+			if len(payload) > 0 && payload[0] == ' ' {
+				payload = payload[1:]
+			}
+			return payload, nil
+		}
+	}
+}
+
+// line returns the next line without its line ending.
+func (r *eventReader) line() ([]byte, error) {
+	line, err := r.br.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		r.long = append(r.long[:0], line...)
+		for errors.Is(err, bufio.ErrBufferFull) {
+			if len(r.long) > r.maxLine {
+				return nil, fmt.Errorf("%w (%d bytes)", errLineTooLong, r.maxLine)
+			}
+			line, err = r.br.ReadSlice('\n')
+			r.long = append(r.long, line...)
+		}
+		line = r.long
+	}
+	if err != nil {
+		if errors.Is(err, io.EOF) && len(line) > 0 {
+			// The body ended inside a line: the stream was cut.
+			return nil, io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	line = line[:len(line)-1]
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	return line, nil
+}
