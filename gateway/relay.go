@@ -16,6 +16,11 @@ import (
 // that it reuses, so that relaying a token allocates nothing in the gateway.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
 
+// maxPending caps what a relay holds while the upstream keeps sending
+// without pause: past it, frames are written even before the stream says
+// it is idle.
+const maxPending = 16 << 10
+
 // relay copies an open upstream stream to the client as SSE in format f,
 // ending it with exactly one terminal frame: done when the upstream
 // finished, error when it broke or the server is shutting down, nothing
@@ -37,9 +42,28 @@ func (s *Server) relay(ctx context.Context, w http.ResponseWriter, st providers.
 		// allocation per token.
 		c   providers.Chunk
 		err = out.write(buf)
+		// werr is a write failure inside the idle callback.
+		werr error
 	)
+	buf = buf[:0]
+	// A stream that says when it is about to wait lets frames that arrived
+	// together go out in one write (as a byte-copying proxy's would),
+	// flushed before any wait; otherwise every frame is written at once.
+	_, batch := st.(providers.IdleNotifier)
+	if batch {
+		st.(providers.IdleNotifier).NotifyIdle(func() {
+			if len(buf) > 0 && werr == nil {
+				werr = out.write(buf)
+				buf = buf[:0]
+			}
+		})
+	}
 	for err == nil {
 		c, err = st.Recv()
+		if werr != nil {
+			err = clientGone{werr}
+			break
+		}
 		if err != nil {
 			break
 		}
@@ -56,11 +80,12 @@ func (s *Server) relay(ctx context.Context, w http.ResponseWriter, st providers.
 		if c.Usage != nil {
 			res.usage, hasUsage = *c.Usage, true
 		}
-		buf = f.chunk(buf[:0], &c)
-		if len(buf) > 0 {
+		buf = f.chunk(buf, &c)
+		if (!batch && len(buf) > 0) || len(buf) >= maxPending {
 			if werr := out.write(buf); werr != nil {
 				err = clientGone{werr}
 			}
+			buf = buf[:0]
 		}
 	}
 	*bp = buf
@@ -74,7 +99,7 @@ func (s *Server) relay(ctx context.Context, w http.ResponseWriter, st providers.
 		res.duration = time.Since(start)
 		info.PromptTokens, info.CompletionTokens = res.usage.PromptTokens, res.usage.CompletionTokens
 		info.End = "done"
-		_ = out.write(f.done(buf[:0], &res))
+		_ = out.write(f.done(buf, &res))
 		return
 	case errors.Is(err, io.EOF):
 		// A stream without a finish reason was cut short, whatever the
@@ -95,7 +120,7 @@ func (s *Server) relay(ctx context.Context, w http.ResponseWriter, st providers.
 	default:
 		info.End = "upstream_error"
 	}
-	_ = out.write(f.failed(buf[:0], e))
+	_ = out.write(f.failed(buf, e))
 }
 
 // clientGone marks a failure to write to the client.

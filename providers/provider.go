@@ -148,3 +148,12 @@ func (m *Message) Text() string {
 	}
 	return s
 }
+
+// IdleNotifier is an optional interface of Stream. A stream that implements
+// it calls fn just before Recv would block waiting for the upstream, and
+// only then. A relay uses it to write chunks that arrived together in one
+// piece, and to flush everything it holds before any wait, so that no token
+// is ever held back while the upstream is silent.
+type IdleNotifier interface {
+	NotifyIdle(fn func())
+}

@@ -93,6 +93,7 @@ type stream struct {
 	sent     int  // content tokens returned so far
 	finished bool // the finish chunk has been returned
 	timer    *time.Timer
+	onIdle   func()
 
 	closeOnce sync.Once
 }
@@ -108,6 +109,7 @@ func (s *stream) Recv() (providers.Chunk, error) {
 	case stepMalformed:
 		return providers.Chunk{}, fmt.Errorf("mock chunk %d: %w", i, providers.ErrMalformed)
 	case stepStall:
+		s.idle()
 		<-s.ctx.Done()
 		return providers.Chunk{}, s.ctx.Err()
 	}
@@ -132,6 +134,7 @@ func (s *stream) wait(d time.Duration) error {
 	if d <= 0 {
 		return s.ctx.Err()
 	}
+	s.idle()
 	if s.timer == nil {
 		s.timer = time.NewTimer(d)
 	} else {
@@ -143,6 +146,17 @@ func (s *stream) wait(d time.Duration) error {
 	case <-s.ctx.Done():
 		s.timer.Stop()
 		return s.ctx.Err()
+	}
+}
+
+var _ providers.IdleNotifier = (*stream)(nil)
+
+// NotifyIdle makes Recv call fn before it pauses.
+func (s *stream) NotifyIdle(fn func()) { s.onIdle = fn }
+
+func (s *stream) idle() {
+	if s.onIdle != nil {
+		s.onIdle()
 	}
 }
 

@@ -14,6 +14,9 @@ import (
 // buffer.
 type eventReader struct {
 	br *bufio.Reader
+	// onIdle, when set, is called before a read that would wait for the
+	// network: no complete line is buffered.
+	onIdle func()
 	// long gathers a line longer than the buffer, up to maxLine.
 	long    []byte
 	maxLine int
@@ -23,7 +26,9 @@ type eventReader struct {
 var errLineTooLong = errors.New("upstream sent an event line over the size limit")
 
 func newEventReader(r io.Reader, maxLine int) *eventReader {
-	return &eventReader{br: bufio.NewReaderSize(r, 16<<10), maxLine: maxLine}
+	// 4 KiB: an idle stream holds this buffer for its whole life, and
+	// longer lines are gathered in long.
+	return &eventReader{br: bufio.NewReaderSize(r, 4<<10), maxLine: maxLine}
 }
 
 // next returns the payload of the next data line, valid until the next
@@ -45,6 +50,9 @@ func (r *eventReader) next() ([]byte, error) {
 
 // line returns the next line without its line ending.
 func (r *eventReader) line() ([]byte, error) {
+	if r.onIdle != nil && !r.lineBuffered() {
+		r.onIdle()
+	}
 	line, err := r.br.ReadSlice('\n')
 	if errors.Is(err, bufio.ErrBufferFull) {
 		r.long = append(r.long[:0], line...)
@@ -69,4 +77,15 @@ func (r *eventReader) line() ([]byte, error) {
 		line = line[:n-1]
 	}
 	return line, nil
+}
+
+// lineBuffered reports whether a whole line is already in the buffer, so
+// that reading it will not wait.
+func (r *eventReader) lineBuffered() bool {
+	n := r.br.Buffered()
+	if n == 0 {
+		return false
+	}
+	b, _ := r.br.Peek(n)
+	return bytes.IndexByte(b, '\n') >= 0
 }

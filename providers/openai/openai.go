@@ -195,7 +195,9 @@ func (p *Provider) StreamChat(ctx context.Context, req *providers.Request) (prov
 		st.Close()
 		return nil, errors.New("openai: response body not captured")
 	}
-	return &stream{st: st, body: c.body, events: newEventReader(c.body, p.maxLine)}, nil
+	// The body is read and closed here; go-openai's stream (and the
+	// reader it allocated) is dropped.
+	return &stream{body: c.body, events: newEventReader(c.body, p.maxLine)}, nil
 }
 
 func toUpstream(req *providers.Request) (goopenai.ChatCompletionRequest, error) {
@@ -265,7 +267,6 @@ func toUpstream(req *providers.Request) (goopenai.ChatCompletionRequest, error) 
 // expressions on every line and decodes every chunk by reflection, which
 // made it the largest per-token cost of the gateway.
 type stream struct {
-	st     *goopenai.ChatCompletionStream // owns the response
 	body   io.ReadCloser
 	events *eventReader
 	done   bool // "data: [DONE]" was read
@@ -338,10 +339,15 @@ func (s *stream) Close() error {
 			_, _ = io.CopyN(io.Discard, s.body, drainLimit)
 			t.Stop()
 		}
-		err = s.st.Close()
+		err = s.body.Close()
 	})
 	return err
 }
+
+var _ providers.IdleNotifier = (*stream)(nil)
+
+// NotifyIdle makes Recv call fn before it waits for the upstream.
+func (s *stream) NotifyIdle(fn func()) { s.events.onIdle = fn }
 
 // classify turns go-openai's errors into providers.Error where the upstream
 // said something; context and network errors pass through unchanged so the
