@@ -14,7 +14,7 @@ import (
 
 // bufPool holds frame buffers: a relay appends every frame into one buffer
 // that it reuses, so that relaying a token allocates nothing in the gateway.
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // maxPending caps what a relay holds while the upstream keeps sending
 // without pause: past it, frames are written even before the stream says
