@@ -174,21 +174,23 @@ func (rep *Report) WriteSVG(w io.Writer) {
 		if maxV == 0 {
 			continue
 		}
+		labels := map[string]string{TargetDirect: "direct", TargetBaseline: "baseline", TargetGatewayNative: "gw native", TargetGatewayChat: "gw chat"}
 		bw := pw / len(Targets)
+		const top, barMax = 48, ph - 60 // room for the title and value labels
 		for j, t := range Targets {
 			m := rep.find(p.scenario, t)
 			if m == nil {
 				continue
 			}
 			v := p.value(m)
-			h := int(v / maxV * float64(ph-40))
+			h := int(v / maxV * barMax)
 			x := x0 + j*bw + 6
-			y := 30 + (ph - 40) - h
+			y := top + barMax - h
 			fmt.Fprintf(w, `<rect x="%d" y="%d" width="%d" height="%d" fill="%s"/>`+"\n", x, y, bw-12, h, colors[t])
 			fmt.Fprintf(w, `<text x="%d" y="%d" text-anchor="middle">%s</text>`+"\n", x+(bw-12)/2, y-4, html.EscapeString(short(v)))
-			fmt.Fprintf(w, `<text x="%d" y="%d" text-anchor="middle">%s</text>`+"\n", x+(bw-12)/2, ph+4, t)
+			fmt.Fprintf(w, `<text x="%d" y="%d" text-anchor="middle">%s</text>`+"\n", x+(bw-12)/2, top+barMax+16, labels[t])
 		}
-		fmt.Fprintf(w, `<text x="%d" y="%d" fill="#555">%s</text>`+"\n", x0, ph+24, p.unit)
+		fmt.Fprintf(w, `<text x="%d" y="%d" fill="#555">%s</text>`+"\n", x0, ph+30, p.unit)
 	}
 	fmt.Fprintf(w, `<text x="%d" y="%d" fill="#555">%s, %d cores, %s</text>`+"\n", pad, ph+60, html.EscapeString(rep.Machine.CPU), rep.Machine.Cores, rep.Started.Format("2006-01-02"))
 	fmt.Fprintln(w, "</svg>")

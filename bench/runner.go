@@ -119,7 +119,8 @@ func (r *Runner) measure(ctx context.Context, sc Scenario, target string) (*Meas
 	if err != nil {
 		return nil, err
 	}
-	defer mock.stop()
+	// A closure: the direct h2c case below replaces mock.
+	defer func() { mock.stop() }()
 	mockURL := "http://" + mock.addr
 
 	relay := mock
