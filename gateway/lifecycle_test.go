@@ -271,3 +271,39 @@ func TestH2C(t *testing.T) {
 		t.Errorf("events over h2c: %+v", evs)
 	}
 }
+
+// TestPprofOnItsOwnListener: the profiler answers on pprof_listen and not
+// on the public address.
+func TestPprofOnItsOwnListener(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pprofAddr := ln.Addr().String()
+	ln.Close()
+	url, _, _ := serving(t, newConfig("", ""), func(c *config.Config) { c.Server.PprofListen = pprofAddr })
+
+	var resp *http.Response
+	for i := 0; i < 100; i++ { // Serve starts the listener asynchronously
+		if resp, err = http.Get("http://" + pprofAddr + "/debug/pprof/goroutine?debug=1"); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "goroutine profile") {
+		t.Errorf("pprof: %d %.80s", resp.StatusCode, body)
+	}
+	resp, err = http.Get(url + "/debug/pprof/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("pprof reachable on the public listener: %d", resp.StatusCode)
+	}
+}
