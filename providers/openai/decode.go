@@ -207,28 +207,31 @@ func (s *scanner) chunk(c *providers.Chunk) error {
 }
 
 func (s *scanner) choices(c *providers.Chunk) error {
-	if s.peek() == 'n' {
-		c.Content, c.FinishReason = "", ""
-		return s.literal("null")
-	}
-	if err := s.expect('['); err != nil {
-		return err
-	}
 	// Fields of a previous "choices" do not survive this one, as with
 	// encoding/json.
 	c.Content, c.FinishReason = "", ""
+	if s.peek() == 'n' {
+		return s.literal("null")
+	}
+	return s.array(func(i int) error {
+		if i == 0 {
+			return s.choice(c)
+		}
+		return s.skip() // the gateway asks for one choice
+	})
+}
+
+// array calls elem for each element of an array; elem must consume it.
+func (s *scanner) array(elem func(i int) error) error {
+	if err := s.expect('['); err != nil {
+		return err
+	}
 	if s.peek() == ']' {
 		s.i++
 		return nil
 	}
-	for n := 0; ; n++ {
-		var err error
-		if n == 0 {
-			err = s.choice(c)
-		} else {
-			err = s.skip() // the gateway asks for one choice
-		}
-		if err != nil {
+	for i := 0; ; i++ {
+		if err := elem(i); err != nil {
 			return err
 		}
 		switch s.peek() {
@@ -473,25 +476,7 @@ func (s *scanner) skip() error {
 	case '{':
 		return s.object(func([]byte) error { return s.skip() })
 	case '[':
-		s.i++
-		if s.peek() == ']' {
-			s.i++
-			return nil
-		}
-		for {
-			if err := s.skip(); err != nil {
-				return err
-			}
-			switch s.peek() {
-			case ',':
-				s.i++
-			case ']':
-				s.i++
-				return nil
-			default:
-				return errFallback
-			}
-		}
+		return s.array(func(int) error { return s.skip() })
 	case 't':
 		return s.literal("true")
 	case 'f':
