@@ -192,7 +192,8 @@ func (r *Runner) measure(ctx context.Context, sc Scenario, target string) (*Meas
 // the real go-openai path is measured. Access logs stay on, as in
 // production; they go to a file.
 func gatewayConfig(mockURL string, h2c bool) string {
-	return fmt.Sprintf(`server:
+	return fmt.Sprintf(`auth: {enabled: false}
+server:
   listen: 127.0.0.1:0
   h2c: %v
   heartbeat_interval: 15s

@@ -27,6 +27,74 @@ type Config struct {
 	Providers map[string]Provider `yaml:"providers"`
 	// Models are the public model names clients ask for.
 	Models map[string]Model `yaml:"models"`
+	// Auth says who may call the gateway.
+	Auth Auth `yaml:"auth"`
+	// Keys are the gateway's own API keys, by name.
+	Keys map[string]Key `yaml:"keys"`
+	// RateLimit holds the default limits and where limiter state lives.
+	RateLimit RateLimit `yaml:"rate_limit"`
+}
+
+// Auth configures client authentication.
+type Auth struct {
+	// Enabled requires a key from keys on every /v1 request (default
+	// true). With it off, limits apply per client IP: for local
+	// development, on a loopback address.
+	Enabled *bool `yaml:"enabled"`
+	// TrustedProxies lists the addresses (IPs or CIDRs) whose
+	// X-Forwarded-For header is believed when finding a client's IP; by
+	// default none, so the connection's address is used.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+}
+
+// AuthEnabled reports whether keys are required.
+func (a Auth) AuthEnabled() bool { return a.Enabled == nil || *a.Enabled }
+
+// Key is one gateway API key.
+type Key struct {
+	// Key is the secret itself, usually "${SOME_ENV_VAR}"; or give
+	// KeySHA256 instead, so the file holds no secret.
+	Key Secret `yaml:"key"`
+	// KeySHA256 is the hex SHA-256 of the secret.
+	KeySHA256 string `yaml:"key_sha256"`
+	// Models the key may use; empty means all.
+	Models []string `yaml:"models"`
+	// Limits override rate_limit.defaults field by field.
+	Limits Limits `yaml:"limits"`
+}
+
+// Limits are per-client limits; an absent field is unlimited (or inherits
+// the default, for a key).
+type Limits struct {
+	// RequestsPerMinute is the sustained request rate of a token bucket.
+	RequestsPerMinute *int `yaml:"requests_per_minute"`
+	// Burst is how many requests may come at once (default: a sixth of
+	// requests_per_minute, at least 1).
+	Burst *int `yaml:"burst"`
+	// ConcurrentStreams caps requests in flight.
+	ConcurrentStreams *int `yaml:"concurrent_streams"`
+	// TokensPerMinute caps prompt plus completion tokens. A request
+	// reserves its estimated prompt tokens plus max_tokens (or
+	// default_max_tokens) at admission; the reservation is settled with
+	// the real usage when it ends.
+	TokensPerMinute *int `yaml:"tokens_per_minute"`
+	// DefaultMaxTokens is reserved for requests without max_tokens
+	// (default 1024).
+	DefaultMaxTokens *int `yaml:"default_max_tokens"`
+}
+
+// RateLimit configures limiting.
+type RateLimit struct {
+	// Backend is memory (default; per replica).
+	Backend string `yaml:"backend"`
+	// Defaults apply to every key, and to every client IP when auth is
+	// off.
+	Defaults Limits `yaml:"defaults"`
+	// IdleTTL is how long limiter state of a client that sends nothing is
+	// kept (default 10m); MaxClients bounds how many clients are tracked
+	// at once (default 100000).
+	IdleTTL    Duration `yaml:"idle_ttl"`
+	MaxClients int      `yaml:"max_clients"`
 }
 
 // Server holds the HTTP server settings.
@@ -102,6 +170,11 @@ type Provider struct {
 	ConnectTimeout Duration `yaml:"connect_timeout"`
 	// Mock configures a mock provider.
 	Mock *Mock `yaml:"mock"`
+	// RequestsPerSecond paces requests to this provider, shared by all
+	// clients: a request waits its turn for up to QueueTimeout
+	// (default 5s), then gets 429. 0 means no pacing (default).
+	RequestsPerSecond float64  `yaml:"requests_per_second"`
+	QueueTimeout      Duration `yaml:"queue_timeout"`
 }
 
 // Azure holds Azure OpenAI settings.
@@ -161,7 +234,7 @@ func Default() Config {
 		ReadHeaderTimeout: Duration(10 * time.Second),
 		IdleTimeout:       Duration(120 * time.Second),
 		Log:               Log{Level: "info", Format: "text"},
-	}}
+	}, RateLimit: RateLimit{Backend: "memory", IdleTTL: Duration(10 * time.Minute), MaxClients: 100000}}
 }
 
 // Problem is one thing wrong with a config file.

@@ -23,7 +23,7 @@ func TestShippedConfigIsValid(t *testing.T) {
 }
 
 func TestDefaultsApply(t *testing.T) {
-	cfg, err := Parse("x.yaml", []byte("providers:\n  m:\n    type: mock\nmodels:\n  a:\n    routes: [{provider: m}]\n"))
+	cfg, err := Parse("x.yaml", []byte("auth: {enabled: false}\nproviders:\n  m:\n    type: mock\nmodels:\n  a:\n    routes: [{provider: m}]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,6 +44,7 @@ models:
   a:
     routes:
       - provider: m
+auth: {enabled: false}
 `
 
 // TestProblemsAreReported mutates a good file and checks that the error
@@ -53,7 +54,7 @@ func TestProblemsAreReported(t *testing.T) {
 		name, yaml string
 		want       []string // substrings of the error, in any order
 	}{
-		{"unknown top-level key", good + "extra: 1\n", []string{`line 13: unknown field "extra" at the top level`}},
+		{"unknown top-level key", good + "extra: 1\n", []string{`line 14: unknown field "extra" at the top level`}},
 		{"unknown nested key", strings.Replace(good, "    type: mock\n", "    type: mock\n    tokns: 3\n", 1), []string{`line 6: unknown field "tokns" in provider settings`}},
 		{"bad duration", strings.Replace(good, "  listen: 127.0.0.1:9090\n", "  listen: 127.0.0.1:9090\n  heartbeat_interval: 15 seconds\n", 1), []string{`line 3: "15 seconds" is not a duration`}},
 		{"wrong type", strings.Replace(good, "  listen: 127.0.0.1:9090\n", "  listen: 127.0.0.1:9090\n  max_body_bytes: lots\n", 1), []string{"line 3:", `"lots"`, "int64"}},
@@ -65,7 +66,7 @@ func TestProblemsAreReported(t *testing.T) {
 		{"bad base_url", strings.Replace(good, "http://127.0.0.1:11434/v1", "localhost:11434", 1), []string{`line 8: providers.o.base_url: "localhost:11434" is not an http(s) URL`}},
 		{"bad listen", strings.Replace(good, "127.0.0.1:9090", "9090", 1), []string{`line 2: server.listen: "9090" is not a host:port`}},
 		{"bad log level", good + "", nil},
-		{"no models", strings.Split(good, "models:")[0], []string{"models: at least one model is required"}},
+		{"no models", strings.Split(good, "models:")[0] + "auth: {enabled: false}\n", []string{"models: at least one model is required"}},
 		{"bad origin", strings.Replace(good, "  listen: 127.0.0.1:9090\n", "  listen: 127.0.0.1:9090\n  cors:\n    allowed_origins: [\"chat.example.com/app\"]\n", 1), []string{`line 4: server.cors.allowed_origins[0]: "chat.example.com/app" is not an origin`}},
 		{"bad fail_status", strings.Replace(good, "    type: mock\n", "    type: mock\n    mock:\n      fail_status: 200\n", 1), []string{"line 7: providers.m.mock.fail_status: 200 is not an HTTP error status"}},
 		{"mock with api key", strings.Replace(good, "    type: mock\n", "    type: mock\n    api_key: x\n", 1), []string{"providers.m.type: a mock provider takes only mock settings"}},
@@ -98,7 +99,8 @@ func TestProblemsAreReported(t *testing.T) {
 func TestEnvExpansion(t *testing.T) {
 	t.Setenv("GW_KEY", "sk-from-env")
 	t.Setenv("GW_EMPTY", "")
-	yaml := `providers:
+	yaml := `auth: {enabled: false}
+providers:
   o:
     type: openai
     base_url: ${GW_URL:-http://127.0.0.1:8000/v1}
@@ -126,7 +128,7 @@ models:
 
 func TestSecretsDoNotPrint(t *testing.T) {
 	t.Setenv("GW_KEY", "sk-very-secret")
-	cfg, err := Parse("x.yaml", []byte("providers:\n  o:\n    type: openai\n    api_key: ${GW_KEY}\n    headers:\n      X-Token: ${GW_KEY}\nmodels:\n  a:\n    routes: [{provider: o}]\n"))
+	cfg, err := Parse("x.yaml", []byte("auth: {enabled: false}\nproviders:\n  o:\n    type: openai\n    api_key: ${GW_KEY}\n    headers:\n      X-Token: ${GW_KEY}\nmodels:\n  a:\n    routes: [{provider: o}]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

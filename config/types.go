@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"strings"
@@ -144,4 +146,27 @@ func validEnvName(name string) bool {
 // collects it with the others instead of stopping at the first one.
 func typeError(n *yaml.Node, msg string) error {
 	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %s", n.Line, msg)}}
+}
+
+// Digest is the lower-case hex SHA-256 of the key's secret, from key or
+// key_sha256; empty when neither is set.
+func (k Key) Digest() string {
+	if k.Key != "" {
+		sum := sha256.Sum256([]byte(k.Key))
+		return hex.EncodeToString(sum[:])
+	}
+	return strings.ToLower(k.KeySHA256)
+}
+
+// Merge returns l with the fields o sets replacing l's.
+func (l Limits) Merge(o Limits) Limits {
+	for _, f := range []struct{ dst, src **int }{
+		{&l.RequestsPerMinute, &o.RequestsPerMinute}, {&l.Burst, &o.Burst}, {&l.ConcurrentStreams, &o.ConcurrentStreams},
+		{&l.TokensPerMinute, &o.TokensPerMinute}, {&l.DefaultMaxTokens, &o.DefaultMaxTokens},
+	} {
+		if *f.src != nil {
+			*f.dst = *f.src
+		}
+	}
+	return l
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/http"
@@ -70,6 +71,8 @@ func (c *Config) Validate() []Problem {
 	for _, name := range sortedKeys(c.Providers) {
 		ps = append(ps, c.Providers[name].validate("providers."+name, name)...)
 	}
+
+	ps = append(ps, c.validateLimits()...)
 
 	if len(c.Models) == 0 {
 		add("models", "at least one model is required")
@@ -167,4 +170,93 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+var keyName = providerName
+
+func (c *Config) validateLimits() []Problem {
+	var ps []Problem
+	add := func(field, format string, args ...any) {
+		ps = append(ps, Problem{Field: field, Msg: fmt.Sprintf(format, args...)})
+	}
+	for i, p := range c.Auth.TrustedProxies {
+		if net.ParseIP(p) == nil {
+			if _, _, err := net.ParseCIDR(p); err != nil {
+				add(fmt.Sprintf("auth.trusted_proxies[%d]", i), "%q is not an IP address or CIDR", p)
+			}
+		}
+	}
+	if c.Auth.AuthEnabled() && len(c.Keys) == 0 {
+		add("keys", "auth is enabled but no keys are configured: add keys, or set auth.enabled: false for local use")
+	}
+	digests := map[string]string{}
+	for _, name := range sortedKeys(c.Keys) {
+		k := c.Keys[name]
+		field := "keys." + name
+		if !keyName.MatchString(name) {
+			add(field, "key name %q may hold only letters, digits, '_' and '-'", name)
+		}
+		switch {
+		case k.Key == "" && k.KeySHA256 == "":
+			add(field, "needs key (usually ${ENV_VAR}) or key_sha256")
+		case k.Key != "" && k.KeySHA256 != "":
+			add(field, "give key or key_sha256, not both")
+		case k.KeySHA256 != "" && !validSHA256(k.KeySHA256):
+			add(field+".key_sha256", "is not 64 hex digits")
+		}
+		if d := k.Digest(); d != "" {
+			if other, dup := digests[d]; dup {
+				add(field, "has the same secret as keys.%s", other)
+			}
+			digests[d] = name
+		}
+		for i, m := range k.Models {
+			if _, ok := c.Models[m]; !ok {
+				add(fmt.Sprintf("%s.models[%d]", field, i), "%q is not a configured model", m)
+			}
+		}
+		ps = append(ps, k.Limits.validate(field+".limits")...)
+	}
+	ps = append(ps, c.RateLimit.Defaults.validate("rate_limit.defaults")...)
+	if c.RateLimit.Backend != "memory" {
+		add("rate_limit.backend", "%q is not a supported backend (memory)", c.RateLimit.Backend)
+	}
+	if c.RateLimit.IdleTTL <= 0 {
+		add("rate_limit.idle_ttl", "%s must be positive", c.RateLimit.IdleTTL)
+	}
+	if c.RateLimit.MaxClients <= 0 {
+		add("rate_limit.max_clients", "%d must be positive", c.RateLimit.MaxClients)
+	}
+	for _, name := range sortedKeys(c.Providers) {
+		p := c.Providers[name]
+		if p.RequestsPerSecond < 0 {
+			add("providers."+name+".requests_per_second", "%g must not be negative", p.RequestsPerSecond)
+		}
+		if p.QueueTimeout < 0 {
+			add("providers."+name+".queue_timeout", "%s must not be negative", p.QueueTimeout)
+		}
+	}
+	return ps
+}
+
+func (l Limits) validate(field string) []Problem {
+	var ps []Problem
+	for name, v := range map[string]*int{
+		"requests_per_minute": l.RequestsPerMinute, "burst": l.Burst, "concurrent_streams": l.ConcurrentStreams,
+		"tokens_per_minute": l.TokensPerMinute, "default_max_tokens": l.DefaultMaxTokens,
+	} {
+		if v != nil && *v < 1 {
+			ps = append(ps, Problem{Field: field + "." + name, Msg: fmt.Sprintf("%d must be at least 1 (leave it out for no limit)", *v)})
+		}
+	}
+	sort.Slice(ps, func(i, j int) bool { return ps[i].Field < ps[j].Field })
+	return ps
+}
+
+func validSHA256(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
 }

@@ -15,7 +15,7 @@ import (
 // handleStream serves POST /v1/stream, the gateway's native event stream.
 func (s *Server) handleStream(c *gin.Context) {
 	var body streamRequest
-	req, dep, ok := s.accept(c, &body, true)
+	req, dep, adm, ok := s.accept(c, &body, true)
 	if !ok {
 		return
 	}
@@ -24,23 +24,23 @@ func (s *Server) handleStream(c *gin.Context) {
 		named = v
 	}
 	f := &nativeFormat{requestID: middleware.Get(c).RequestID, model: body.Model, provider: dep.providerName, named: named}
-	s.stream(c, dep, req, f)
+	s.stream(c, dep, req, adm, f)
 }
 
 // handleChat serves POST /v1/chat/completions in OpenAI's format.
 func (s *Server) handleChat(c *gin.Context) {
 	var body chatRequest
-	req, dep, ok := s.accept(c, &body, false)
+	req, dep, adm, ok := s.accept(c, &body, false)
 	if !ok {
 		return
 	}
 	if !body.Stream {
-		s.complete(c, dep, req, body.Model)
+		s.complete(c, dep, req, adm, body.Model)
 		return
 	}
 	includeUsage := body.StreamOptions != nil && body.StreamOptions.IncludeUsage
 	f := newChatFormat(middleware.Get(c).RequestID, body.Model, time.Now().Unix(), includeUsage)
-	s.stream(c, dep, req, f)
+	s.stream(c, dep, req, adm, f)
 }
 
 // clientRequest is a request body of one of the endpoints.
@@ -49,28 +49,31 @@ type clientRequest interface {
 	model() string
 }
 
-// accept decodes and validates a request body into body and resolves its
-// model. When it reports false it has already answered with the error.
-func (s *Server) accept(c *gin.Context, body clientRequest, strict bool) (*providers.Request, deployment, bool) {
+// accept decodes and validates a request body into body, resolves its
+// model and admits it within the caller's limits. When it reports false it
+// has already answered with the error; otherwise the caller must settle
+// the admission.
+func (s *Server) accept(c *gin.Context, body clientRequest, strict bool) (*providers.Request, deployment, *admission, bool) {
 	if e := decodeJSON(c.Request, body, strict); e != nil {
 		s.fail(c, e)
-		return nil, deployment{}, false
+		return nil, deployment{}, nil, false
 	}
 	req, e := body.toProvider()
 	if e != nil {
 		s.fail(c, e)
-		return nil, deployment{}, false
+		return nil, deployment{}, nil, false
 	}
 	name := body.model()
 	dep, ok := s.reg.route(name)
 	if !ok {
 		s.fail(c, &apiError{Status: http.StatusNotFound, Type: typeInvalidRequest, Code: "model_not_found",
 			Message: "model " + strconv.Quote(name) + " does not exist; GET /v1/models lists the models served"})
-		return nil, deployment{}, false
+		return nil, deployment{}, nil, false
 	}
 	info := middleware.Get(c)
 	info.Model, info.Provider = name, dep.providerName
-	return req, dep, true
+	adm, ok := s.admit(c, req, name, dep)
+	return req, dep, adm, ok
 }
 
 // open starts the upstream call under the client's request context (so a
@@ -92,26 +95,32 @@ func (s *Server) open(c *gin.Context, dep deployment, req *providers.Request) (c
 
 // stream opens the upstream stream first and only then commits to a 200 and
 // SSE: a failure before that is a plain HTTP error with a real status.
-func (s *Server) stream(c *gin.Context, dep deployment, req *providers.Request, f streamFormat) {
+func (s *Server) stream(c *gin.Context, dep deployment, req *providers.Request, adm *admission, f streamFormat) {
 	start := time.Now()
+	info := middleware.Get(c)
 	ctx, done, st, e := s.open(c, dep, req)
 	if e != nil {
+		adm.settle(info, false)
 		s.fail(c, e)
 		return
 	}
+	defer adm.settle(info, true)
 	defer done()
 	defer st.Close()
-	s.relay(ctx, c.Writer, st, f, req, middleware.Get(c), start)
+	s.relay(ctx, c.Writer, st, f, req, info, start)
 }
 
 // complete serves stream=false: the upstream is still streamed (one code
 // path, cancellable at any point), and the answer is sent whole.
-func (s *Server) complete(c *gin.Context, dep deployment, req *providers.Request, model string) {
+func (s *Server) complete(c *gin.Context, dep deployment, req *providers.Request, adm *admission, model string) {
+	info := middleware.Get(c)
 	ctx, done, st, e := s.open(c, dep, req)
 	if e != nil {
+		adm.settle(info, false)
 		s.fail(c, e)
 		return
 	}
+	defer adm.settle(info, true)
 	defer done()
 	defer st.Close()
 	content, calls, res, deltas, rerr := collect(st)
@@ -122,7 +131,6 @@ func (s *Server) complete(c *gin.Context, dep deployment, req *providers.Request
 	if res.usageEstimated {
 		res.usage = estimateUsage(req, deltas)
 	}
-	info := middleware.Get(c)
 	info.PromptTokens, info.CompletionTokens = res.usage.PromptTokens, res.usage.CompletionTokens
 	msg := gin.H{"role": "assistant", "content": content, "refusal": nil}
 	if len(calls) > 0 {
@@ -145,8 +153,15 @@ func (s *Server) complete(c *gin.Context, dep deployment, req *providers.Request
 }
 
 func (s *Server) handleModels(c *gin.Context) {
+	allowed := s.lim.defaults.models
+	if name := middleware.Get(c).KeyName; name != "" {
+		allowed = s.lim.keys[name].models
+	}
 	data := make([]gin.H, 0, len(s.reg.names))
 	for _, name := range s.reg.names {
+		if allowed != nil && !allowed[name] {
+			continue
+		}
 		data = append(data, gin.H{"id": name, "object": "model", "created": s.started.Unix(), "owned_by": s.reg.owners[name]})
 	}
 	c.JSON(http.StatusOK, gin.H{"object": "list", "data": data})

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -27,6 +28,8 @@ func TestMain(m *testing.M) {
 // baseConfig serves mock-gpt on a mock without delays; extra is appended
 // to the providers section, models to the models section.
 const baseConfig = `
+auth:
+  enabled: false
 server:
   heartbeat_interval: 0s
   shutdown_timeout: 5s
@@ -59,16 +62,45 @@ func openAIUpstream(url, key string) (providers, models string) {
 `
 }
 
-// syncBuffer is a log sink safe for concurrent writes.
+// syncBuffer is a log sink safe for concurrent writes, which tests can
+// wait on.
 type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer
+	changed chan struct{} // closed and replaced on every write
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
 	return s.b.Write(p)
+}
+
+// waitFor blocks until the log holds sub, failing after 10 s.
+func (s *syncBuffer) waitFor(t *testing.T, sub string) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		s.mu.Lock()
+		if strings.Contains(s.b.String(), sub) {
+			s.mu.Unlock()
+			return
+		}
+		if s.changed == nil {
+			s.changed = make(chan struct{})
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-timeout:
+			t.Fatalf("log never showed %q:\n%s", sub, s.String())
+		}
+	}
 }
 
 func (s *syncBuffer) String() string {

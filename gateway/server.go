@@ -23,6 +23,7 @@ type Server struct {
 	cfg    *config.Config
 	log    *slog.Logger
 	reg    *registry
+	lim    *limiter
 	redact *strings.Replacer
 	engine *gin.Engine
 	// started is reported as the creation time of every model.
@@ -40,7 +41,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, reg: reg, redact: newRedactor(secrets), started: time.Now()}
+	s := &Server{cfg: cfg, log: log, reg: reg, lim: newLimiter(cfg), redact: newRedactor(secrets), started: time.Now()}
 	s.stopping, s.stopStreams = context.WithCancelCause(context.Background())
 	for name, pc := range cfg.Providers {
 		if u, ok := reg.providers[name].(unavailable); ok && u.Unavailable() != nil {
@@ -51,9 +52,15 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()
 	e.HandleMethodNotAllowed = true
-	// Trust no proxy headers until an operator configures proxies.
-	if err := e.SetTrustedProxies(nil); err != nil {
+	// Believe X-Forwarded-For only from the configured proxies (by
+	// default none: the connection's address is the client's).
+	if err := e.SetTrustedProxies(cfg.Auth.TrustedProxies); err != nil {
 		return nil, fmt.Errorf("trusted proxies: %w", err)
+	}
+	if !cfg.Auth.AuthEnabled() {
+		if host, _, _ := net.SplitHostPort(cfg.Server.Listen); !isLoopback(host) {
+			log.Warn("auth is off on a non-loopback address: anyone who can reach it can use every model", "listen", cfg.Server.Listen)
+		}
 	}
 	e.Use(
 		middleware.RequestID(),
@@ -62,9 +69,13 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		middleware.CORS(cfg.Server.CORS.AllowedOrigins),
 		middleware.BodyLimit(cfg.Server.MaxBodyBytes),
 	)
-	e.POST("/v1/stream", s.handleStream)
-	e.POST("/v1/chat/completions", s.handleChat)
-	e.GET("/v1/models", s.handleModels)
+	v1 := e.Group("/v1")
+	if cfg.Auth.AuthEnabled() {
+		v1.Use(middleware.Auth(s.lim.digests))
+	}
+	v1.POST("/stream", s.handleStream)
+	v1.POST("/chat/completions", s.handleChat)
+	v1.GET("/models", s.handleModels)
 	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	e.NoRoute(func(c *gin.Context) {
 		writeError(c, &apiError{Status: http.StatusNotFound, Type: typeInvalidRequest, Code: "not_found", Message: fmt.Sprintf("no route for %s %s", c.Request.Method, c.Request.URL.Path)})
@@ -142,4 +153,12 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 	}
 	s.log.Info("gateway listening", "addr", ln.Addr().String(), "models", strings.Join(s.reg.names, ","))
 	return s.Serve(ctx, ln)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -26,6 +26,9 @@ func AccessLog(log *slog.Logger) gin.HandlerFunc {
 			slog.Duration("duration", time.Since(start)),
 			slog.String("client_ip", c.ClientIP()),
 		)
+		if info.KeyName != "" {
+			attrs = append(attrs, slog.String("key", info.KeyName))
+		}
 		if info.Model != "" {
 			attrs = append(attrs, slog.String("model", info.Model), slog.String("provider", info.Provider))
 		}

@@ -10,8 +10,11 @@ import (
 // line. Handlers fill it in; AccessLog writes it out once the request ends.
 type Info struct {
 	RequestID string
-	Model     string
-	Provider  string
+	// KeyName names the API key used (never the key itself); empty when
+	// auth is off.
+	KeyName  string
+	Model    string
+	Provider string
 	// TTFT is the time from the request's arrival to the first token
 	// relayed; zero when none was.
 	TTFT             time.Duration

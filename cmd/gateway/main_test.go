@@ -27,12 +27,12 @@ func TestCheckConfig(t *testing.T) {
 	}
 
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
-	_ = os.WriteFile(bad, []byte("server:\n  listen: nowhere\n  heartbeat_interval: often\nproviders:\n  m:\n    type: mock\nmodels:\n  a:\n    routes: [{provider: x}]\n"), 0o600)
+	_ = os.WriteFile(bad, []byte("server:\n  listen: nowhere\n  heartbeat_interval: often\nauth: {enabled: false}\nproviders:\n  m:\n    type: mock\nmodels:\n  a:\n    routes: [{provider: x}]\n"), 0o600)
 	err := run(context.Background(), []string{"-config", bad, "-check-config"}, &out, &errOut)
 	if err == nil {
 		t.Fatal("bad config accepted")
 	}
-	for _, want := range []string{"3 problem(s)", `line 2: server.listen: "nowhere"`, `line 3: "often" is not a duration`, `line 9: models.a.routes[0].provider: "x"`} {
+	for _, want := range []string{"3 problem(s)", `line 2: server.listen: "nowhere"`, `line 3: "often" is not a duration`, `line 10: models.a.routes[0].provider: "x"`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}

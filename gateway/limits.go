@@ -1,0 +1,187 @@
+package gateway
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/streamgate/gateway/config"
+	"github.com/streamgate/gateway/limit"
+	"github.com/streamgate/gateway/middleware"
+	"github.com/streamgate/gateway/providers"
+)
+
+// policy is what one client may do.
+type policy struct {
+	limits limit.Limits
+	// models allowed; nil allows all.
+	models map[string]bool
+	// defaultMaxTokens is reserved for requests without max_tokens.
+	defaultMaxTokens int
+}
+
+// limiter holds the admission policies and state.
+type limiter struct {
+	store    limit.Store
+	defaults policy            // clients by IP, when auth is off
+	keys     map[string]policy // by key name
+	digests  map[string]string // secret SHA-256 → key name, for auth
+	pacers   map[string]*limit.Pacer
+}
+
+func newLimiter(cfg *config.Config) *limiter {
+	rl := cfg.RateLimit
+	l := &limiter{
+		store:    limit.NewMemory(rl.IdleTTL.Std(), rl.MaxClients, nil),
+		defaults: toPolicy(rl.Defaults, nil),
+		keys:     map[string]policy{},
+		digests:  map[string]string{},
+		pacers:   map[string]*limit.Pacer{},
+	}
+	for name, k := range cfg.Keys {
+		l.keys[name] = toPolicy(rl.Defaults.Merge(k.Limits), k.Models)
+		l.digests[k.Digest()] = name
+	}
+	for name, p := range cfg.Providers {
+		if p.RequestsPerSecond > 0 {
+			queue := p.QueueTimeout.Std()
+			if p.QueueTimeout == 0 {
+				queue = 5 * time.Second
+			}
+			l.pacers[name] = limit.NewPacer(p.RequestsPerSecond, queue)
+		}
+	}
+	return l
+}
+
+func toPolicy(c config.Limits, models []string) policy {
+	get := func(v *int) int {
+		if v == nil {
+			return 0
+		}
+		return *v
+	}
+	p := policy{
+		limits: limit.Limits{
+			RequestsPerMinute: get(c.RequestsPerMinute), Burst: get(c.Burst),
+			ConcurrentStreams: get(c.ConcurrentStreams), TokensPerMinute: get(c.TokensPerMinute),
+		},
+		defaultMaxTokens: get(c.DefaultMaxTokens),
+	}
+	if p.defaultMaxTokens == 0 {
+		p.defaultMaxTokens = 1024
+	}
+	if len(models) > 0 {
+		p.models = map[string]bool{}
+		for _, m := range models {
+			p.models[m] = true
+		}
+	}
+	return p
+}
+
+// admission is an admitted request's lease and what it reserved.
+type admission struct {
+	lease    limit.Lease
+	reserved int
+}
+
+// settle releases the lease when the request is over: with the real usage
+// when the answer was complete, the full reservation when the outcome is
+// unknown (a stream cut short may have been billed), nothing when the
+// upstream was never reached.
+func (a *admission) settle(info *middleware.Info, reachedUpstream bool) {
+	switch {
+	case !reachedUpstream:
+		a.lease.Release(0)
+	case info.End == "done" || (info.End == "" && info.ErrorCode == ""):
+		a.lease.Release(info.PromptTokens + info.CompletionTokens)
+	default:
+		a.lease.Release(a.reserved)
+	}
+}
+
+// admit applies the caller's policy to a parsed request: the model must be
+// allowed (403), every limit must admit it (429, before anything reaches
+// the upstream), and the provider's pacing must give it a turn within its
+// queue time (429). It answers the client itself when it refuses.
+func (s *Server) admit(c *gin.Context, req *providers.Request, model string, dep deployment) (*admission, bool) {
+	info := middleware.Get(c)
+	pol, client := s.lim.defaults, "ip:"+c.ClientIP()
+	if info.KeyName != "" {
+		pol, client = s.lim.keys[info.KeyName], "key:"+info.KeyName
+	}
+	if pol.models != nil && !pol.models[model] {
+		s.fail(c, &apiError{Status: http.StatusForbidden, Type: typeInvalidRequest, Code: "model_not_allowed",
+			Message: fmt.Sprintf("key %q may not use model %q", info.KeyName, model)})
+		return nil, false
+	}
+	maxTokens := req.MaxTokens
+	if maxTokens == 0 {
+		maxTokens = pol.defaultMaxTokens
+	}
+	reserve := estimateUsage(req, 0).PromptTokens + maxTokens
+	d, lease, err := s.lim.store.Admit(c.Request.Context(), client, pol.limits, reserve)
+	if err != nil {
+		s.fail(c, &apiError{Status: http.StatusServiceUnavailable, Type: typeServer, Code: "rate_limiter_unavailable", Message: "the rate limiter is unavailable"})
+		return nil, false
+	}
+	setRateHeaders(c.Writer.Header(), d.Status)
+	if !d.Allowed {
+		s.fail(c, rateLimited(d, pol.limits))
+		return nil, false
+	}
+	a := &admission{lease: lease, reserved: reserve}
+	if p := s.lim.pacers[dep.providerName]; p != nil {
+		if wait, err := p.Wait(c.Request.Context()); err != nil {
+			a.lease.Release(0)
+			e := &apiError{Status: StatusClientClosedRequest, Type: typeInvalidRequest, Code: "client_closed_request", Message: "the client closed the request"}
+			if err == limit.ErrQueueFull {
+				e = &apiError{Status: http.StatusTooManyRequests, Type: typeRateLimit, Code: "provider_queue_full", RetryAfter: wait,
+					Message: fmt.Sprintf("provider %q is at its configured request rate and its queue is full", dep.providerName)}
+			}
+			s.fail(c, e)
+			return nil, false
+		}
+	}
+	return a, true
+}
+
+func rateLimited(d limit.Decision, l limit.Limits) *apiError {
+	e := &apiError{Status: http.StatusTooManyRequests, Type: typeRateLimit, RetryAfter: d.RetryAfter}
+	switch d.Kind {
+	case limit.KindRequests:
+		e.Code = "rate_limit_exceeded"
+		e.Message = fmt.Sprintf("rate limit reached: %d requests per minute; retry after %s", l.RequestsPerMinute, roundUp(d.RetryAfter))
+	case limit.KindConcurrency:
+		e.Code = "concurrency_limit_exceeded"
+		e.Message = fmt.Sprintf("too many streams in flight: the limit is %d", l.ConcurrentStreams)
+	case limit.KindTokens:
+		e.Code = "tokens_rate_limit_exceeded"
+		e.Message = fmt.Sprintf("rate limit reached: %d tokens per minute; retry after %s", l.TokensPerMinute, roundUp(d.RetryAfter))
+		if d.RetryAfter == 0 {
+			e.Message = fmt.Sprintf("the request may use more tokens than the limit of %d per minute allows: lower max_tokens or the prompt", l.TokensPerMinute)
+		}
+	}
+	return e
+}
+
+func roundUp(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+
+// setRateHeaders writes OpenAI's x-ratelimit-* headers for the limits
+// that apply.
+func setRateHeaders(h http.Header, s limit.Status) {
+	if s.LimitRequests > 0 {
+		h.Set("x-ratelimit-limit-requests", strconv.Itoa(s.LimitRequests))
+		h.Set("x-ratelimit-remaining-requests", strconv.Itoa(s.RemainingRequests))
+		h.Set("x-ratelimit-reset-requests", roundUp(s.ResetRequests).String())
+	}
+	if s.LimitTokens > 0 {
+		h.Set("x-ratelimit-limit-tokens", strconv.Itoa(s.LimitTokens))
+		h.Set("x-ratelimit-remaining-tokens", strconv.Itoa(s.RemainingTokens))
+		h.Set("x-ratelimit-reset-tokens", roundUp(s.ResetTokens).String())
+	}
+}
