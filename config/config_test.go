@@ -157,3 +157,41 @@ func TestExpand(t *testing.T) {
 		}
 	}
 }
+
+func TestKeysValidation(t *testing.T) {
+	t.Setenv("GW_K1", "sk-same")
+	base := strings.Replace(good, "auth: {enabled: false}\n", "", 1)
+	for _, tc := range []struct {
+		name, keys string
+		want       []string
+	}{
+		{"auth on without keys", "", []string{"keys: auth is enabled but no keys are configured"}},
+		{"no secret", "keys:\n  k:\n    models: [a]\n", []string{"keys.k: needs key"}},
+		{"both forms", "keys:\n  k:\n    key: x\n    key_sha256: " + strings.Repeat("a", 64) + "\n", []string{"keys.k: give key or key_sha256, not both"}},
+		{"bad hash", "keys:\n  k:\n    key_sha256: abc\n", []string{"keys.k.key_sha256: is not 64 hex digits"}},
+		{"same secret twice", "keys:\n  k1:\n    key: ${GW_K1}\n  k2:\n    key: sk-same\n", []string{"keys.k2: has the same secret as keys.k1"}},
+		{"unknown model", "keys:\n  k:\n    key: x\n    models: [nope]\n", []string{`keys.k.models[0]: "nope" is not a configured model`}},
+		{"zero limit", "keys:\n  k:\n    key: x\n    limits: {requests_per_minute: 0}\n", []string{"keys.k.limits.requests_per_minute: 0 must be at least 1"}},
+		{"bad proxy", "auth:\n  enabled: false\n  trusted_proxies: [10.0.0.0/33]\n", []string{`auth.trusted_proxies[0]: "10.0.0.0/33" is not an IP address or CIDR`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("test.yaml", []byte(base+tc.keys))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+	cfg, err := Parse("test.yaml", []byte(base+"keys:\n  k:\n    key: x\n    limits: {burst: 3}\nrate_limit:\n  defaults: {requests_per_minute: 60, burst: 10}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	merged := cfg.RateLimit.Defaults.Merge(cfg.Keys["k"].Limits)
+	if *merged.RequestsPerMinute != 60 || *merged.Burst != 3 || merged.ConcurrentStreams != nil {
+		t.Errorf("merged limits: %+v", merged)
+	}
+}
