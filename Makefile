@@ -9,8 +9,10 @@ GO ?= go
 run:
 	$(GO) run ./cmd/gateway
 
+# GATEWAY_TEST_REQUIRE makes tests that need redis-server fail, not skip,
+# when it is missing: under make test (and so in CI) they must run.
 test: test-deps fmt-check vet
-	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 10m ./...
+	GATEWAY_TEST_REQUIRE=redis CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 10m ./...
 
 test-deps:
 	./scripts/test-deps.sh

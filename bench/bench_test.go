@@ -56,11 +56,19 @@ func TestSmokeRun(t *testing.T) {
 			}
 		}
 		res := m.Result
-		if res.Errors != 0 || res.Streams != sc.Requests || res.Chunks != int64(sc.Requests*sc.Tokens) {
+		// The stdlib ReverseProxy baseline drops a stream now and then
+		// ("use of closed network connection" on its upstream; see
+		// docs/benchmarks.md): for it, only a small minority may fail.
+		// The gateway and the mock may not fail at all.
+		allowed := 0
+		if m.Target == TargetBaseline {
+			allowed = sc.Requests / 5
+		}
+		if res.Errors > allowed || res.Streams+res.Errors != sc.Requests || res.Chunks != int64(res.Streams*sc.Tokens) {
 			t.Errorf("%s/%s: %d streams, %d errors %v, %d chunks; want %d streams of %d tokens",
 				m.Scenario, m.Target, res.Streams, res.Errors, res.ErrorSamples, res.Chunks, sc.Requests, sc.Tokens)
 		}
-		if res.TTFT.Count != int64(sc.Requests) || m.RelayPeakRSSMiB <= 0 {
+		if res.TTFT.Count < int64(res.Streams) || m.RelayPeakRSSMiB <= 0 {
 			t.Errorf("%s/%s: %d TTFT samples, peak RSS %.1f MiB", m.Scenario, m.Target, res.TTFT.Count, m.RelayPeakRSSMiB)
 		}
 	}

@@ -85,8 +85,17 @@ type Limits struct {
 
 // RateLimit configures limiting.
 type RateLimit struct {
-	// Backend is memory (default; per replica).
+	// Backend is memory (default; per replica) or redis (shared by every
+	// replica pointing at the same Redis).
 	Backend string `yaml:"backend"`
+	Redis   Redis  `yaml:"redis"`
+	// FailureMode says what happens while Redis is unreachable: fail_open
+	// (default) admits requests without limits, fail_closed refuses them
+	// with 503.
+	FailureMode string `yaml:"failure_mode"`
+	// LeaseTTL is how long a stream slot outlives the replica holding it
+	// if that replica dies (default 30s); live replicas renew theirs.
+	LeaseTTL Duration `yaml:"lease_ttl"`
 	// Defaults apply to every key, and to every client IP when auth is
 	// off.
 	Defaults Limits `yaml:"defaults"`
@@ -95,6 +104,17 @@ type RateLimit struct {
 	// at once (default 100000).
 	IdleTTL    Duration `yaml:"idle_ttl"`
 	MaxClients int      `yaml:"max_clients"`
+}
+
+// Redis is a Redis server's address and credentials.
+type Redis struct {
+	// Addr is host:port.
+	Addr     EnvString `yaml:"addr"`
+	Username EnvString `yaml:"username"`
+	Password Secret    `yaml:"password"`
+	DB       int       `yaml:"db"`
+	// TLS connects with TLS, verifying the server's certificate.
+	TLS bool `yaml:"tls"`
 }
 
 // Server holds the HTTP server settings.
@@ -234,7 +254,8 @@ func Default() Config {
 		ReadHeaderTimeout: Duration(10 * time.Second),
 		IdleTimeout:       Duration(120 * time.Second),
 		Log:               Log{Level: "info", Format: "text"},
-	}, RateLimit: RateLimit{Backend: "memory", IdleTTL: Duration(10 * time.Minute), MaxClients: 100000}}
+	}, RateLimit: RateLimit{Backend: "memory", FailureMode: "fail_open", LeaseTTL: Duration(30 * time.Second),
+		IdleTTL: Duration(10 * time.Minute), MaxClients: 100000}}
 }
 
 // Problem is one thing wrong with a config file.

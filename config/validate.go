@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 )
 
 var providerName = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
@@ -218,8 +219,20 @@ func (c *Config) validateLimits() []Problem {
 		ps = append(ps, k.Limits.validate(field+".limits")...)
 	}
 	ps = append(ps, c.RateLimit.Defaults.validate("rate_limit.defaults")...)
-	if c.RateLimit.Backend != "memory" {
-		add("rate_limit.backend", "%q is not a supported backend (memory)", c.RateLimit.Backend)
+	switch c.RateLimit.Backend {
+	case "memory":
+	case "redis":
+		if _, _, err := net.SplitHostPort(string(c.RateLimit.Redis.Addr)); err != nil {
+			add("rate_limit.redis.addr", "%q is not a host:port address (required with backend redis)", c.RateLimit.Redis.Addr)
+		}
+	default:
+		add("rate_limit.backend", "%q is not a backend (want memory or redis)", c.RateLimit.Backend)
+	}
+	if m := c.RateLimit.FailureMode; m != "fail_open" && m != "fail_closed" {
+		add("rate_limit.failure_mode", "%q is not one of fail_open, fail_closed", m)
+	}
+	if c.RateLimit.LeaseTTL.Std() < time.Second {
+		add("rate_limit.lease_ttl", "%s must be at least 1s", c.RateLimit.LeaseTTL)
 	}
 	if c.RateLimit.IdleTTL <= 0 {
 		add("rate_limit.idle_ttl", "%s must be positive", c.RateLimit.IdleTTL)

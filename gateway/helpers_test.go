@@ -132,7 +132,7 @@ func newHarness(t *testing.T, yaml string, edit ...func(*config.Config)) *harnes
 		t.Fatalf("New: %v", err)
 	}
 	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(ts.Close)
+	t.Cleanup(func() { ts.Close(); srv.Close() })
 	return &harness{srv: srv, http: ts, logs: logs}
 }
 
@@ -315,4 +315,18 @@ func writeSSE(w http.ResponseWriter, frames ...string) {
 
 func decodeBody(r *http.Request, v any) error {
 	return json.NewDecoder(r.Body).Decode(v)
+}
+
+// httpClientNoKeepAlive does not pool connections, for servers a test
+// kills.
+var httpClientNoKeepAlive = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
+func newStreamRequest(ctx context.Context, base, key, body string) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/stream", strings.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+key)
+	return req, nil
 }

@@ -1,12 +1,15 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/streamgate/gateway/config"
 	"github.com/streamgate/gateway/limit"
@@ -32,10 +35,10 @@ type limiter struct {
 	pacers   map[string]*limit.Pacer
 }
 
-func newLimiter(cfg *config.Config) *limiter {
+func newLimiter(cfg *config.Config, log *slog.Logger) *limiter {
 	rl := cfg.RateLimit
 	l := &limiter{
-		store:    limit.NewMemory(rl.IdleTTL.Std(), rl.MaxClients, nil),
+		store:    newStore(rl, log),
 		defaults: toPolicy(rl.Defaults, nil),
 		keys:     map[string]policy{},
 		digests:  map[string]string{},
@@ -55,6 +58,26 @@ func newLimiter(cfg *config.Config) *limiter {
 		}
 	}
 	return l
+}
+
+// newStore returns the configured backend. A Redis client connects
+// lazily and reconnects by itself, so an unreachable Redis at start-up is
+// handled like one lost later: by the failure mode.
+func newStore(rl config.RateLimit, log *slog.Logger) limit.Store {
+	if rl.Backend != "redis" {
+		return limit.NewMemory(rl.IdleTTL.Std(), rl.MaxClients, nil)
+	}
+	opts := &redis.Options{
+		Addr: string(rl.Redis.Addr), Username: string(rl.Redis.Username), Password: rl.Redis.Password.Reveal(), DB: rl.Redis.DB,
+		// Fail fast: a request waits for the limiter, not for retries.
+		MaxRetries: 1, DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
+	}
+	if rl.Redis.TLS {
+		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	return limit.NewRedis(limit.RedisOptions{
+		Client: redis.NewClient(opts), LeaseTTL: rl.LeaseTTL.Std(), FailOpen: rl.FailureMode == "fail_open", Log: log,
+	})
 }
 
 func toPolicy(c config.Limits, models []string) policy {

@@ -49,6 +49,9 @@ func buildRegistry(cfg *config.Config) (*registry, []string, error) {
 			}
 		}
 	}
+	if p := cfg.RateLimit.Redis.Password.Reveal(); p != "" {
+		secrets = append(secrets, p)
+	}
 	r := &registry{providers: built, models: make(map[string][]deployment, len(cfg.Models)), owners: map[string]string{}}
 	for name, m := range cfg.Models {
 		for _, route := range m.Routes {

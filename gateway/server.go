@@ -41,7 +41,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, reg: reg, lim: newLimiter(cfg), redact: newRedactor(secrets), started: time.Now()}
+	s := &Server{cfg: cfg, log: log, reg: reg, lim: newLimiter(cfg, log), redact: newRedactor(secrets), started: time.Now()}
 	s.stopping, s.stopStreams = context.WithCancelCause(context.Background())
 	for name, pc := range cfg.Providers {
 		if u, ok := reg.providers[name].(unavailable); ok && u.Unavailable() != nil {
@@ -86,6 +86,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	s.engine = e
 	return s, nil
 }
+
+// Close releases what the server holds beyond its handlers (the rate
+// limiter's connection to Redis). Call it after Serve returns.
+func (s *Server) Close() error { return s.lim.store.Close() }
 
 // Handler returns the HTTP handler of all routes.
 func (s *Server) Handler() http.Handler { return s.engine }

@@ -60,6 +60,8 @@ type Store interface {
 	// request, one stream slot and reserve tokens. A refused request takes
 	// nothing. The returned Lease is nil unless the decision allows.
 	Admit(ctx context.Context, client string, l Limits, reserve int) (Decision, Lease, error)
+	// Close stops background work; leases still held are left to expire.
+	Close() error
 }
 
 func (l Limits) burst() int {

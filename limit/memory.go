@@ -47,6 +47,9 @@ func NewMemory(ttl time.Duration, maxClients int, now func() time.Time) *Memory 
 	return &Memory{ttl: ttl, maxClients: maxClients, now: now, clients: map[string]*client{}}
 }
 
+// Close implements Store; a memory store has nothing to stop.
+func (m *Memory) Close() error { return nil }
+
 // Len is the number of clients tracked.
 func (m *Memory) Len() int {
 	m.mu.Lock()

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs that Go does not bring, when missing.
-# Today that is a C compiler, which `go test -race` requires (cgo).
-# Runs unattended: CI runs it as root with no terminal.
+# Installs what the test suite needs that Go does not bring, when missing:
+# a C compiler for `go test -race` (cgo), and redis-server for the tests of
+# limits shared across replicas. Runs unattended: CI runs it as root with
+# no terminal.
 set -euo pipefail
 
 missing=()
 command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
@@ -15,3 +17,5 @@ sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# The package starts a system-wide server where it can; the tests start
+# their own on free ports and need none.

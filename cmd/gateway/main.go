@@ -68,7 +68,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return srv.ListenAndServe(ctx)
+	err = srv.ListenAndServe(ctx)
+	return errors.Join(err, srv.Close())
 }
 
 func newLogger(c config.Log, w io.Writer) *slog.Logger {

@@ -1,0 +1,171 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/streamgate/gateway/internal/redistest"
+)
+
+// redisKeysConfig is keysConfig with the limiter in Redis.
+func redisKeysConfig(addr, limits, failureMode string) string {
+	return keysConfig(limits) + fmt.Sprintf(`rate_limit:
+  backend: redis
+  redis:
+    addr: %s
+  failure_mode: %s
+  lease_ttl: 1s
+`, addr, failureMode)
+}
+
+// TestRedisTwoGatewaysShareAKey: a burst of 5 for one key, 20 requests at
+// once split over two gateway instances: exactly 5 pass.
+func TestRedisTwoGatewaysShareAKey(t *testing.T) {
+	srv := redistest.Start(t)
+	cfg := redisKeysConfig(srv.Addr, "      requests_per_minute: 60\n      burst: 5", "fail_closed")
+	a, b := newHarness(t, cfg), newHarness(t, cfg)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	start := make(chan struct{})
+	for i := 0; i < 20; i++ {
+		h := a
+		if i%2 == 1 {
+			h = b
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			resp := h.do(t, context.Background(), "POST", "/v1/stream", frontendKey, streamBody)
+			drainClose(resp)
+			mu.Lock()
+			statuses[resp.StatusCode]++
+			mu.Unlock()
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if statuses[200] != 5 || statuses[429] != 15 {
+		t.Errorf("statuses %v across two gateways, want 5×200 and 15×429", statuses)
+	}
+}
+
+func TestRedisFailClosedAndRecovery(t *testing.T) {
+	srv := redistest.Start(t)
+	h := newHarness(t, redisKeysConfig(srv.Addr, "      requests_per_minute: 600", "fail_closed"))
+	drainClose(h.do(t, context.Background(), "POST", "/v1/stream", frontendKey, streamBody))
+	srv.Stop()
+	resp := h.do(t, context.Background(), "POST", "/v1/stream", frontendKey, streamBody)
+	if resp.StatusCode != 503 {
+		t.Fatalf("fail_closed with Redis down: %d", resp.StatusCode)
+	}
+	if eb := readError(t, resp); eb.Error.Code != "rate_limiter_unavailable" {
+		t.Errorf("code %q", eb.Error.Code)
+	}
+	h.logs.waitFor(t, "redis unavailable")
+	srv.Restart()
+	if resp := h.do(t, context.Background(), "POST", "/v1/stream", frontendKey, streamBody); resp.StatusCode != 200 {
+		t.Errorf("not recovered after Redis came back: %d %s", resp.StatusCode, drainClose(resp))
+	} else {
+		drainClose(resp)
+	}
+}
+
+func TestRedisFailOpen(t *testing.T) {
+	srv := redistest.Start(t)
+	h := newHarness(t, redisKeysConfig(srv.Addr, "      requests_per_minute: 600", "fail_open"))
+	srv.Stop()
+	resp := h.do(t, context.Background(), "POST", "/v1/stream", frontendKey, streamBody)
+	if body := drainClose(resp); resp.StatusCode != 200 || !strings.Contains(body, `"type":"done"`) {
+		t.Errorf("fail_open with Redis down: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestRedisSlotOfKilledGatewayExpires runs a gateway process holding the
+// key's only stream slot, kills it with SIGKILL, and checks that another
+// gateway can use the slot within the lease TTL.
+func TestRedisSlotOfKilledGatewayExpires(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the gateway binary; skipped with -short")
+	}
+	srv := redistest.Start(t)
+	cfg := redisKeysConfig(srv.Addr, "      concurrent_streams: 1", "fail_closed")
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "gateway")
+	build := exec.Command("go", "build", "-o", bin, "../cmd/gateway")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfgPath := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	proc := exec.Command(bin, "-config", cfgPath, "-listen", addr)
+	if err := proc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = proc.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = proc.Process.Kill(); <-exited })
+
+	// Hold the slot through the subprocess with a stream that never ends.
+	var held bool
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for i := 0; i < 200 && !held; i++ {
+		req, _ := newStreamRequest(ctx, "http://"+addr, frontendKey, `{"model":"mock-gpt","prompt":"[mock stall_after=0]"}`)
+		resp, err := httpClientNoKeepAlive.Do(req)
+		if err != nil {
+			time.Sleep(20 * time.Millisecond) // the process is starting
+			continue
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("stream through the subprocess: %d", resp.StatusCode)
+		}
+		if _, err := newSSEReader(resp.Body).next(); err != nil {
+			t.Fatal(err)
+		}
+		held = true
+	}
+	if !held {
+		t.Fatal("the gateway process never answered")
+	}
+	other := newHarness(t, cfg)
+	if resp := other.do(t, context.Background(), "POST", "/v1/stream", frontendKey, streamBody); resp.StatusCode != 429 {
+		t.Fatalf("slot held by a live gateway was given out: %d", resp.StatusCode)
+	} else {
+		drainClose(resp)
+	}
+
+	_ = proc.Process.Kill() // SIGKILL: no release, no renewal
+	<-exited
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp := other.do(t, context.Background(), "POST", "/v1/stream", frontendKey, streamBody)
+		drainClose(resp)
+		if resp.StatusCode == 200 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the killed gateway's slot was not freed within the lease TTL (1s): %d", resp.StatusCode)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

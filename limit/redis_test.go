@@ -1,0 +1,151 @@
+package limit
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamgate/gateway/internal/redistest"
+)
+
+func newRedisStore(t *testing.T, addr string, ttl time.Duration, failOpen bool) *Redis {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: 0, DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond})
+	s := NewRedis(RedisOptions{Client: c, LeaseTTL: ttl, FailOpen: failOpen, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestRedisTwoReplicasShareBudgets: two stores (two replicas) on one Redis
+// admit exactly the budget between them, for each kind of limit.
+func TestRedisTwoReplicasShareBudgets(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newRedisStore(t, srv.Addr, 30*time.Second, false)
+	b := newRedisStore(t, srv.Addr, 30*time.Second, false)
+	for i, tc := range []struct {
+		name string
+		l    Limits
+		want int
+	}{
+		{"requests", Limits{RequestsPerMinute: 60, Burst: 7}, 7},
+		{"streams", Limits{ConcurrentStreams: 5}, 5},
+		{"tokens", Limits{TokensPerMinute: 1000}, 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client := "client-" + tc.name
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			admitted := 0
+			start := make(chan struct{})
+			for j := 0; j < 40; j++ {
+				store := a
+				if j%2 == 1 {
+					store = b
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					d, _, err := store.Admit(context.Background(), client, tc.l, 100)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if d.Allowed {
+						mu.Lock()
+						admitted++
+						mu.Unlock()
+					}
+				}()
+			}
+			close(start)
+			wg.Wait()
+			if admitted != tc.want {
+				t.Errorf("case %d: admitted %d of 40 across two replicas, want %d", i, admitted, tc.want)
+			}
+		})
+	}
+}
+
+func TestRedisReleaseAndSettle(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newRedisStore(t, srv.Addr, 30*time.Second, false)
+	l := Limits{ConcurrentStreams: 1, TokensPerMinute: 600}
+	d, lease, err := s.Admit(context.Background(), "c", l, 500)
+	if err != nil || !d.Allowed || d.Status.RemainingTokens != 100 {
+		t.Fatalf("%+v %v", d, err)
+	}
+	if d, _, _ := s.Admit(context.Background(), "c", l, 10); d.Allowed || d.Kind != KindConcurrency {
+		t.Fatalf("second stream: %+v", d)
+	}
+	lease.Release(50)
+	d, lease, _ = s.Admit(context.Background(), "c", l, 100)
+	if !d.Allowed || d.Status.RemainingTokens < 449 || d.Status.RemainingTokens > 452 {
+		t.Fatalf("after release and settling: %+v", d)
+	}
+	lease.Release(100)
+}
+
+// TestRedisLeaseOfDeadReplicaExpires: a replica that stops renewing (it
+// died) holds its slots only until the lease TTL.
+func TestRedisLeaseOfDeadReplicaExpires(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newRedisStore(t, srv.Addr, time.Second, false)
+	b := newRedisStore(t, srv.Addr, time.Second, false)
+	l := Limits{ConcurrentStreams: 1}
+	if d, _, _ := a.Admit(context.Background(), "c", l, 0); !d.Allowed {
+		t.Fatal("first stream refused")
+	}
+	// While a lives, it renews the lease past its TTL.
+	time.Sleep(1500 * time.Millisecond)
+	if d, _, _ := b.Admit(context.Background(), "c", l, 0); d.Allowed {
+		t.Fatal("the slot of a live replica was taken")
+	}
+	a.Close() // a dies: no release, no renewal
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		d, lease, err := b.Admit(context.Background(), "c", l, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Allowed {
+			lease.Release(0)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the dead replica's slot never expired")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestRedisOutage(t *testing.T) {
+	for _, failOpen := range []bool{true, false} {
+		srv := redistest.Start(t)
+		s := newRedisStore(t, srv.Addr, 30*time.Second, failOpen)
+		l := Limits{RequestsPerMinute: 60}
+		if d, _, err := s.Admit(context.Background(), "c", l, 0); err != nil || !d.Allowed {
+			t.Fatalf("before the outage: %+v %v", d, err)
+		}
+		srv.Stop()
+		d, lease, err := s.Admit(context.Background(), "c", l, 0)
+		if failOpen && (err != nil || !d.Allowed || lease == nil) {
+			t.Errorf("fail open during the outage: %+v %v", d, err)
+		}
+		if !failOpen && err == nil {
+			t.Errorf("fail closed admitted during the outage: %+v", d)
+		}
+		if lease != nil {
+			lease.Release(0)
+		}
+		srv.Restart()
+		if d, _, err := s.Admit(context.Background(), "c", l, 0); err != nil || !d.Allowed {
+			t.Errorf("not recovered after Redis came back (fail open %v): %+v %v", failOpen, d, err)
+		}
+	}
+}
