@@ -1,11 +1,13 @@
 package gateway
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -75,6 +77,10 @@ func newStore(rl config.RateLimit, log *slog.Logger) limit.Store {
 	if rl.Redis.TLS {
 		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
+	// go-redis logs reconnection attempts itself, to stderr; route them
+	// to debug level, since the store already warns about outages. The
+	// logger is global to go-redis: set it once, before any client runs.
+	setRedisLogger.Do(func() { redis.SetLogger(redisLogger{log}) })
 	return limit.NewRedis(limit.RedisOptions{
 		Client: redis.NewClient(opts), LeaseTTL: rl.LeaseTTL.Std(), FailOpen: rl.FailureMode == "fail_open", Log: log,
 	})
@@ -207,4 +213,13 @@ func setRateHeaders(h http.Header, s limit.Status) {
 		h.Set("x-ratelimit-remaining-tokens", strconv.Itoa(s.RemainingTokens))
 		h.Set("x-ratelimit-reset-tokens", roundUp(s.ResetTokens).String())
 	}
+}
+
+var setRedisLogger sync.Once
+
+// redisLogger adapts go-redis's logger to slog.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "redis: "+fmt.Sprintf(format, v...))
 }

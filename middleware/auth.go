@@ -2,6 +2,7 @@ package middleware
 
 import (
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"net/http"
 	"strings"
@@ -11,9 +12,8 @@ import (
 
 // Auth requires a known API key, sent as "Authorization: Bearer KEY" or
 // "x-api-key: KEY", and records the key's name (never the key) in Info.
-// keys maps the hex SHA-256 of each secret to its name: the presented key
-// is hashed and looked up, so the secret is never compared byte by byte
-// and the config may hold only hashes.
+// keys maps the hex SHA-256 of each secret to its name, so the config may
+// hold only hashes.
 func Auth(keys map[string]string) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		key := c.GetHeader("x-api-key")
@@ -29,8 +29,7 @@ func Auth(keys map[string]string) gin.HandlerFunc {
 			deny(c, "missing API key: send \"Authorization: Bearer YOUR_KEY\" or \"x-api-key: YOUR_KEY\"")
 			return
 		}
-		sum := sha256.Sum256([]byte(key))
-		name, ok := keys[hex.EncodeToString(sum[:])]
+		name, ok := lookup(keys, key)
 		if !ok {
 			deny(c, "invalid API key")
 			return
@@ -47,4 +46,19 @@ func deny(c *gin.Context, msg string) {
 	}})
 	info := Get(c)
 	info.ErrorCode, info.Error = "invalid_api_key", msg
+}
+
+// lookup finds the key whose digest matches, comparing in constant time
+// against every configured digest, so that neither the comparison nor the
+// number of comparisons depends on how close a guess came.
+func lookup(keys map[string]string, key string) (string, bool) {
+	sum := sha256.Sum256([]byte(key))
+	digest := []byte(hex.EncodeToString(sum[:]))
+	name, found := "", 0
+	for d, n := range keys {
+		if subtle.ConstantTimeCompare(digest, []byte(d)) == 1 {
+			name, found = n, 1
+		}
+	}
+	return name, found == 1
 }
