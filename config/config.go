@@ -113,8 +113,10 @@ type Redis struct {
 	Username EnvString `yaml:"username"`
 	Password Secret    `yaml:"password"`
 	DB       int       `yaml:"db"`
-	// TLS connects with TLS, verifying the server's certificate.
-	TLS bool `yaml:"tls"`
+	// TLS connects with TLS, verifying the server's certificate against
+	// the system's roots, or against TLSCAFile when set.
+	TLS       bool   `yaml:"tls"`
+	TLSCAFile string `yaml:"tls_ca_file"`
 }
 
 // Server holds the HTTP server settings.

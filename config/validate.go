@@ -1,11 +1,13 @@
 package config
 
 import (
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"regexp"
 	"sort"
 	"strings"
@@ -225,6 +227,14 @@ func (c *Config) validateLimits() []Problem {
 		if _, _, err := net.SplitHostPort(string(c.RateLimit.Redis.Addr)); err != nil {
 			add("rate_limit.redis.addr", "%q is not a host:port address (required with backend redis)", c.RateLimit.Redis.Addr)
 		}
+		if f := c.RateLimit.Redis.TLSCAFile; f != "" {
+			if _, err := loadCertPool(f); err != nil {
+				add("rate_limit.redis.tls_ca_file", "%v", err)
+			}
+			if !c.RateLimit.Redis.TLS {
+				add("rate_limit.redis.tls_ca_file", "is set but rate_limit.redis.tls is false")
+			}
+		}
 	default:
 		add("rate_limit.backend", "%q is not a backend (want memory or redis)", c.RateLimit.Backend)
 	}
@@ -272,4 +282,25 @@ func validSHA256(s string) bool {
 	}
 	_, err := hex.DecodeString(s)
 	return err == nil
+}
+
+// loadCertPool reads a PEM bundle of CA certificates.
+func loadCertPool(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
+}
+
+// CertPool returns the CAs of tls_ca_file, or nil for the system's roots.
+func (r Redis) CertPool() (*x509.CertPool, error) {
+	if r.TLSCAFile == "" {
+		return nil, nil
+	}
+	return loadCertPool(r.TLSCAFile)
 }

@@ -37,10 +37,14 @@ type limiter struct {
 	pacers   map[string]*limit.Pacer
 }
 
-func newLimiter(cfg *config.Config, log *slog.Logger) *limiter {
+func newLimiter(cfg *config.Config, log *slog.Logger) (*limiter, error) {
 	rl := cfg.RateLimit
+	store, err := newStore(rl, log)
+	if err != nil {
+		return nil, err
+	}
 	l := &limiter{
-		store:    newStore(rl, log),
+		store:    store,
 		defaults: toPolicy(rl.Defaults, nil),
 		keys:     map[string]policy{},
 		digests:  map[string]string{},
@@ -59,15 +63,15 @@ func newLimiter(cfg *config.Config, log *slog.Logger) *limiter {
 			l.pacers[name] = limit.NewPacer(p.RequestsPerSecond, queue)
 		}
 	}
-	return l
+	return l, nil
 }
 
 // newStore returns the configured backend. A Redis client connects
 // lazily and reconnects by itself, so an unreachable Redis at start-up is
 // handled like one lost later: by the failure mode.
-func newStore(rl config.RateLimit, log *slog.Logger) limit.Store {
+func newStore(rl config.RateLimit, log *slog.Logger) (limit.Store, error) {
 	if rl.Backend != "redis" {
-		return limit.NewMemory(rl.IdleTTL.Std(), rl.MaxClients, nil)
+		return limit.NewMemory(rl.IdleTTL.Std(), rl.MaxClients, nil), nil
 	}
 	opts := &redis.Options{
 		Addr: string(rl.Redis.Addr), Username: string(rl.Redis.Username), Password: rl.Redis.Password.Reveal(), DB: rl.Redis.DB,
@@ -75,7 +79,11 @@ func newStore(rl config.RateLimit, log *slog.Logger) limit.Store {
 		MaxRetries: 1, DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
 	}
 	if rl.Redis.TLS {
-		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		roots, err := rl.Redis.CertPool()
+		if err != nil {
+			return nil, fmt.Errorf("redis tls: %w", err)
+		}
+		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
 	}
 	// go-redis logs reconnection attempts itself, to stderr; route them
 	// to debug level, since the store already warns about outages. The
@@ -83,7 +91,7 @@ func newStore(rl config.RateLimit, log *slog.Logger) limit.Store {
 	setRedisLogger.Do(func() { redis.SetLogger(redisLogger{log}) })
 	return limit.NewRedis(limit.RedisOptions{
 		Client: redis.NewClient(opts), LeaseTTL: rl.LeaseTTL.Std(), FailOpen: rl.FailureMode == "fail_open", Log: log,
-	})
+	}), nil
 }
 
 func toPolicy(c config.Limits, models []string) policy {

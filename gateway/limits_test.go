@@ -284,7 +284,10 @@ func TestProviderPacing(t *testing.T) {
 		c.Providers["mock"] = p
 		c.Models["mock-gpt"] = config.Model{Routes: []config.Route{{Provider: "mock"}}}
 	}, func(c *config.Config) {})
-	h.srv.lim = newLimiter(h.srv.cfg, h.srv.log)
+	var err error
+	if h.srv.lim, err = newLimiter(h.srv.cfg, h.srv.log); err != nil {
+		t.Fatal(err)
+	}
 	drainClose(h.do(t, context.Background(), "POST", "/v1/stream", "", streamBody))
 	resp := h.do(t, context.Background(), "POST", "/v1/stream", "", streamBody)
 	if resp.StatusCode != 429 {

@@ -169,3 +169,22 @@ func TestRedisSlotOfKilledGatewayExpires(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestRedisTLS: with tls and the server's CA the gateway talks to a
+// TLS-only Redis; trusting only the system's roots, it cannot, and
+// fail_closed refuses requests.
+func TestRedisTLS(t *testing.T) {
+	srv := redistest.StartTLS(t)
+	base := redisKeysConfig(srv.Addr, "      requests_per_minute: 600", "fail_closed")
+	addr := "    addr: " + srv.Addr + "\n"
+	trusted := newHarness(t, strings.Replace(base, addr, addr+"    tls: true\n    tls_ca_file: "+srv.CAFile+"\n", 1))
+	resp := trusted.do(t, context.Background(), "POST", "/v1/stream", frontendKey, streamBody)
+	if body := drainClose(resp); resp.StatusCode != 200 {
+		t.Errorf("over TLS with the CA: %d %s", resp.StatusCode, body)
+	}
+	untrusted := newHarness(t, strings.Replace(base, addr, addr+"    tls: true\n", 1))
+	resp = untrusted.do(t, context.Background(), "POST", "/v1/stream", frontendKey, streamBody)
+	if drainClose(resp); resp.StatusCode != 503 {
+		t.Errorf("over TLS without trusting the certificate: %d", resp.StatusCode)
+	}
+}

@@ -41,7 +41,11 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, reg: reg, lim: newLimiter(cfg, log), redact: newRedactor(secrets), started: time.Now()}
+	lim, err := newLimiter(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, reg: reg, lim: lim, redact: newRedactor(secrets), started: time.Now()}
 	s.stopping, s.stopStreams = context.WithCancelCause(context.Background())
 	for name, pc := range cfg.Providers {
 		if u, ok := reg.providers[name].(unavailable); ok && u.Unavailable() != nil {
