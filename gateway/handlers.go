@@ -97,32 +97,42 @@ func (s *Server) open(c *gin.Context, dep deployment, req *providers.Request) (c
 // SSE: a failure before that is a plain HTTP error with a real status.
 func (s *Server) stream(c *gin.Context, dep deployment, req *providers.Request, adm *admission, f streamFormat) {
 	start := time.Now()
+	ctx, st, end, ok := s.begin(c, dep, req, adm)
+	if !ok {
+		return
+	}
+	defer end()
+	s.relay(ctx, c.Writer, st, f, req, middleware.Get(c), start)
+}
+
+// begin opens the upstream stream of an admitted request. When it fails
+// it answers the client and settles the admission itself; otherwise the
+// caller must call end when done, which closes the stream, cancels its
+// context and settles the admission with the outcome recorded in Info.
+func (s *Server) begin(c *gin.Context, dep deployment, req *providers.Request, adm *admission) (context.Context, providers.Stream, func(), bool) {
 	info := middleware.Get(c)
 	ctx, done, st, e := s.open(c, dep, req)
 	if e != nil {
 		adm.settle(info, false)
 		s.fail(c, e)
-		return
+		return nil, nil, nil, false
 	}
-	defer adm.settle(info, true)
-	defer done()
-	defer st.Close()
-	s.relay(ctx, c.Writer, st, f, req, info, start)
+	return ctx, st, func() {
+		st.Close()
+		done()
+		adm.settle(info, true)
+	}, true
 }
 
 // complete serves stream=false: the upstream is still streamed (one code
 // path, cancellable at any point), and the answer is sent whole.
 func (s *Server) complete(c *gin.Context, dep deployment, req *providers.Request, adm *admission, model string) {
-	info := middleware.Get(c)
-	ctx, done, st, e := s.open(c, dep, req)
-	if e != nil {
-		adm.settle(info, false)
-		s.fail(c, e)
+	ctx, st, end, ok := s.begin(c, dep, req, adm)
+	if !ok {
 		return
 	}
-	defer adm.settle(info, true)
-	defer done()
-	defer st.Close()
+	defer end()
+	info := middleware.Get(c)
 	content, calls, res, deltas, rerr := collect(st)
 	if rerr != nil {
 		s.fail(c, s.clientError(ctx, rerr))

@@ -126,31 +126,45 @@ func TestModelNotAllowed(t *testing.T) {
 	}
 }
 
-// TestBurstAdmitsExactlyN fires 20 requests at once at a burst of 5.
-func TestBurstAdmitsExactlyN(t *testing.T) {
-	h := newHarness(t, keysConfig("      requests_per_minute: 60\n      burst: 5"))
+// fireAtOnce sends n stream requests released together, the i-th to
+// pick(i), and returns the responses (bodies read and closed).
+func fireAtOnce(t *testing.T, n int, pick func(i int) *harness) []*http.Response {
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	statuses := map[int]int{}
-	var retryAfter []string
+	resps := make([]*http.Response, n)
 	start := make(chan struct{})
-	for i := 0; i < 20; i++ {
+	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			<-start
-			resp := h.do(t, context.Background(), "POST", "/v1/stream", frontendKey, streamBody)
-			drainClose(resp)
-			mu.Lock()
-			defer mu.Unlock()
-			statuses[resp.StatusCode]++
-			if resp.StatusCode == 429 {
-				retryAfter = append(retryAfter, resp.Header.Get("Retry-After"))
-			}
+			resps[i] = pick(i).do(t, context.Background(), "POST", "/v1/stream", frontendKey, streamBody)
+			drainClose(resps[i])
 		}()
 	}
 	close(start)
 	wg.Wait()
+	return resps
+}
+
+func countStatuses(resps []*http.Response) map[int]int {
+	m := map[int]int{}
+	for _, r := range resps {
+		m[r.StatusCode]++
+	}
+	return m
+}
+
+// TestBurstAdmitsExactlyN fires 20 requests at once at a burst of 5.
+func TestBurstAdmitsExactlyN(t *testing.T) {
+	h := newHarness(t, keysConfig("      requests_per_minute: 60\n      burst: 5"))
+	resps := fireAtOnce(t, 20, func(int) *harness { return h })
+	statuses := countStatuses(resps)
+	var retryAfter []string
+	for _, r := range resps {
+		if r.StatusCode == 429 {
+			retryAfter = append(retryAfter, r.Header.Get("Retry-After"))
+		}
+	}
 	if statuses[200] != 5 || statuses[429] != 15 {
 		t.Fatalf("statuses %v, want 5×200 and 15×429", statuses)
 	}

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,29 +30,8 @@ func redisKeysConfig(addr, limits, failureMode string) string {
 func TestRedisTwoGatewaysShareAKey(t *testing.T) {
 	srv := redistest.Start(t)
 	cfg := redisKeysConfig(srv.Addr, "      requests_per_minute: 60\n      burst: 5", "fail_closed")
-	a, b := newHarness(t, cfg), newHarness(t, cfg)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	statuses := map[int]int{}
-	start := make(chan struct{})
-	for i := 0; i < 20; i++ {
-		h := a
-		if i%2 == 1 {
-			h = b
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			resp := h.do(t, context.Background(), "POST", "/v1/stream", frontendKey, streamBody)
-			drainClose(resp)
-			mu.Lock()
-			statuses[resp.StatusCode]++
-			mu.Unlock()
-		}()
-	}
-	close(start)
-	wg.Wait()
+	both := []*harness{newHarness(t, cfg), newHarness(t, cfg)}
+	statuses := countStatuses(fireAtOnce(t, 20, func(i int) *harness { return both[i%2] }))
 	if statuses[200] != 5 || statuses[429] != 15 {
 		t.Errorf("statuses %v across two gateways, want 5×200 and 15×429", statuses)
 	}
