@@ -33,6 +33,26 @@ type Config struct {
 	Keys map[string]Key `yaml:"keys"`
 	// RateLimit holds the default limits and where limiter state lives.
 	RateLimit RateLimit `yaml:"rate_limit"`
+	// Retry says how failures before the first delta are retried.
+	Retry Retry `yaml:"retry"`
+}
+
+// Retry governs retries and fallbacks. They happen only before the first
+// delta reached the client; after it, a failure ends the stream with an
+// error event.
+type Retry struct {
+	// AttemptsPerRoute is how often one deployment is tried before
+	// falling back to the next route (default 2).
+	AttemptsPerRoute int `yaml:"attempts_per_route"`
+	// MaxAttempts caps the attempts of one request in all (default 4).
+	MaxAttempts int `yaml:"max_attempts"`
+	// MaxTime caps the time spent before the first delta, waits
+	// included (default 30s).
+	MaxTime Duration `yaml:"max_time"`
+	// Backoff is the first pause between attempts of one deployment; it
+	// doubles each time, with full jitter, up to 5s, and an upstream's
+	// Retry-After is honoured when it fits in MaxTime (default 250ms).
+	Backoff Duration `yaml:"backoff"`
 }
 
 // Auth configures client authentication.
@@ -192,6 +212,13 @@ type Provider struct {
 	ConnectTimeout Duration `yaml:"connect_timeout"`
 	// Mock configures a mock provider.
 	Mock *Mock `yaml:"mock"`
+	// FirstTokenTimeout bounds the wait from the request to the first
+	// delta; it is retried like an upstream failure (default: none).
+	FirstTokenTimeout Duration `yaml:"first_token_timeout"`
+	// IdleTimeout bounds the gap between two deltas (default: none).
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// StreamTimeout bounds a whole stream (default: none).
+	StreamTimeout Duration `yaml:"stream_timeout"`
 	// RequestsPerSecond paces requests to this provider, shared by all
 	// clients: a request waits its turn for up to QueueTimeout
 	// (default 5s), then gets 429. 0 means no pacing (default).
@@ -256,8 +283,9 @@ func Default() Config {
 		ReadHeaderTimeout: Duration(10 * time.Second),
 		IdleTimeout:       Duration(120 * time.Second),
 		Log:               Log{Level: "info", Format: "text"},
-	}, RateLimit: RateLimit{Backend: "memory", FailureMode: "fail_open", LeaseTTL: Duration(30 * time.Second),
-		IdleTTL: Duration(10 * time.Minute), MaxClients: 100000}}
+	}, Retry: Retry{AttemptsPerRoute: 2, MaxAttempts: 4, MaxTime: Duration(30 * time.Second), Backoff: Duration(250 * time.Millisecond)},
+		RateLimit: RateLimit{Backend: "memory", FailureMode: "fail_open", LeaseTTL: Duration(30 * time.Second),
+			IdleTTL: Duration(10 * time.Minute), MaxClients: 100000}}
 }
 
 // Problem is one thing wrong with a config file.

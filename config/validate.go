@@ -250,8 +250,17 @@ func (c *Config) validateLimits() []Problem {
 	if c.RateLimit.MaxClients <= 0 {
 		add("rate_limit.max_clients", "%d must be positive", c.RateLimit.MaxClients)
 	}
+	if c.Retry.AttemptsPerRoute < 1 || c.Retry.MaxAttempts < 1 {
+		add("retry", "attempts_per_route and max_attempts must be at least 1")
+	}
+	if c.Retry.MaxTime <= 0 || c.Retry.Backoff < 0 {
+		add("retry", "max_time must be positive and backoff not negative")
+	}
 	for _, name := range sortedKeys(c.Providers) {
 		p := c.Providers[name]
+		if p.FirstTokenTimeout < 0 || p.IdleTimeout < 0 || p.StreamTimeout < 0 {
+			add("providers."+name, "timeouts must not be negative")
+		}
 		if p.RequestsPerSecond < 0 {
 			add("providers."+name+".requests_per_second", "%g must not be negative", p.RequestsPerSecond)
 		}

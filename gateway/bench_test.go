@@ -17,7 +17,7 @@ import (
 )
 
 func BenchmarkNativeDeltaFrame(b *testing.B) {
-	f := &nativeFormat{requestID: "r", model: "m", provider: "p"}
+	f := &nativeFormat{requestID: "r", model: "m"}
 	c := providers.Chunk{Content: " token"}
 	buf := make([]byte, 0, 256)
 	b.ReportAllocs()
@@ -51,7 +51,7 @@ func BenchmarkRelayPerToken(b *testing.B) {
 		name string
 		f    func() streamFormat
 	}{
-		{"native", func() streamFormat { return &nativeFormat{requestID: "r", model: "m", provider: "p"} }},
+		{"native", func() streamFormat { return &nativeFormat{requestID: "r", model: "m"} }},
 		{"chat", func() streamFormat { return newChatFormat("r", "m", 1, true) }},
 	} {
 		b.Run(tc.name, func(b *testing.B) {

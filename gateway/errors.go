@@ -65,6 +65,12 @@ func classify(ctx context.Context, err error) *apiError {
 		return fromProvider(pe)
 	}
 	switch {
+	case errors.Is(err, errFirstTokenTimeout):
+		return &apiError{Status: http.StatusGatewayTimeout, Type: typeServer, Code: "upstream_first_token_timeout", Message: err.Error()}
+	case errors.Is(err, errIdleTimeout):
+		return &apiError{Status: http.StatusGatewayTimeout, Type: typeServer, Code: "upstream_idle_timeout", Message: err.Error()}
+	case errors.Is(err, errStreamTimeout):
+		return &apiError{Status: http.StatusGatewayTimeout, Type: typeServer, Code: "upstream_stream_timeout", Message: err.Error()}
 	case errors.Is(err, providers.ErrTruncated):
 		return &apiError{Status: http.StatusBadGateway, Type: typeServer, Code: "upstream_truncated", Message: "the upstream closed the stream before the answer was complete"}
 	case errors.Is(err, providers.ErrMalformed):

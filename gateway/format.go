@@ -13,7 +13,8 @@ import (
 // complete SSE frames to buf and returns it; the relay writes what they
 // return in one piece. A method may append nothing.
 type streamFormat interface {
-	opened(buf []byte) []byte
+	// opened starts the stream; provider is the one that answered.
+	opened(buf []byte, provider string) []byte
 	chunk(buf []byte, c *providers.Chunk) []byte
 	done(buf []byte, r *result) []byte
 	failed(buf []byte, e *apiError) []byte
@@ -31,9 +32,9 @@ type result struct {
 // nativeFormat is the gateway's own event stream (POST /v1/stream): numbered
 // events whose data is a JSON object with a "type".
 type nativeFormat struct {
-	requestID, model, provider string
-	named                      bool
-	nextID                     int64
+	requestID, model string
+	named            bool
+	nextID           int64
 }
 
 // begin appends "id: N\n", the optional "event: T\n" and "data: ".
@@ -52,14 +53,14 @@ func (f *nativeFormat) begin(buf []byte, typ string) []byte {
 	return append(buf, '"')
 }
 
-func (f *nativeFormat) opened(buf []byte) []byte {
+func (f *nativeFormat) opened(buf []byte, provider string) []byte {
 	buf = f.begin(buf, "connected")
 	buf = append(buf, `,"id":`...)
 	buf = jsonstr.Append(buf, f.requestID)
 	buf = append(buf, `,"model":`...)
 	buf = jsonstr.Append(buf, f.model)
 	buf = append(buf, `,"provider":`...)
-	buf = jsonstr.Append(buf, f.provider)
+	buf = jsonstr.Append(buf, provider)
 	return append(buf, "}\n\n"...)
 }
 
@@ -131,7 +132,7 @@ func newChatFormat(requestID, model string, created int64, includeUsage bool) *c
 	return &chatFormat{prefix: p, includeUsage: includeUsage}
 }
 
-func (f *chatFormat) opened(buf []byte) []byte {
+func (f *chatFormat) opened(buf []byte, _ string) []byte {
 	buf = append(buf, f.prefix...)
 	return append(buf, `{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}`+"\n\n"...)
 }

@@ -15,7 +15,7 @@ import (
 // handleStream serves POST /v1/stream, the gateway's native event stream.
 func (s *Server) handleStream(c *gin.Context) {
 	var body streamRequest
-	req, dep, adm, ok := s.accept(c, &body, true)
+	req, routes, adm, ok := s.accept(c, &body, true)
 	if !ok {
 		return
 	}
@@ -23,24 +23,24 @@ func (s *Server) handleStream(c *gin.Context) {
 	if v, err := strconv.ParseBool(c.Query("named_events")); err == nil {
 		named = v
 	}
-	f := &nativeFormat{requestID: middleware.Get(c).RequestID, model: body.Model, provider: dep.providerName, named: named}
-	s.stream(c, dep, req, adm, f)
+	f := &nativeFormat{requestID: middleware.Get(c).RequestID, model: body.Model, named: named}
+	s.stream(c, routes, req, adm, f)
 }
 
 // handleChat serves POST /v1/chat/completions in OpenAI's format.
 func (s *Server) handleChat(c *gin.Context) {
 	var body chatRequest
-	req, dep, adm, ok := s.accept(c, &body, false)
+	req, routes, adm, ok := s.accept(c, &body, false)
 	if !ok {
 		return
 	}
 	if !body.Stream {
-		s.complete(c, dep, req, adm, body.Model)
+		s.complete(c, routes, req, adm, body.Model)
 		return
 	}
 	includeUsage := body.StreamOptions != nil && body.StreamOptions.IncludeUsage
 	f := newChatFormat(middleware.Get(c).RequestID, body.Model, time.Now().Unix(), includeUsage)
-	s.stream(c, dep, req, adm, f)
+	s.stream(c, routes, req, adm, f)
 }
 
 // clientRequest is a request body of one of the endpoints.
@@ -53,38 +53,38 @@ type clientRequest interface {
 // model and admits it within the caller's limits. When it reports false it
 // has already answered with the error; otherwise the caller must settle
 // the admission.
-func (s *Server) accept(c *gin.Context, body clientRequest, strict bool) (*providers.Request, deployment, *admission, bool) {
+func (s *Server) accept(c *gin.Context, body clientRequest, strict bool) (*providers.Request, []deployment, *admission, bool) {
 	if e := decodeJSON(c.Request, body, strict); e != nil {
 		s.fail(c, e)
-		return nil, deployment{}, nil, false
+		return nil, nil, nil, false
 	}
 	req, e := body.toProvider()
 	if e != nil {
 		s.fail(c, e)
-		return nil, deployment{}, nil, false
+		return nil, nil, nil, false
 	}
 	name := body.model()
-	dep, ok := s.reg.route(name)
-	if !ok {
+	routes := s.reg.models[name]
+	if len(routes) == 0 {
 		s.fail(c, &apiError{Status: http.StatusNotFound, Type: typeInvalidRequest, Code: "model_not_found",
 			Message: "model " + strconv.Quote(name) + " does not exist; GET /v1/models lists the models served"})
-		return nil, deployment{}, nil, false
+		return nil, nil, nil, false
 	}
 	info := middleware.Get(c)
-	info.Model, info.Provider = name, dep.providerName
-	adm, ok := s.admit(c, req, name, dep)
-	return req, dep, adm, ok
+	info.Model, info.Provider = name, routes[0].providerName
+	adm, ok := s.admit(c, req, name)
+	return req, routes, adm, ok
 }
 
 // open starts the upstream call under the client's request context (so a
-// client that leaves cancels it), cut short also by the server's shutdown.
-// The returned cancel must be called when the stream is over.
-func (s *Server) open(c *gin.Context, dep deployment, req *providers.Request) (context.Context, context.CancelFunc, providers.Stream, *apiError) {
+// client that leaves cancels it), cut short also by the server's shutdown,
+// trying the model's routes as the retry settings allow. The returned
+// cancel must be called when the stream is over.
+func (s *Server) open(c *gin.Context, routes []deployment, req *providers.Request) (context.Context, context.CancelFunc, providers.Stream, *apiError) {
 	ctx, cancel := context.WithCancelCause(c.Request.Context())
 	stop := context.AfterFunc(s.stopping, func() { cancel(context.Cause(s.stopping)) })
 	done := func() { stop(); cancel(context.Canceled) }
-	req.Model = dep.model
-	st, err := dep.provider.StreamChat(ctx, req)
+	st, err := s.openResilient(ctx, req, routes, middleware.Get(c))
 	if err != nil {
 		e := s.clientError(ctx, err)
 		done()
@@ -95,9 +95,9 @@ func (s *Server) open(c *gin.Context, dep deployment, req *providers.Request) (c
 
 // stream opens the upstream stream first and only then commits to a 200 and
 // SSE: a failure before that is a plain HTTP error with a real status.
-func (s *Server) stream(c *gin.Context, dep deployment, req *providers.Request, adm *admission, f streamFormat) {
+func (s *Server) stream(c *gin.Context, routes []deployment, req *providers.Request, adm *admission, f streamFormat) {
 	start := time.Now()
-	ctx, st, end, ok := s.begin(c, dep, req, adm)
+	ctx, st, end, ok := s.begin(c, routes, req, adm)
 	if !ok {
 		return
 	}
@@ -109,9 +109,9 @@ func (s *Server) stream(c *gin.Context, dep deployment, req *providers.Request, 
 // it answers the client and settles the admission itself; otherwise the
 // caller must call end when done, which closes the stream, cancels its
 // context and settles the admission with the outcome recorded in Info.
-func (s *Server) begin(c *gin.Context, dep deployment, req *providers.Request, adm *admission) (context.Context, providers.Stream, func(), bool) {
+func (s *Server) begin(c *gin.Context, routes []deployment, req *providers.Request, adm *admission) (context.Context, providers.Stream, func(), bool) {
 	info := middleware.Get(c)
-	ctx, done, st, e := s.open(c, dep, req)
+	ctx, done, st, e := s.open(c, routes, req)
 	if e != nil {
 		adm.settle(info, false)
 		s.fail(c, e)
@@ -126,8 +126,8 @@ func (s *Server) begin(c *gin.Context, dep deployment, req *providers.Request, a
 
 // complete serves stream=false: the upstream is still streamed (one code
 // path, cancellable at any point), and the answer is sent whole.
-func (s *Server) complete(c *gin.Context, dep deployment, req *providers.Request, adm *admission, model string) {
-	ctx, st, end, ok := s.begin(c, dep, req, adm)
+func (s *Server) complete(c *gin.Context, routes []deployment, req *providers.Request, adm *admission, model string) {
+	ctx, st, end, ok := s.begin(c, routes, req, adm)
 	if !ok {
 		return
 	}

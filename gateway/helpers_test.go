@@ -30,6 +30,9 @@ func TestMain(m *testing.M) {
 const baseConfig = `
 auth:
   enabled: false
+retry:
+  max_time: 1s
+  backoff: 1ms
 server:
   heartbeat_interval: 0s
   shutdown_timeout: 5s

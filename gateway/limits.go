@@ -142,10 +142,10 @@ func (a *admission) settle(info *middleware.Info, reachedUpstream bool) {
 }
 
 // admit applies the caller's policy to a parsed request: the model must be
-// allowed (403), every limit must admit it (429, before anything reaches
-// the upstream), and the provider's pacing must give it a turn within its
-// queue time (429). It answers the client itself when it refuses.
-func (s *Server) admit(c *gin.Context, req *providers.Request, model string, dep deployment) (*admission, bool) {
+// allowed (403), and every limit must admit it (429, before anything
+// reaches the upstream). It answers the client itself when it refuses.
+// Provider pacing comes later, per attempt (resilientStream.pace).
+func (s *Server) admit(c *gin.Context, req *providers.Request, model string) (*admission, bool) {
 	info := middleware.Get(c)
 	pol, client := s.lim.defaults, "ip:"+c.ClientIP()
 	if info.KeyName != "" {
@@ -171,20 +171,7 @@ func (s *Server) admit(c *gin.Context, req *providers.Request, model string, dep
 		s.fail(c, rateLimited(d, pol.limits))
 		return nil, false
 	}
-	a := &admission{lease: lease, reserved: reserve}
-	if p := s.lim.pacers[dep.providerName]; p != nil {
-		if wait, err := p.Wait(c.Request.Context()); err != nil {
-			a.lease.Release(0)
-			e := &apiError{Status: StatusClientClosedRequest, Type: typeInvalidRequest, Code: "client_closed_request", Message: "the client closed the request"}
-			if err == limit.ErrQueueFull {
-				e = &apiError{Status: http.StatusTooManyRequests, Type: typeRateLimit, Code: "provider_queue_full", RetryAfter: wait,
-					Message: fmt.Sprintf("provider %q is at its configured request rate and its queue is full", dep.providerName)}
-			}
-			s.fail(c, e)
-			return nil, false
-		}
-	}
-	return a, true
+	return &admission{lease: lease, reserved: reserve}, true
 }
 
 func rateLimited(d limit.Decision, l limit.Limits) *apiError {

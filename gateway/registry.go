@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/streamgate/gateway/config"
 	"github.com/streamgate/gateway/providers"
@@ -17,6 +18,8 @@ type deployment struct {
 	provider     providers.Provider
 	// model is the upstream model name.
 	model string
+	// The provider's timeouts; 0 is none.
+	firstTokenTimeout, idleTimeout, streamTimeout time.Duration
 }
 
 // registry resolves public model names to deployments.
@@ -59,7 +62,11 @@ func buildRegistry(cfg *config.Config) (*registry, []string, error) {
 			if upstream == "" {
 				upstream = name
 			}
-			r.models[name] = append(r.models[name], deployment{providerName: route.Provider, provider: built[route.Provider], model: upstream})
+			pc := cfg.Providers[route.Provider]
+			r.models[name] = append(r.models[name], deployment{
+				providerName: route.Provider, provider: built[route.Provider], model: upstream,
+				firstTokenTimeout: pc.FirstTokenTimeout.Std(), idleTimeout: pc.IdleTimeout.Std(), streamTimeout: pc.StreamTimeout.Std(),
+			})
 		}
 		r.names = append(r.names, name)
 		r.owners[name] = m.Routes[0].Provider
@@ -109,16 +116,6 @@ func setInt(dst *int, v *int) {
 	if v != nil {
 		*dst = *v
 	}
-}
-
-// route picks the deployment for a public model name. Today it is the first
-// route; fallbacks and balancing choose among them later.
-func (r *registry) route(model string) (deployment, bool) {
-	d, ok := r.models[model]
-	if !ok || len(d) == 0 {
-		return deployment{}, false
-	}
-	return d[0], true
 }
 
 // newRedactor replaces every configured secret with [REDACTED]. Errors and

@@ -31,7 +31,7 @@ func (s *Server) relay(ctx context.Context, w http.ResponseWriter, st providers.
 	defer out.stop()
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
-	buf := f.opened((*bp)[:0])
+	buf := f.opened((*bp)[:0], info.Provider)
 
 	var (
 		res      result

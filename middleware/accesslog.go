@@ -32,6 +32,9 @@ func AccessLog(log *slog.Logger) gin.HandlerFunc {
 		if info.Model != "" {
 			attrs = append(attrs, slog.String("model", info.Model), slog.String("provider", info.Provider))
 		}
+		if info.Attempts > 1 {
+			attrs = append(attrs, slog.Int("attempts", info.Attempts), slog.Int("fallbacks", info.Fallbacks))
+		}
 		if info.TTFT > 0 {
 			attrs = append(attrs, slog.Duration("ttft", info.TTFT))
 		}

@@ -15,6 +15,10 @@ type Info struct {
 	KeyName  string
 	Model    string
 	Provider string
+	// Attempts counts the upstream calls made; Fallbacks how often the
+	// request moved on to another route before its first delta.
+	Attempts  int
+	Fallbacks int
 	// TTFT is the time from the request's arrival to the first token
 	// relayed; zero when none was.
 	TTFT             time.Duration
