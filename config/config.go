@@ -35,6 +35,19 @@ type Config struct {
 	RateLimit RateLimit `yaml:"rate_limit"`
 	// Retry says how failures before the first delta are retried.
 	Retry Retry `yaml:"retry"`
+	// Health says when a failing deployment is set aside.
+	Health Health `yaml:"health"`
+}
+
+// Health configures the cooldown of failing deployments.
+type Health struct {
+	// FailureThreshold consecutive upstream failures put a deployment on
+	// cooldown (default 3).
+	FailureThreshold int `yaml:"failure_threshold"`
+	// Cooldown is how long it is then skipped while healthy routes exist
+	// (default 30s). After it, one request probes it: a success restores
+	// it, a failure starts a new cooldown.
+	Cooldown Duration `yaml:"cooldown"`
 }
 
 // Retry governs retries and fallbacks. They happen only before the first
@@ -259,8 +272,13 @@ type Mock struct {
 type Model struct {
 	// Description is shown nowhere but the config; it helps operators.
 	Description string `yaml:"description"`
-	// Routes are the deployments serving this model, in order of
-	// preference; today the first is used.
+	// Strategy orders the routes for each request: fallback (in order,
+	// the default), weighted (random by weight), least_busy (fewest
+	// streams in flight first) or fastest (lowest recent time to first
+	// token first). Failed attempts move on to the next route in that
+	// order.
+	Strategy string `yaml:"strategy"`
+	// Routes are the deployments serving this model.
 	Routes []Route `yaml:"routes"`
 }
 
@@ -270,6 +288,9 @@ type Route struct {
 	Provider string `yaml:"provider"`
 	// Model is the upstream model name (default: the public name).
 	Model string `yaml:"model"`
+	// Weight is the route's share under the weighted strategy
+	// (default 1).
+	Weight *int `yaml:"weight"`
 }
 
 // Default returns the configuration used where the file says nothing.
@@ -283,7 +304,8 @@ func Default() Config {
 		ReadHeaderTimeout: Duration(10 * time.Second),
 		IdleTimeout:       Duration(120 * time.Second),
 		Log:               Log{Level: "info", Format: "text"},
-	}, Retry: Retry{AttemptsPerRoute: 2, MaxAttempts: 4, MaxTime: Duration(30 * time.Second), Backoff: Duration(250 * time.Millisecond)},
+	}, Health: Health{FailureThreshold: 3, Cooldown: Duration(30 * time.Second)},
+		Retry: Retry{AttemptsPerRoute: 2, MaxAttempts: 4, MaxTime: Duration(30 * time.Second), Backoff: Duration(250 * time.Millisecond)},
 		RateLimit: RateLimit{Backend: "memory", FailureMode: "fail_open", LeaseTTL: Duration(30 * time.Second),
 			IdleTTL: Duration(10 * time.Minute), MaxClients: 100000}}
 }

@@ -89,8 +89,16 @@ func (c *Config) Validate() []Problem {
 		if len(m.Routes) == 0 {
 			add(field+".routes", "at least one route is required")
 		}
+		switch m.Strategy {
+		case "", "fallback", "weighted", "least_busy", "fastest":
+		default:
+			add(field+".strategy", "%q is not one of fallback, weighted, least_busy, fastest", m.Strategy)
+		}
 		for i, r := range m.Routes {
 			rf := fmt.Sprintf("%s.routes[%d]", field, i)
+			if r.Weight != nil && *r.Weight < 0 {
+				add(rf+".weight", "%d must not be negative", *r.Weight)
+			}
 			if r.Provider == "" {
 				add(rf+".provider", "is required")
 			} else if _, ok := c.Providers[r.Provider]; !ok {
@@ -249,6 +257,9 @@ func (c *Config) validateLimits() []Problem {
 	}
 	if c.RateLimit.MaxClients <= 0 {
 		add("rate_limit.max_clients", "%d must be positive", c.RateLimit.MaxClients)
+	}
+	if c.Health.FailureThreshold < 1 || c.Health.Cooldown <= 0 {
+		add("health", "failure_threshold must be at least 1 and cooldown positive")
 	}
 	if c.Retry.AttemptsPerRoute < 1 || c.Retry.MaxAttempts < 1 {
 		add("retry", "attempts_per_route and max_attempts must be at least 1")

@@ -64,7 +64,7 @@ func (s *Server) accept(c *gin.Context, body clientRequest, strict bool) (*provi
 		return nil, nil, nil, false
 	}
 	name := body.model()
-	routes := s.reg.models[name]
+	routes := order(s.reg.models[name], s.reg.strategies[name], time.Now())
 	if len(routes) == 0 {
 		s.fail(c, &apiError{Status: http.StatusNotFound, Type: typeInvalidRequest, Code: "model_not_found",
 			Message: "model " + strconv.Quote(name) + " does not exist; GET /v1/models lists the models served"})
@@ -197,4 +197,36 @@ func (s *Server) fail(c *gin.Context, e *apiError) {
 		info.End = "client_gone"
 	}
 	writeError(c, e)
+}
+
+// handleDeployments serves GET /admin/deployments: every model's routes in
+// configured order, with the state routing decides by.
+func (s *Server) handleDeployments(c *gin.Context) {
+	now := time.Now()
+	models := make([]gin.H, 0, len(s.reg.names))
+	for _, name := range s.reg.names {
+		strategy := s.reg.strategies[name]
+		if strategy == "" {
+			strategy = strategyFallback
+		}
+		routes := make([]gin.H, 0, len(s.reg.models[name]))
+		for _, d := range s.reg.models[name] {
+			ttft, failures, until, halfOpen := d.health.snapshot()
+			state := "healthy"
+			switch {
+			case now.Before(until):
+				state = "cooldown"
+			case halfOpen || (!until.IsZero() && !now.Before(until)):
+				state = "probing"
+			}
+			r := gin.H{"provider": d.providerName, "model": d.model, "weight": d.weight, "state": state,
+				"in_flight": d.health.inflight.Load(), "consecutive_failures": failures, "ttft_ms": float64(ttft.Microseconds()) / 1000}
+			if state == "cooldown" {
+				r["cooldown_until"] = until.UTC().Format(time.RFC3339Nano)
+			}
+			routes = append(routes, r)
+		}
+		models = append(models, gin.H{"model": name, "strategy": strategy, "routes": routes})
+	}
+	c.JSON(http.StatusOK, gin.H{"models": models})
 }

@@ -20,14 +20,18 @@ type deployment struct {
 	model string
 	// The provider's timeouts; 0 is none.
 	firstTokenTimeout, idleTimeout, streamTimeout time.Duration
+	weight                                        int
+	// health is shared by every request using this deployment.
+	health *health
 }
 
 // registry resolves public model names to deployments.
 type registry struct {
-	providers map[string]providers.Provider
-	models    map[string][]deployment
-	names     []string // sorted, for /v1/models
-	owners    map[string]string
+	providers  map[string]providers.Provider
+	models     map[string][]deployment
+	strategies map[string]string
+	names      []string // sorted, for /v1/models
+	owners     map[string]string
 }
 
 // unavailable is implemented by providers that can be configured but not
@@ -55,7 +59,7 @@ func buildRegistry(cfg *config.Config) (*registry, []string, error) {
 	if p := cfg.RateLimit.Redis.Password.Reveal(); p != "" {
 		secrets = append(secrets, p)
 	}
-	r := &registry{providers: built, models: make(map[string][]deployment, len(cfg.Models)), owners: map[string]string{}}
+	r := &registry{providers: built, models: make(map[string][]deployment, len(cfg.Models)), strategies: map[string]string{}, owners: map[string]string{}}
 	for name, m := range cfg.Models {
 		for _, route := range m.Routes {
 			upstream := route.Model
@@ -63,11 +67,17 @@ func buildRegistry(cfg *config.Config) (*registry, []string, error) {
 				upstream = name
 			}
 			pc := cfg.Providers[route.Provider]
+			weight := 1
+			if route.Weight != nil {
+				weight = *route.Weight
+			}
 			r.models[name] = append(r.models[name], deployment{
 				providerName: route.Provider, provider: built[route.Provider], model: upstream,
 				firstTokenTimeout: pc.FirstTokenTimeout.Std(), idleTimeout: pc.IdleTimeout.Std(), streamTimeout: pc.StreamTimeout.Std(),
+				weight: weight, health: &health{},
 			})
 		}
+		r.strategies[name] = m.Strategy
 		r.names = append(r.names, name)
 		r.owners[name] = m.Routes[0].Provider
 	}

@@ -44,6 +44,8 @@ type resilientStream struct {
 	backoff    time.Duration
 
 	cur       providers.Stream
+	dep       deployment
+	began     time.Time       // the current attempt's start
 	actx      context.Context // the current attempt's
 	cancel    context.CancelCauseFunc
 	timer     *time.Timer // first-token, then idle timeout
@@ -104,14 +106,16 @@ func (r *resilientStream) advance(lastErr error) error {
 		}
 		actx, cancel := context.WithCancelCause(r.parent)
 		r.req.Model = dep.model
+		began := time.Now()
 		st, err := dep.provider.StreamChat(actx, r.req)
 		if err != nil {
 			cancel(nil)
+			r.failed(dep, err)
 			r.s.log.Debug("upstream attempt failed", "request_id", r.info.RequestID, "provider", dep.providerName, "attempt", r.attempts, "error", r.s.redact.Replace(err.Error()))
 			lastErr = err
 			continue
 		}
-		r.start(dep, st, actx, cancel)
+		r.start(dep, st, actx, cancel, began)
 		return nil
 	}
 }
@@ -165,8 +169,9 @@ func (r *resilientStream) pace(dep deployment) error {
 }
 
 // start makes st the current attempt and arms its timeouts.
-func (r *resilientStream) start(dep deployment, st providers.Stream, actx context.Context, cancel context.CancelCauseFunc) {
-	r.cur, r.actx, r.cancel, r.idle = st, actx, cancel, dep.idleTimeout
+func (r *resilientStream) start(dep deployment, st providers.Stream, actx context.Context, cancel context.CancelCauseFunc, began time.Time) {
+	r.cur, r.dep, r.began, r.actx, r.cancel, r.idle = st, dep, began, actx, cancel, dep.idleTimeout
+	dep.health.inflight.Add(1)
 	r.info.Provider, r.info.Attempts = dep.providerName, r.attempts
 	if dep.firstTokenTimeout > 0 {
 		r.timer = time.AfterFunc(dep.firstTokenTimeout, func() { cancel(errFirstTokenTimeout) })
@@ -188,6 +193,11 @@ func (r *resilientStream) Recv() (providers.Chunk, error) {
 		}
 		c, err := r.cur.Recv()
 		if err == nil {
+			if (c.Content != "" || len(c.ToolCalls) > 0) && !r.delivered {
+				if r.dep.health.success(time.Since(r.began)) {
+					r.s.log.Info("deployment recovered", "provider", r.dep.providerName, "model", r.dep.model)
+				}
+			}
 			if c.Content != "" || len(c.ToolCalls) > 0 {
 				r.delivered = true
 				if r.timer != nil {
@@ -209,7 +219,11 @@ func (r *resilientStream) Recv() (providers.Chunk, error) {
 			}
 			err = cause
 		}
-		if r.delivered || errors.Is(err, io.EOF) {
+		if errors.Is(err, io.EOF) {
+			return c, err
+		}
+		r.failed(r.dep, err)
+		if r.delivered {
 			return c, err
 		}
 		r.stopAttempt()
@@ -219,7 +233,23 @@ func (r *resilientStream) Recv() (providers.Chunk, error) {
 	}
 }
 
+// failed records an upstream fault of dep (not a client's mistake, not a
+// client leaving) towards its cooldown.
+func (r *resilientStream) failed(dep deployment, err error) {
+	if r.parent.Err() != nil || !(retryable(err) || errors.Is(err, errIdleTimeout) || errors.Is(err, errStreamTimeout)) {
+		return
+	}
+	h := r.s.cfg.Health
+	if dep.health.failure(healthPolicy{threshold: h.FailureThreshold, cooldown: h.Cooldown.Std()}, time.Now()) {
+		r.s.log.Warn("deployment on cooldown", "provider", dep.providerName, "model", dep.model,
+			"cooldown", h.Cooldown.String(), "error", r.s.redact.Replace(err.Error()))
+	}
+}
+
 func (r *resilientStream) stopAttempt() {
+	if r.cur != nil {
+		r.dep.health.inflight.Add(-1)
+	}
 	if r.timer != nil {
 		r.timer.Stop()
 		r.timer = nil
@@ -230,6 +260,7 @@ func (r *resilientStream) stopAttempt() {
 	}
 	if r.cur != nil {
 		r.cur.Close()
+		r.cur = nil
 	}
 	if r.cancel != nil {
 		r.cancel(context.Canceled)

@@ -80,6 +80,11 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	v1.POST("/stream", s.handleStream)
 	v1.POST("/chat/completions", s.handleChat)
 	v1.GET("/models", s.handleModels)
+	admin := e.Group("/admin")
+	if cfg.Auth.AuthEnabled() {
+		admin.Use(middleware.Auth(s.lim.digests))
+	}
+	admin.GET("/deployments", s.handleDeployments)
 	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	e.NoRoute(func(c *gin.Context) {
 		writeError(c, &apiError{Status: http.StatusNotFound, Type: typeInvalidRequest, Code: "not_found", Message: fmt.Sprintf("no route for %s %s", c.Request.Method, c.Request.URL.Path)})
