@@ -139,7 +139,7 @@ func (s *Server) complete(c *gin.Context, routes []deployment, req *providers.Re
 		return
 	}
 	if res.usageEstimated {
-		res.usage = estimateUsage(req, deltas)
+		res.usage = countUsage(req, []byte(content), deltas)
 	}
 	info.PromptTokens, info.CompletionTokens = res.usage.PromptTokens, res.usage.CompletionTokens
 	msg := gin.H{"role": "assistant", "content": content, "refusal": nil}

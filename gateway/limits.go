@@ -160,7 +160,7 @@ func (s *Server) admit(c *gin.Context, req *providers.Request, model string) (*a
 	if maxTokens == 0 {
 		maxTokens = pol.defaultMaxTokens
 	}
-	reserve := estimateUsage(req, 0).PromptTokens + maxTokens
+	reserve := approxPromptTokens(req) + maxTokens
 	d, lease, err := s.lim.store.Admit(c.Request.Context(), client, pol.limits, reserve)
 	if err != nil {
 		s.fail(c, &apiError{Status: http.StatusServiceUnavailable, Type: typeServer, Code: "rate_limiter_unavailable", Message: "the rate limiter is unavailable"})

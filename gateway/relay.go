@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/streamgate/gateway/internal/tokens"
 	"github.com/streamgate/gateway/middleware"
 	"github.com/streamgate/gateway/providers"
 )
@@ -37,6 +38,9 @@ func (s *Server) relay(ctx context.Context, w http.ResponseWriter, st providers.
 		res      result
 		deltas   int
 		hasUsage bool
+		// answer keeps the text relayed, to count its tokens should the
+		// upstream report no usage.
+		answer []byte
 		// c lives across iterations: its address goes to the format, so
 		// it escapes, and declared in the loop it would cost an
 		// allocation per token.
@@ -73,6 +77,7 @@ func (s *Server) relay(ctx context.Context, w http.ResponseWriter, st providers.
 				info.TTFT = res.ttft
 			}
 			deltas++
+			answer = append(answer, c.Content...)
 		}
 		if c.FinishReason != "" {
 			res.finishReason = c.FinishReason
@@ -94,7 +99,7 @@ func (s *Server) relay(ctx context.Context, w http.ResponseWriter, st providers.
 	switch {
 	case errors.Is(err, io.EOF) && res.finishReason != "":
 		if !hasUsage {
-			res.usage, res.usageEstimated = estimateUsage(req, deltas), true
+			res.usage, res.usageEstimated = countUsage(req, answer, deltas), true
 		}
 		res.duration = time.Since(start)
 		info.PromptTokens, info.CompletionTokens = res.usage.PromptTokens, res.usage.CompletionTokens
@@ -128,14 +133,27 @@ type clientGone struct{ err error }
 
 func (e clientGone) Error() string { return "write to client: " + e.err.Error() }
 
-// estimateUsage stands in when an upstream reports no usage: about four
-// characters a prompt token, one token per relayed delta.
-func estimateUsage(req *providers.Request, deltas int) providers.Usage {
+// approxPromptTokens is a cheap guess at a prompt's size (four characters
+// a token), for reserving tokens at admission.
+func approxPromptTokens(req *providers.Request) int {
 	chars := 0
 	for i := range req.Messages {
 		chars += len(req.Messages[i].Text())
 	}
-	u := providers.Usage{PromptTokens: max(1, chars/4), CompletionTokens: deltas}
+	return max(1, chars/4)
+}
+
+// countUsage stands in when an upstream reports no usage: the prompt and
+// the answer counted with the o200k_base tokenizer (or, should it fail to
+// load, the rough guess: four characters a prompt token, a token a delta).
+func countUsage(req *providers.Request, answer []byte, deltas int) providers.Usage {
+	u := providers.Usage{PromptTokens: approxPromptTokens(req), CompletionTokens: deltas}
+	if p, err := tokens.Prompt(req.Messages); err == nil {
+		u.PromptTokens = p
+	}
+	if c, err := tokens.Count(string(answer)); err == nil {
+		u.CompletionTokens = c
+	}
 	u.TotalTokens = u.PromptTokens + u.CompletionTokens
 	return u
 }

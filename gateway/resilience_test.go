@@ -206,3 +206,22 @@ func TestFirstTokenTimeoutFallsBack(t *testing.T) {
 		t.Errorf("events %+v", evs)
 	}
 }
+
+// TestUsageCountedWhenUpstreamReportsNone: the gateway counts the tokens
+// itself with the tokenizer and says the figure is estimated.
+func TestUsageCountedWhenUpstreamReportsNone(t *testing.T) {
+	_, url := countingUpstream(t, func(_ int32, w http.ResponseWriter, _ *http.Request) {
+		sseOK(w, roleChunk,
+			`data: {"choices":[{"index":0,"delta":{"content":"Hello! How can"},"finish_reason":null}]}`+"\n\n",
+			`data: {"choices":[{"index":0,"delta":{"content":" I help you today?"},"finish_reason":null}]}`+"\n\n",
+			stopChunk)
+	})
+	h := newHarness(t, newConfig(fmt.Sprintf("  up1:\n    type: openai\n    base_url: %s/v1\n", url), "  resilient:\n    routes:\n      - provider: up1\n"))
+	_, _, evs := h.streamNative(t, `{"model":"resilient","system":"be brief","prompt":"hello world"}`)
+	done := evs[len(evs)-1]
+	// o200k_base: the answer is 9 tokens (not 2 deltas); the prompt 15
+	// (see internal/tokens).
+	if !done.UsageEstimated || done.Usage.CompletionTokens != 9 || done.Usage.PromptTokens != 15 || done.Usage.TotalTokens != 24 {
+		t.Errorf("done = %+v usage %+v", done, done.Usage)
+	}
+}

@@ -1,0 +1,60 @@
+// Package tokens counts tokens with OpenAI's o200k_base encoding, for usage
+// figures the gateway must estimate because an upstream reported none. The
+// encoding ships inside the binary (tiktoken-go-loader's offline loader)
+// and is parsed on first use only, since most upstreams report usage.
+package tokens
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/pkoukk/tiktoken-go"
+	tiktoken_loader "github.com/pkoukk/tiktoken-go-loader"
+
+	"github.com/streamgate/gateway/providers"
+)
+
+var enc struct {
+	once sync.Once
+	tk   *tiktoken.Tiktoken
+	err  error
+}
+
+func encoding() (*tiktoken.Tiktoken, error) {
+	enc.once.Do(func() {
+		tiktoken.SetBpeLoader(tiktoken_loader.NewOfflineLoader())
+		enc.tk, enc.err = tiktoken.GetEncoding(tiktoken.MODEL_O200K_BASE)
+		if enc.err != nil {
+			enc.err = fmt.Errorf("load o200k_base: %w", enc.err)
+		}
+	})
+	return enc.tk, enc.err
+}
+
+// Count returns the number of tokens in text.
+func Count(text string) (int, error) {
+	tk, err := encoding()
+	if err != nil {
+		return 0, err
+	}
+	return len(tk.Encode(text, nil, nil)), nil
+}
+
+// Prompt counts a chat prompt as OpenAI's chat models bill it: each
+// message's text, role and name, 3 tokens of framing per message, and 3
+// priming the reply.
+func Prompt(msgs []providers.Message) (int, error) {
+	tk, err := encoding()
+	if err != nil {
+		return 0, err
+	}
+	n := 3
+	for i := range msgs {
+		m := &msgs[i]
+		n += 3 + len(tk.Encode(m.Text(), nil, nil)) + len(tk.Encode(m.Role, nil, nil))
+		if m.Name != "" {
+			n += 1 + len(tk.Encode(m.Name, nil, nil))
+		}
+	}
+	return n, nil
+}
