@@ -203,13 +203,15 @@ type Log struct {
 
 // Provider types.
 const (
-	TypeOpenAI = "openai"
-	TypeMock   = "mock"
+	TypeOpenAI    = "openai"
+	TypeAnthropic = "anthropic"
+	TypeMock      = "mock"
 )
 
 // Provider is one upstream.
 type Provider struct {
-	// Type is openai (any OpenAI-compatible server) or mock.
+	// Type is openai (any OpenAI-compatible server), anthropic (the
+	// Messages API) or mock.
 	Type string `yaml:"type"`
 	// BaseURL is the API root for openai (default https://api.openai.com/v1).
 	BaseURL EnvString `yaml:"base_url"`
@@ -223,6 +225,9 @@ type Provider struct {
 	Azure *Azure `yaml:"azure"`
 	// ConnectTimeout bounds dialling and TLS (default 10s).
 	ConnectTimeout Duration `yaml:"connect_timeout"`
+	// MaxTokens is sent to an anthropic provider when a request gives
+	// none, since the Messages API requires it (default 4096).
+	MaxTokens int `yaml:"max_tokens"`
 	// Mock configures a mock provider.
 	Mock *Mock `yaml:"mock"`
 	// FirstTokenTimeout bounds the wait from the request to the first

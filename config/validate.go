@@ -122,7 +122,19 @@ func (p Provider) validate(field, name string) []Problem {
 	}
 	switch p.Type {
 	case "":
-		add(field+".type", "is required (openai or mock)")
+		add(field+".type", "is required (openai, anthropic or mock)")
+	case TypeAnthropic:
+		if p.BaseURL != "" {
+			if u, err := url.Parse(string(p.BaseURL)); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				add(field+".base_url", "%q is not an http(s) URL", p.BaseURL)
+			}
+		}
+		if p.Azure != nil || p.Mock != nil || p.Organization != "" {
+			add(field+".type", "an anthropic provider takes no azure, mock or organization settings")
+		}
+		if p.MaxTokens < 0 {
+			add(field+".max_tokens", "%d must not be negative", p.MaxTokens)
+		}
 	case TypeOpenAI:
 		if p.BaseURL != "" {
 			u, err := url.Parse(string(p.BaseURL))
@@ -157,7 +169,7 @@ func (p Provider) validate(field, name string) []Problem {
 			}
 		}
 	default:
-		add(field+".type", "%q is not a provider type (want openai or mock)", p.Type)
+		add(field+".type", "%q is not a provider type (want openai, anthropic or mock)", p.Type)
 	}
 	return ps
 }

@@ -78,13 +78,16 @@ func classify(ctx context.Context, err error) *apiError {
 	case errors.Is(err, context.DeadlineExceeded):
 		return &apiError{Status: http.StatusGatewayTimeout, Type: typeServer, Code: "upstream_timeout", Message: "the upstream did not answer in time"}
 	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		if oe.Timeout() {
+			return &apiError{Status: http.StatusGatewayTimeout, Type: typeServer, Code: "upstream_connect_timeout", Message: "connecting to the upstream timed out (connect_timeout)"}
+		}
+		return &apiError{Status: http.StatusBadGateway, Type: typeServer, Code: "upstream_unreachable", Message: "the upstream could not be reached"}
+	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		return &apiError{Status: http.StatusGatewayTimeout, Type: typeServer, Code: "upstream_timeout", Message: "the upstream did not answer in time"}
-	}
-	var oe *net.OpError
-	if errors.As(err, &oe) && oe.Op == "dial" {
-		return &apiError{Status: http.StatusBadGateway, Type: typeServer, Code: "upstream_unreachable", Message: "the upstream could not be reached"}
 	}
 	return &apiError{Status: http.StatusBadGateway, Type: typeServer, Code: "upstream_error", Message: "the upstream connection failed: " + err.Error()}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/streamgate/gateway/config"
 	"github.com/streamgate/gateway/providers"
+	"github.com/streamgate/gateway/providers/anthropic"
 	"github.com/streamgate/gateway/providers/mock"
 	"github.com/streamgate/gateway/providers/openai"
 )
@@ -101,6 +102,11 @@ func buildProvider(pc config.Provider) (providers.Provider, error) {
 			}
 		}
 		return mock.New(opts), nil
+	case config.TypeAnthropic:
+		return anthropic.New(anthropic.Options{
+			BaseURL: string(pc.BaseURL), APIKey: pc.APIKey.Reveal(), Headers: revealAll(pc.Headers),
+			MaxTokens: pc.MaxTokens, ConnectTimeout: pc.ConnectTimeout.Std(),
+		}), nil
 	case config.TypeOpenAI:
 		opts := openai.Options{
 			BaseURL:        string(pc.BaseURL),
@@ -108,18 +114,21 @@ func buildProvider(pc config.Provider) (providers.Provider, error) {
 			Organization:   string(pc.Organization),
 			ConnectTimeout: pc.ConnectTimeout.Std(),
 		}
-		if len(pc.Headers) > 0 {
-			opts.Headers = make(map[string]string, len(pc.Headers))
-			for k, v := range pc.Headers {
-				opts.Headers[k] = v.Reveal()
-			}
-		}
+		opts.Headers = revealAll(pc.Headers)
 		if pc.Azure != nil {
 			opts.Azure = &openai.AzureOptions{APIVersion: pc.Azure.APIVersion, Deployments: pc.Azure.Deployments}
 		}
 		return openai.New(opts)
 	}
 	return nil, fmt.Errorf("unknown provider type %q", pc.Type)
+}
+
+func revealAll(h map[string]config.Secret) map[string]string {
+	out := make(map[string]string, len(h))
+	for k, v := range h {
+		out[k] = v.Reveal()
+	}
+	return out
 }
 
 func setInt(dst *int, v *int) {

@@ -225,3 +225,38 @@ func TestUsageCountedWhenUpstreamReportsNone(t *testing.T) {
 		t.Errorf("done = %+v usage %+v", done, done.Usage)
 	}
 }
+
+// TestLongLinesAndKeepAlives: hundreds of comment lines while a reasoning
+// model thinks, then a 1 MiB delta, reach the client intact.
+func TestLongLinesAndKeepAlives(t *testing.T) {
+	big := strings.Repeat("x", 1<<20)
+	_, url := countingUpstream(t, func(_ int32, w http.ResponseWriter, _ *http.Request) {
+		frames := []string{roleChunk}
+		for i := 0; i < 500; i++ {
+			frames = append(frames, ": OPENROUTER PROCESSING\n\n")
+		}
+		frames = append(frames, `data: {"choices":[{"index":0,"delta":{"content":"`+big+`"},"finish_reason":null}]}`+"\n\n", stopChunk)
+		sseOK(w, frames...)
+	})
+	h := newHarness(t, newConfig(fmt.Sprintf("  up1:\n    type: openai\n    base_url: %s/v1\n", url), "  resilient:\n    routes:\n      - provider: up1\n"),
+		func(c *config.Config) { c.Server.MaxBodyBytes = 1 << 20 })
+	_, _, evs := h.streamNative(t, `{"model":"resilient","prompt":"think"}`)
+	if len(evs) != 3 || len(evs[1].Content) != len(big) || evs[2].Type != "done" {
+		t.Errorf("%d events; delta of %d bytes; last %+v", len(evs), len(evs[1].Content), evs[len(evs)-1].Type)
+	}
+}
+
+// TestConnectTimeoutCode: a dial that timed out has its own code (the error
+// is built here: a real one would need a host that drops SYNs).
+func TestConnectTimeoutCode(t *testing.T) {
+	e := classify(context.Background(), &net.OpError{Op: "dial", Net: "tcp", Err: timeoutErr{}})
+	if e.Status != 504 || e.Code != "upstream_connect_timeout" {
+		t.Errorf("dial timeout classified as %d %s", e.Status, e.Code)
+	}
+}
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "i/o timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }

@@ -6,7 +6,9 @@ package tokens
 
 import (
 	"fmt"
+	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/pkoukk/tiktoken-go"
 	tiktoken_loader "github.com/pkoukk/tiktoken-go-loader"
@@ -31,13 +33,43 @@ func encoding() (*tiktoken.Tiktoken, error) {
 	return enc.tk, enc.err
 }
 
+// The tokenizer's merging is quadratic in the length of one unbroken
+// word, so a long answer without spaces (an upstream can send a megabyte)
+// would pin a core for minutes. Text is therefore counted in segments of
+// at most maxSegment bytes, cut at white space where possible (where the
+// tokenizer splits anyway, so ordinary text counts the same), and past
+// maxText bytes estimated at four bytes a token.
+const (
+	maxSegment = 1 << 10
+	maxText    = 256 << 10
+)
+
 // Count returns the number of tokens in text.
 func Count(text string) (int, error) {
 	tk, err := encoding()
 	if err != nil {
 		return 0, err
 	}
-	return len(tk.Encode(text, nil, nil)), nil
+	n := 0
+	if len(text) > maxText {
+		n += (len(text) - maxText + 3) / 4
+		text = text[:maxText]
+	}
+	for len(text) > 0 {
+		cut := len(text)
+		if cut > maxSegment {
+			cut = strings.LastIndexAny(text[:maxSegment], " \n\t")
+			if cut <= 0 {
+				cut = maxSegment
+				for cut > 0 && !utf8.RuneStart(text[cut]) {
+					cut--
+				}
+			}
+		}
+		n += len(tk.Encode(text[:cut], nil, nil))
+		text = text[cut:]
+	}
+	return n, nil
 }
 
 // Prompt counts a chat prompt as OpenAI's chat models bill it: each

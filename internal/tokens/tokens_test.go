@@ -1,6 +1,7 @@
 package tokens
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/streamgate/gateway/providers"
@@ -17,4 +18,26 @@ func TestCount(t *testing.T) {
 	if err != nil || n != 15 {
 		t.Errorf("Prompt = %d, %v; want 15", n, err)
 	}
+}
+
+// TestCountBounded: an answer that is one megabyte-long word is counted
+// (approximately) instead of stalling the tokenizer; ordinary long text
+// counts as the tokenizer does on it whole.
+func TestCountBounded(t *testing.T) {
+	n, err := Count(strings.Repeat("x", 1<<20))
+	if err != nil || n < 100000 || n > 400000 {
+		t.Errorf("1 MiB word: %d tokens, %v", n, err)
+	}
+	text := strings.Repeat("The quick brown fox jumps over the lazy dog. ", 200)
+	whole := len(must(encoding()).Encode(text, nil, nil))
+	if got, _ := Count(text); got != whole {
+		t.Errorf("segmented count %d, whole %d", got, whole)
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -99,7 +98,7 @@ func New(opts Options) (*Provider, error) {
 	}
 	transport := opts.Transport
 	if transport == nil {
-		transport = newTransport(opts.ConnectTimeout)
+		transport = providers.NewTransport(opts.ConnectTimeout)
 	}
 	// No http.Client.Timeout: it would bound reading the whole stream.
 	cfg.HTTPClient = &doer{client: &http.Client{Transport: transport}, headers: opts.Headers}
@@ -113,24 +112,6 @@ func New(opts Options) (*Provider, error) {
 
 // Unavailable says why the provider refuses calls, or nil when it serves.
 func (p *Provider) Unavailable() error { return p.unavailable }
-
-func newTransport(connect time.Duration) *http.Transport {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.DialContext = (&net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}).DialContext
-	t.TLSHandshakeTimeout = connect
-	// Many concurrent streams go to the same host: keep their connections.
-	t.MaxIdleConnsPerHost = 256
-	// Each open stream holds its connection's buffers. The request goes
-	// out in a few writes, and the event reader reads 4 KiB at a time
-	// straight through a small read buffer: 1 KiB each saves 6 KiB per
-	// stream over the defaults.
-	t.WriteBufferSize = 1 << 10
-	t.ReadBufferSize = 1 << 10
-	// A compressed event stream can be held back by the upstream's
-	// compressor; ask for identity.
-	t.DisableCompression = true
-	return t
-}
 
 // doer adds the configured headers, remembers what an upstream said in
 // Retry-After when it refused a call, and hands the body of an accepted

@@ -1,0 +1,264 @@
+// Package anthropic is the provider for Anthropic's Messages API, built on
+// the official SDK: Claude models stream through the gateway's native
+// endpoint and its OpenAI-compatible one alike.
+package anthropic
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	sdk "github.com/anthropics/anthropic-sdk-go"
+	"github.com/anthropics/anthropic-sdk-go/option"
+	"github.com/anthropics/anthropic-sdk-go/packages/ssestream"
+
+	"github.com/streamgate/gateway/providers"
+)
+
+var _ providers.Provider = (*Provider)(nil)
+
+// Options configures the provider.
+type Options struct {
+	// BaseURL defaults to the SDK's (https://api.anthropic.com).
+	BaseURL string
+	APIKey  string
+	Headers map[string]string
+	// MaxTokens is sent when a request gives none; Anthropic requires
+	// one (default 4096).
+	MaxTokens      int
+	ConnectTimeout time.Duration
+	// Transport replaces the default HTTP transport (tests).
+	Transport http.RoundTripper
+}
+
+// Provider streams from Anthropic.
+type Provider struct {
+	client      sdk.Client
+	maxTokens   int
+	unavailable error
+}
+
+// New builds a provider. Without an API key it is created but refuses
+// calls, so that a config can list it before the key is set.
+func New(opts Options) *Provider {
+	if opts.MaxTokens <= 0 {
+		opts.MaxTokens = 4096
+	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = 10 * time.Second
+	}
+	transport := opts.Transport
+	if transport == nil {
+		transport = providers.NewTransport(opts.ConnectTimeout)
+	}
+	ropts := []option.RequestOption{
+		option.WithAPIKey(opts.APIKey),
+		// No http.Client.Timeout: it would bound reading the whole stream.
+		option.WithHTTPClient(&http.Client{Transport: transport}),
+		// The gateway retries and falls back itself, before the first
+		// delta only.
+		option.WithMaxRetries(0),
+	}
+	if opts.BaseURL != "" {
+		ropts = append(ropts, option.WithBaseURL(opts.BaseURL))
+	}
+	for k, v := range opts.Headers {
+		ropts = append(ropts, option.WithHeader(k, v))
+	}
+	p := &Provider{client: sdk.NewClient(ropts...), maxTokens: opts.MaxTokens}
+	if opts.APIKey == "" {
+		p.unavailable = fmt.Errorf("%w: its api_key is empty (set the environment variable config.yaml names, e.g. ANTHROPIC_API_KEY, and restart)", providers.ErrUnavailable)
+	}
+	return p
+}
+
+// Unavailable says why the provider refuses calls, or nil.
+func (p *Provider) Unavailable() error { return p.unavailable }
+
+// StreamChat opens a Messages stream.
+func (p *Provider) StreamChat(ctx context.Context, req *providers.Request) (providers.Stream, error) {
+	if p.unavailable != nil {
+		return nil, &providers.Error{Status: http.StatusServiceUnavailable, Code: "provider_not_configured", Message: p.unavailable.Error(), Err: p.unavailable}
+	}
+	params, err := p.toParams(req)
+	if err != nil {
+		return nil, &providers.Error{Status: http.StatusBadRequest, Code: "invalid_request", Message: err.Error(), Err: err}
+	}
+	st := p.client.Messages.NewStreaming(ctx, params)
+	if err := st.Err(); err != nil {
+		st.Close()
+		return nil, classify(err)
+	}
+	return &stream{st: st, tools: map[int64]int{}}, nil
+}
+
+func (p *Provider) toParams(req *providers.Request) (sdk.MessageNewParams, error) {
+	params := sdk.MessageNewParams{Model: sdk.Model(req.Model), MaxTokens: int64(p.maxTokens), StopSequences: req.Stop}
+	if req.MaxTokens > 0 {
+		params.MaxTokens = int64(req.MaxTokens)
+	}
+	if req.Temperature != nil {
+		params.Temperature = sdk.Float(float64(*req.Temperature))
+	}
+	if req.TopP != nil {
+		params.TopP = sdk.Float(float64(*req.TopP))
+	}
+	for _, m := range req.Messages {
+		switch m.Role {
+		case "system", "developer":
+			params.System = append(params.System, sdk.TextBlockParam{Text: m.Text()})
+		case "user":
+			params.Messages = append(params.Messages, sdk.NewUserMessage(sdk.NewTextBlock(m.Text())))
+		case "assistant":
+			var blocks []sdk.ContentBlockParamUnion
+			if t := m.Text(); t != "" {
+				blocks = append(blocks, sdk.NewTextBlock(t))
+			}
+			for _, tc := range m.ToolCalls {
+				var input any = map[string]any{}
+				if tc.Function.Arguments != "" {
+					if err := json.Unmarshal([]byte(tc.Function.Arguments), &input); err != nil {
+						return params, fmt.Errorf("tool call %s: arguments are not JSON: %w", tc.ID, err)
+					}
+				}
+				blocks = append(blocks, sdk.NewToolUseBlock(tc.ID, input, tc.Function.Name))
+			}
+			params.Messages = append(params.Messages, sdk.NewAssistantMessage(blocks...))
+		case "tool":
+			params.Messages = append(params.Messages, sdk.NewUserMessage(sdk.NewToolResultBlock(m.ToolCallID, m.Text(), false)))
+		}
+	}
+	for _, t := range req.Tools {
+		schema := sdk.ToolInputSchemaParam{}
+		if len(t.Function.Parameters) > 0 {
+			var s struct {
+				Properties any      `json:"properties"`
+				Required   []string `json:"required"`
+			}
+			if err := json.Unmarshal(t.Function.Parameters, &s); err != nil {
+				return params, fmt.Errorf("tool %s: parameters: %w", t.Function.Name, err)
+			}
+			schema.Properties, schema.Required = s.Properties, s.Required
+		}
+		tool := sdk.ToolParam{Name: t.Function.Name, InputSchema: schema}
+		if t.Function.Description != "" {
+			tool.Description = sdk.String(t.Function.Description)
+		}
+		params.Tools = append(params.Tools, sdk.ToolUnionParam{OfTool: &tool})
+	}
+	return params, nil
+}
+
+type stream struct {
+	st    *ssestream.Stream[sdk.MessageStreamEventUnion]
+	input int64         // prompt tokens, from message_start
+	tools map[int64]int // content block index → tool call index
+	done  bool
+	once  sync.Once
+}
+
+// Recv maps Messages events onto chunks: text deltas to content, tool_use
+// blocks and their input_json deltas to tool-call deltas, and the
+// message_delta's stop reason and usage to the finish chunk.
+func (s *stream) Recv() (providers.Chunk, error) {
+	for !s.done && s.st.Next() {
+		ev := s.st.Current()
+		switch ev.Type {
+		case "message_start":
+			s.input = ev.Message.Usage.InputTokens
+		case "content_block_start":
+			if ev.ContentBlock.Type == "tool_use" {
+				i := len(s.tools)
+				s.tools[ev.Index] = i
+				return providers.Chunk{ToolCalls: []providers.ToolCallDelta{{Index: i, ID: ev.ContentBlock.ID, Type: "function", Name: ev.ContentBlock.Name}}}, nil
+			}
+		case "content_block_delta":
+			switch ev.Delta.Type {
+			case "text_delta":
+				if ev.Delta.Text != "" {
+					return providers.Chunk{Content: ev.Delta.Text}, nil
+				}
+			case "input_json_delta":
+				if i, ok := s.tools[ev.Index]; ok && ev.Delta.PartialJSON != "" {
+					return providers.Chunk{ToolCalls: []providers.ToolCallDelta{{Index: i, Arguments: ev.Delta.PartialJSON}}}, nil
+				}
+			}
+		case "message_delta":
+			u := ev.Usage
+			in := s.input
+			if u.InputTokens > 0 {
+				in = u.InputTokens
+			}
+			return providers.Chunk{
+				FinishReason: finishReason(string(ev.Delta.StopReason)),
+				Usage:        &providers.Usage{PromptTokens: int(in), CompletionTokens: int(u.OutputTokens), TotalTokens: int(in + u.OutputTokens)},
+			}, nil
+		case "message_stop":
+			s.done = true
+		}
+	}
+	if err := s.st.Err(); err != nil {
+		return providers.Chunk{}, classify(err)
+	}
+	if !s.done {
+		return providers.Chunk{}, providers.ErrTruncated
+	}
+	return providers.Chunk{}, io.EOF
+}
+
+func (s *stream) Close() error {
+	var err error
+	s.once.Do(func() { err = s.st.Close() })
+	return err
+}
+
+// finishReason maps Anthropic's stop reasons onto OpenAI's.
+func finishReason(r string) string {
+	switch r {
+	case "max_tokens":
+		return "length"
+	case "tool_use":
+		return "tool_calls"
+	case "refusal":
+		return "content_filter"
+	case "", "end_turn", "stop_sequence", "pause_turn":
+		return "stop"
+	}
+	return r
+}
+
+// classify turns the SDK's errors into providers.Error; context and
+// network errors pass through.
+func classify(err error) error {
+	var ae *sdk.Error
+	if errors.As(err, &ae) {
+		var body struct {
+			Error struct {
+				Type    string `json:"type"`
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		_ = json.Unmarshal([]byte(ae.RawJSON()), &body)
+		pe := &providers.Error{Status: ae.StatusCode, Code: body.Error.Type, Message: body.Error.Message, Err: err}
+		if pe.Message == "" {
+			pe.Message = fmt.Sprintf("upstream answered %d %s", ae.StatusCode, http.StatusText(ae.StatusCode))
+		}
+		if ae.Response != nil {
+			if s, err := strconv.Atoi(ae.Response.Header.Get("retry-after")); err == nil && s >= 0 {
+				pe.RetryAfter = time.Duration(s) * time.Second
+			}
+		}
+		return pe
+	}
+	var syntax *json.SyntaxError
+	if errors.As(err, &syntax) {
+		return fmt.Errorf("%w: %w", providers.ErrMalformed, err)
+	}
+	return err
+}
