@@ -2,9 +2,7 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -54,34 +52,11 @@ func TestAnthropicStreamWithToolCall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var text, id, name, args string
-	var finish goopenai.FinishReason
-	var usage *goopenai.Usage
-	for {
-		chunk, err := st.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if chunk.Usage != nil {
-			usage = chunk.Usage
-		}
-		if len(chunk.Choices) == 0 {
-			continue
-		}
-		text += chunk.Choices[0].Delta.Content
-		for _, tc := range chunk.Choices[0].Delta.ToolCalls {
-			id += tc.ID
-			name += tc.Function.Name
-			args += tc.Function.Arguments
-		}
-		if f := chunk.Choices[0].FinishReason; f != "" {
-			finish = f
-		}
+	r := readSDKStream(st)
+	if r.err != nil {
+		t.Fatal(r.err)
 	}
-	st.Close()
+	text, id, name, args, finish, usage := r.text, r.toolID, r.toolName, r.toolArgs, r.finish, r.usage
 
 	if path != "/v1/messages" || key != "sk-ant-test-key" || version == "" {
 		t.Errorf("upstream request %s, key %q, version %q", path, key, version)

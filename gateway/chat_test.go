@@ -20,6 +20,48 @@ func (h *harness) sdk() *goopenai.Client {
 	return goopenai.NewClientWithConfig(cfg)
 }
 
+// sdkStream is what a go-openai stream delivered, put together.
+type sdkStream struct {
+	text, toolID, toolName, toolArgs string
+	finish                           goopenai.FinishReason
+	usage                            *goopenai.Usage
+	chunks                           []goopenai.ChatCompletionStreamResponse
+	err                              error // what ended it, if not io.EOF
+}
+
+// readSDKStream reads st to its end and closes it.
+func readSDKStream(st *goopenai.ChatCompletionStream) sdkStream {
+	defer st.Close()
+	var r sdkStream
+	for {
+		chunk, err := st.Recv()
+		if errors.Is(err, io.EOF) {
+			return r
+		}
+		if err != nil {
+			r.err = err
+			return r
+		}
+		r.chunks = append(r.chunks, chunk)
+		if chunk.Usage != nil {
+			r.usage = chunk.Usage
+		}
+		if len(chunk.Choices) == 0 {
+			continue
+		}
+		ch := chunk.Choices[0]
+		r.text += ch.Delta.Content
+		for _, tc := range ch.Delta.ToolCalls {
+			r.toolID += tc.ID
+			r.toolName += tc.Function.Name
+			r.toolArgs += tc.Function.Arguments
+		}
+		if ch.FinishReason != "" {
+			r.finish = ch.FinishReason
+		}
+	}
+}
+
 func TestChatCompletionsStreamWithSDK(t *testing.T) {
 	h := newHarness(t, newConfig("", ""))
 	for _, includeUsage := range []bool{false, true} {
@@ -34,33 +76,18 @@ func TestChatCompletionsStreamWithSDK(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var text strings.Builder
-		var finish goopenai.FinishReason
-		var usage *goopenai.Usage
-		for {
-			chunk, err := st.Recv()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+		r := readSDKStream(st)
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		for _, chunk := range r.chunks {
 			if chunk.Object != "chat.completion.chunk" || chunk.Model != "mock-gpt" || !strings.HasPrefix(chunk.ID, "chatcmpl-") {
 				t.Errorf("chunk header = %q %q %q", chunk.Object, chunk.Model, chunk.ID)
 			}
-			if len(chunk.Choices) > 0 {
-				text.WriteString(chunk.Choices[0].Delta.Content)
-				if chunk.Choices[0].FinishReason != "" {
-					finish = chunk.Choices[0].FinishReason
-				}
-			}
-			if chunk.Usage != nil {
-				usage = chunk.Usage
-			}
 		}
-		st.Close()
-		if text.String() != "This is a streamed reply" || finish != goopenai.FinishReasonStop {
-			t.Errorf("text %q finish %q", text.String(), finish)
+		usage := r.usage
+		if r.text != "This is a streamed reply" || r.finish != goopenai.FinishReasonStop {
+			t.Errorf("text %q finish %q", r.text, r.finish)
 		}
 		if includeUsage != (usage != nil) {
 			t.Errorf("include_usage=%v but usage chunk = %+v", includeUsage, usage)
@@ -129,32 +156,20 @@ func TestToolCallsRelayed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var id, name, args string
-	var finish goopenai.FinishReason
-	for {
-		chunk, err := st.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(chunk.Choices) == 0 {
-			continue
-		}
-		for _, tc := range chunk.Choices[0].Delta.ToolCalls {
-			if tc.Index == nil || *tc.Index != 0 {
-				t.Errorf("tool call delta without index 0: %+v", tc)
+	r := readSDKStream(st)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	for _, chunk := range r.chunks {
+		for _, c := range chunk.Choices {
+			for _, tc := range c.Delta.ToolCalls {
+				if tc.Index == nil || *tc.Index != 0 {
+					t.Errorf("tool call delta without index 0: %+v", tc)
+				}
 			}
-			id += tc.ID
-			name += tc.Function.Name
-			args += tc.Function.Arguments
-		}
-		if f := chunk.Choices[0].FinishReason; f != "" {
-			finish = f
 		}
 	}
-	st.Close()
+	id, name, args, finish := r.toolID, r.toolName, r.toolArgs, r.finish
 	if len(gotTools) != 1 {
 		t.Errorf("upstream got tools %v", gotTools)
 	}
@@ -184,22 +199,12 @@ func TestChatStreamErrorSurfacesInSDK(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	var text string
-	for {
-		chunk, err := st.Recv()
-		if err == nil {
-			if len(chunk.Choices) > 0 {
-				text += chunk.Choices[0].Delta.Content
-			}
-			continue
-		}
-		var apiErr *goopenai.APIError
-		if !errors.As(err, &apiErr) || apiErr.Code != "mock_failure" {
-			t.Fatalf("stream ended with %v, want an APIError with code mock_failure", err)
-		}
-		break
+	r := readSDKStream(st)
+	var apiErr *goopenai.APIError
+	if !errors.As(r.err, &apiErr) || apiErr.Code != "mock_failure" {
+		t.Fatalf("stream ended with %v, want an APIError with code mock_failure", r.err)
 	}
+	text := r.text
 	if text != "This is " {
 		t.Errorf("text before the error = %q", text)
 	}
