@@ -154,3 +154,70 @@ func TestCooldownAndRecovery(t *testing.T) {
 		t.Errorf("up1 is %q after a successful probe", st)
 	}
 }
+
+// twoMocks serves model "m" from mock providers a (slower to first token)
+// and b, by the given strategy and weights.
+func twoMocks(strategy string, wa, wb int) string {
+	return newConfig(`  a:
+    type: mock
+    mock: {tokens: 2, first_token_delay: 20ms}
+  b:
+    type: mock
+    mock: {tokens: 2}
+`, fmt.Sprintf(`  m:
+    strategy: %s
+    routes:
+      - provider: a
+        weight: %d
+      - provider: b
+        weight: %d
+`, strategy, wa, wb))
+}
+
+func (h *harness) servedBy(t *testing.T, prompt string) string {
+	t.Helper()
+	_, _, evs := h.streamNative(t, `{"model":"m","prompt":"`+prompt+`"}`)
+	return evs[0].Provider
+}
+
+func TestStrategiesOverHTTP(t *testing.T) {
+	t.Run("weighted", func(t *testing.T) {
+		h := newHarness(t, twoMocks(strategyWeighted, 3, 1))
+		count := map[string]int{}
+		for i := 0; i < 200; i++ {
+			count[h.servedBy(t, "[mock first_delay=0s]")]++
+		}
+		if share := float64(count["a"]) / 200; share < 0.62 || share > 0.88 {
+			t.Errorf("a served %.2f of requests at weights 3:1", share)
+		}
+	})
+	t.Run("least_busy", func(t *testing.T) {
+		h := newHarness(t, twoMocks(strategyLeastBusy, 1, 1))
+		ctx, cancel := context.WithCancel(context.Background())
+		resp := h.post(t, ctx, "/v1/stream", `{"model":"m","prompt":"[mock stall_after=0]"}`)
+		ev, err := newSSEReader(resp.Body).next()
+		if err != nil || decodeEvent(t, ev).Provider != "a" {
+			t.Fatalf("held stream: %+v %v", ev, err)
+		}
+		for i := 0; i < 5; i++ {
+			if p := h.servedBy(t, "x"); p != "b" {
+				t.Errorf("request %d went to %s while a had a stream in flight", i, p)
+			}
+		}
+		cancel()
+		resp.Body.Close()
+	})
+	t.Run("fastest", func(t *testing.T) {
+		h := newHarness(t, twoMocks(strategyFastest, 1, 1))
+		// Both are measured first (a, then the unmeasured b); then b, 20ms
+		// quicker to its first token, is preferred.
+		if first, second := h.servedBy(t, "x"), h.servedBy(t, "x"); first != "a" || second != "b" {
+			t.Fatalf("measuring: %s then %s, want a then b", first, second)
+		}
+		for i := 0; i < 5; i++ {
+			if p := h.servedBy(t, "x"); p != "b" {
+				t.Errorf("request %d went to the slower %s", i, p)
+			}
+		}
+	})
+}
