@@ -4,7 +4,7 @@
 #   docker run -p 8080:8080 -v $PWD/config.yaml:/etc/gateway/config.yaml:ro \
 #     -e OPENAI_API_KEY ai-gateway
 
-FROM golang:1.26-bookworm AS build
+FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
