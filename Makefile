@@ -9,10 +9,11 @@ GO ?= go
 run:
 	$(GO) run ./cmd/gateway
 
-# GATEWAY_TEST_REQUIRE makes tests that need redis-server fail, not skip,
-# when it is missing: under make test (and so in CI) they must run.
+# scripts/test.sh sets GATEWAY_TEST_REQUIRE so that tests needing
+# redis-server fail, not skip, when it is missing: under make test (and so
+# in CI) they must run. It names any skipped test and ends with a count.
 test: test-deps fmt-check vet
-	GATEWAY_TEST_REQUIRE=redis CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 10m ./...
+	./scripts/test.sh
 
 test-deps:
 	./scripts/test-deps.sh
