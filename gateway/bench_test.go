@@ -69,7 +69,7 @@ func BenchmarkRelayPerToken(b *testing.B) {
 			info := &middleware.Info{}
 			b.ReportAllocs()
 			b.ResetTimer()
-			s.relay(context.Background(), w, st, tc.f(), req, info, time.Now())
+			s.relay(context.Background(), w, st.(idleStream), tc.f(), req, info, time.Now())
 			if info.End != "done" || info.CompletionTokens != b.N {
 				b.Fatalf("relay ended %q after %d tokens", info.End, info.CompletionTokens)
 			}

@@ -80,7 +80,7 @@ func (s *Server) accept(c *gin.Context, body clientRequest, strict bool) (*provi
 // client that leaves cancels it), cut short also by the server's shutdown,
 // trying the model's routes as the retry settings allow. The returned
 // cancel must be called when the stream is over.
-func (s *Server) open(c *gin.Context, routes []deployment, req *providers.Request) (context.Context, context.CancelFunc, providers.Stream, *apiError) {
+func (s *Server) open(c *gin.Context, routes []deployment, req *providers.Request) (context.Context, context.CancelFunc, *resilientStream, *apiError) {
 	ctx, cancel := context.WithCancelCause(c.Request.Context())
 	stop := context.AfterFunc(s.stopping, func() { cancel(context.Cause(s.stopping)) })
 	done := func() { stop(); cancel(context.Canceled) }
@@ -109,7 +109,7 @@ func (s *Server) stream(c *gin.Context, routes []deployment, req *providers.Requ
 // it answers the client and settles the admission itself; otherwise the
 // caller must call end when done, which closes the stream, cancels its
 // context and settles the admission with the outcome recorded in Info.
-func (s *Server) begin(c *gin.Context, routes []deployment, req *providers.Request, adm *admission) (context.Context, providers.Stream, func(), bool) {
+func (s *Server) begin(c *gin.Context, routes []deployment, req *providers.Request, adm *admission) (context.Context, *resilientStream, func(), bool) {
 	info := middleware.Get(c)
 	ctx, done, st, e := s.open(c, routes, req)
 	if e != nil {
@@ -172,7 +172,7 @@ func (s *Server) handleModels(c *gin.Context) {
 		if allowed != nil && !allowed[name] {
 			continue
 		}
-		data = append(data, gin.H{"id": name, "object": "model", "created": s.started.Unix(), "owned_by": s.reg.owners[name]})
+		data = append(data, gin.H{"id": name, "object": "model", "created": s.started.Unix(), "owned_by": s.reg.models[name][0].providerName})
 	}
 	c.JSON(http.StatusOK, gin.H{"object": "list", "data": data})
 }

@@ -32,7 +32,6 @@ type registry struct {
 	models     map[string][]deployment
 	strategies map[string]string
 	names      []string // sorted, for /v1/models
-	owners     map[string]string
 }
 
 // unavailable is implemented by providers that can be configured but not
@@ -60,7 +59,7 @@ func buildRegistry(cfg *config.Config) (*registry, []string, error) {
 	if p := cfg.RateLimit.Redis.Password.Reveal(); p != "" {
 		secrets = append(secrets, p)
 	}
-	r := &registry{providers: built, models: make(map[string][]deployment, len(cfg.Models)), strategies: map[string]string{}, owners: map[string]string{}}
+	r := &registry{providers: built, models: make(map[string][]deployment, len(cfg.Models)), strategies: map[string]string{}}
 	for name, m := range cfg.Models {
 		for _, route := range m.Routes {
 			upstream := route.Model
@@ -80,7 +79,6 @@ func buildRegistry(cfg *config.Config) (*registry, []string, error) {
 		}
 		r.strategies[name] = m.Strategy
 		r.names = append(r.names, name)
-		r.owners[name] = m.Routes[0].Provider
 	}
 	sort.Strings(r.names)
 	return r, secrets, nil

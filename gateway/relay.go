@@ -27,7 +27,13 @@ const maxPending = 16 << 10
 // finished, error when it broke or the server is shutting down, nothing
 // when the client left (there is no one to tell). It records the outcome in
 // info.
-func (s *Server) relay(ctx context.Context, w http.ResponseWriter, st providers.Stream, f streamFormat, req *providers.Request, info *middleware.Info, start time.Time) {
+// idleStream is a stream that reports when it is about to wait.
+type idleStream interface {
+	providers.Stream
+	providers.IdleNotifier
+}
+
+func (s *Server) relay(ctx context.Context, w http.ResponseWriter, st idleStream, f streamFormat, req *providers.Request, info *middleware.Info, start time.Time) {
 	out := startSSE(w, s.cfg.Server.HeartbeatInterval.Std(), s.cfg.Server.WriteTimeout.Std())
 	defer out.stop()
 	bp := bufPool.Get().(*[]byte)
@@ -50,18 +56,16 @@ func (s *Server) relay(ctx context.Context, w http.ResponseWriter, st providers.
 		werr error
 	)
 	buf = buf[:0]
-	// A stream that says when it is about to wait lets frames that arrived
-	// together go out in one write (as a byte-copying proxy's would),
-	// flushed before any wait; otherwise every frame is written at once.
-	_, batch := st.(providers.IdleNotifier)
-	if batch {
-		st.(providers.IdleNotifier).NotifyIdle(func() {
-			if len(buf) > 0 && werr == nil {
-				werr = out.write(buf)
-				buf = buf[:0]
-			}
-		})
-	}
+	// Frames that arrived together go out in one write (as a byte-copying
+	// proxy's would), flushed whenever the stream is about to wait. A
+	// stream that cannot tell is wrapped by resilientStream, which then
+	// flushes before every Recv.
+	st.NotifyIdle(func() {
+		if len(buf) > 0 && werr == nil {
+			werr = out.write(buf)
+			buf = buf[:0]
+		}
+	})
 	for err == nil {
 		c, err = st.Recv()
 		if werr != nil {
@@ -86,7 +90,7 @@ func (s *Server) relay(ctx context.Context, w http.ResponseWriter, st providers.
 			res.usage, hasUsage = *c.Usage, true
 		}
 		buf = f.chunk(buf, &c)
-		if (!batch && len(buf) > 0) || len(buf) >= maxPending {
+		if len(buf) >= maxPending {
 			if werr := out.write(buf); werr != nil {
 				err = clientGone{werr}
 			}

@@ -53,6 +53,9 @@ type resilientStream struct {
 	idle      time.Duration
 	delivered bool
 	onIdle    func()
+	// flushEach is set when the current stream cannot report that it is
+	// about to wait: onIdle then runs before every Recv.
+	flushEach bool
 }
 
 var (
@@ -179,43 +182,43 @@ func (r *resilientStream) start(dep deployment, st providers.Stream, actx contex
 	if dep.streamTimeout > 0 {
 		r.total = time.AfterFunc(dep.streamTimeout, func() { cancel(errStreamTimeout) })
 	}
-	if n, ok := st.(providers.IdleNotifier); ok && r.onIdle != nil {
+	r.notify()
+}
+
+// notify hands onIdle to the current stream, or arranges to call it before
+// every Recv when the stream cannot.
+func (r *resilientStream) notify() {
+	if r.onIdle == nil {
+		return
+	}
+	n, ok := r.cur.(providers.IdleNotifier)
+	if ok {
 		n.NotifyIdle(r.onIdle)
 	}
+	r.flushEach = !ok
 }
 
 // Recv returns the next chunk of the current attempt, moving to a new
 // attempt when one fails before the first delta.
 func (r *resilientStream) Recv() (providers.Chunk, error) {
 	for {
-		if _, ok := r.cur.(providers.IdleNotifier); !ok && r.onIdle != nil {
+		if r.flushEach {
 			r.onIdle() // the stream cannot say when it waits: flush every time
 		}
 		c, err := r.cur.Recv()
 		if err == nil {
-			if (c.Content != "" || len(c.ToolCalls) > 0) && !r.delivered {
-				if r.dep.health.success(time.Since(r.began)) {
-					r.s.log.Info("deployment recovered", "provider", r.dep.providerName, "model", r.dep.model)
-				}
-			}
 			if c.Content != "" || len(c.ToolCalls) > 0 {
-				r.delivered = true
-				if r.timer != nil {
-					if r.idle > 0 {
-						r.timer.Reset(r.idle)
-					} else {
-						r.timer.Stop()
-					}
+				if !r.delivered {
+					r.firstDelta()
 				} else if r.idle > 0 {
-					cancel := r.cancel
-					r.timer = time.AfterFunc(r.idle, func() { cancel(errIdleTimeout) })
+					r.timer.Reset(r.idle)
 				}
 			}
 			return c, nil
 		}
 		if cause := context.Cause(r.actx); r.actx.Err() != nil && r.parent.Err() == nil {
 			if cause == errFirstTokenTimeout && r.delivered {
-				cause = errIdleTimeout
+				cause = errIdleTimeout // it fired as the first delta arrived
 			}
 			err = cause
 		}
@@ -230,6 +233,23 @@ func (r *resilientStream) Recv() (providers.Chunk, error) {
 		if e := r.advance(err); e != nil {
 			return providers.Chunk{}, e
 		}
+	}
+}
+
+// firstDelta records the attempt's success and swaps the first-token
+// timeout for the idle timeout.
+func (r *resilientStream) firstDelta() {
+	r.delivered = true
+	if r.dep.health.success(time.Since(r.began)) {
+		r.s.log.Info("deployment recovered", "provider", r.dep.providerName, "model", r.dep.model)
+	}
+	if r.timer != nil {
+		r.timer.Stop()
+		r.timer = nil
+	}
+	if r.idle > 0 {
+		cancel := r.cancel
+		r.timer = time.AfterFunc(r.idle, func() { cancel(errIdleTimeout) })
 	}
 }
 
@@ -276,9 +296,7 @@ func (r *resilientStream) Close() error {
 // NotifyIdle passes fn on to every attempt's stream that can call it.
 func (r *resilientStream) NotifyIdle(fn func()) {
 	r.onIdle = fn
-	if n, ok := r.cur.(providers.IdleNotifier); ok {
-		n.NotifyIdle(fn)
-	}
+	r.notify()
 }
 
 // retryable says whether a failure before the first delta is worth another
