@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -37,7 +36,7 @@ func TestAnthropicStreamWithToolCall(t *testing.T) {
 	})
 	h := newHarness(t, anthropicConfig(url))
 
-	st, err := h.sdk().CreateChatCompletionStream(context.Background(), goopenai.ChatCompletionRequest{
+	r := h.streamSDK(t, goopenai.ChatCompletionRequest{
 		Model: "claude-sonnet",
 		Messages: []goopenai.ChatCompletionMessage{
 			{Role: "system", Content: "be brief"},
@@ -49,10 +48,6 @@ func TestAnthropicStreamWithToolCall(t *testing.T) {
 		}}},
 		StreamOptions: &goopenai.StreamOptions{IncludeUsage: true},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := readSDKStream(st)
 	if r.err != nil {
 		t.Fatal(r.err)
 	}

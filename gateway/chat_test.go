@@ -29,6 +29,17 @@ type sdkStream struct {
 	err                              error // what ended it, if not io.EOF
 }
 
+// streamSDK sends req through the gateway with go-openai and reads the
+// whole stream; a stream that cannot be opened fails the test.
+func (h *harness) streamSDK(t *testing.T, req goopenai.ChatCompletionRequest) sdkStream {
+	t.Helper()
+	st, err := h.sdk().CreateChatCompletionStream(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return readSDKStream(st)
+}
+
 // readSDKStream reads st to its end and closes it.
 func readSDKStream(st *goopenai.ChatCompletionStream) sdkStream {
 	defer st.Close()
@@ -72,11 +83,7 @@ func TestChatCompletionsStreamWithSDK(t *testing.T) {
 		if includeUsage {
 			req.StreamOptions = &goopenai.StreamOptions{IncludeUsage: true}
 		}
-		st, err := h.sdk().CreateChatCompletionStream(context.Background(), req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := readSDKStream(st)
+		r := h.streamSDK(t, req)
 		if r.err != nil {
 			t.Fatal(r.err)
 		}
@@ -152,11 +159,7 @@ func TestToolCallsRelayed(t *testing.T) {
 		}}},
 	}
 
-	st, err := h.sdk().CreateChatCompletionStream(context.Background(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := readSDKStream(st)
+	r := h.streamSDK(t, req)
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
@@ -192,14 +195,10 @@ func TestToolCallsRelayed(t *testing.T) {
 // SDK must raise an API error carrying the code, and never see [DONE].
 func TestChatStreamErrorSurfacesInSDK(t *testing.T) {
 	h := newHarness(t, newConfig("", ""))
-	st, err := h.sdk().CreateChatCompletionStream(context.Background(), goopenai.ChatCompletionRequest{
+	r := h.streamSDK(t, goopenai.ChatCompletionRequest{
 		Model:    "mock-gpt",
 		Messages: []goopenai.ChatCompletionMessage{{Role: "user", Content: "x [mock fail_after=2]"}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := readSDKStream(st)
 	var apiErr *goopenai.APIError
 	if !errors.As(r.err, &apiErr) || apiErr.Code != "mock_failure" {
 		t.Fatalf("stream ended with %v, want an APIError with code mock_failure", r.err)

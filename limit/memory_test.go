@@ -27,8 +27,9 @@ func newTestStore() (*Memory, *clock) {
 	return NewMemory(10*time.Minute, 1000, clk.now), clk
 }
 
-// admitConcurrently fires n admissions at once and counts the admitted.
-func admitConcurrently(t *testing.T, s Store, n int, l Limits, reserve int) (admitted int, leases []Lease) {
+// admitConcurrently fires n admissions for one client at once, the i-th
+// to pick(i), and counts the admitted.
+func admitConcurrently(t *testing.T, pick func(i int) Store, n int, client string, l Limits, reserve int) (admitted int, leases []Lease) {
 	t.Helper()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -38,7 +39,7 @@ func admitConcurrently(t *testing.T, s Store, n int, l Limits, reserve int) (adm
 		go func() {
 			defer wg.Done()
 			<-start
-			d, lease, err := s.Admit(context.Background(), "k", l, reserve)
+			d, lease, err := pick(i).Admit(context.Background(), client, l, reserve)
 			if err != nil {
 				t.Error(err)
 				return
@@ -56,7 +57,10 @@ func admitConcurrently(t *testing.T, s Store, n int, l Limits, reserve int) (adm
 	return admitted, leases
 }
 
-func TestExactlyNAdmitted(t *testing.T) {
+// testExactlyN checks, for each kind of limit, that of 40 simultaneous
+// requests of 100 tokens exactly the limit's worth is admitted, whichever
+// store (replica) pick sends each one to.
+func testExactlyN(t *testing.T, pick func(i int) Store) {
 	for _, tc := range []struct {
 		name string
 		l    Limits
@@ -67,12 +71,16 @@ func TestExactlyNAdmitted(t *testing.T) {
 		{"tokens", Limits{TokensPerMinute: 1000}, 10}, // 100 tokens each
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, _ := newTestStore()
-			if got, _ := admitConcurrently(t, s, 50, tc.l, 100); got != tc.want {
-				t.Errorf("admitted %d of 50, want %d", got, tc.want)
+			if got, _ := admitConcurrently(t, pick, 40, "client-"+tc.name, tc.l, 100); got != tc.want {
+				t.Errorf("admitted %d of 40, want %d", got, tc.want)
 			}
 		})
 	}
+}
+
+func TestExactlyNAdmitted(t *testing.T) {
+	s, _ := newTestStore()
+	testExactlyN(t, func(int) Store { return s })
 }
 
 func TestRequestsRefillAndRetryAfter(t *testing.T) {
@@ -99,7 +107,7 @@ func TestRequestsRefillAndRetryAfter(t *testing.T) {
 func TestConcurrencySlotsReleased(t *testing.T) {
 	s, _ := newTestStore()
 	l := Limits{ConcurrentStreams: 2}
-	_, leases := admitConcurrently(t, s, 2, l, 0)
+	_, leases := admitConcurrently(t, func(int) Store { return s }, 2, "k", l, 0)
 	if d, _, _ := s.Admit(context.Background(), "k", l, 0); d.Allowed || d.Kind != KindConcurrency {
 		t.Fatalf("third stream admitted: %+v", d)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,49 +26,12 @@ func TestRedisTwoReplicasShareBudgets(t *testing.T) {
 	srv := redistest.Start(t)
 	a := newRedisStore(t, srv.Addr, 30*time.Second, false)
 	b := newRedisStore(t, srv.Addr, 30*time.Second, false)
-	for i, tc := range []struct {
-		name string
-		l    Limits
-		want int
-	}{
-		{"requests", Limits{RequestsPerMinute: 60, Burst: 7}, 7},
-		{"streams", Limits{ConcurrentStreams: 5}, 5},
-		{"tokens", Limits{TokensPerMinute: 1000}, 10},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			client := "client-" + tc.name
-			var mu sync.Mutex
-			var wg sync.WaitGroup
-			admitted := 0
-			start := make(chan struct{})
-			for j := 0; j < 40; j++ {
-				store := a
-				if j%2 == 1 {
-					store = b
-				}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					<-start
-					d, _, err := store.Admit(context.Background(), client, tc.l, 100)
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					if d.Allowed {
-						mu.Lock()
-						admitted++
-						mu.Unlock()
-					}
-				}()
-			}
-			close(start)
-			wg.Wait()
-			if admitted != tc.want {
-				t.Errorf("case %d: admitted %d of 40 across two replicas, want %d", i, admitted, tc.want)
-			}
-		})
-	}
+	testExactlyN(t, func(i int) Store {
+		if i%2 == 1 {
+			return b
+		}
+		return a
+	})
 }
 
 func TestRedisReleaseAndSettle(t *testing.T) {
