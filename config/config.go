@@ -37,6 +37,75 @@ type Config struct {
 	Retry Retry `yaml:"retry"`
 	// Health says when a failing deployment is set aside.
 	Health Health `yaml:"health"`
+	// Streams configures resumable streams.
+	Streams Streams `yaml:"streams"`
+}
+
+// Last-reader policies: what a stream does when its last reader leaves.
+const (
+	LastReaderCancel   = "cancel"
+	LastReaderContinue = "continue"
+	LastReaderDrain    = "drain"
+)
+
+// Streams configures resumable streams: every native stream is kept as a
+// log of its events, which clients can resume from any event.
+type Streams struct {
+	// Backend is memory (default: a stream can be resumed on the replica
+	// that runs it) or redis (on any replica sharing the Redis).
+	Backend string `yaml:"backend"`
+	// Redis is where streams are kept with backend redis; by default the
+	// rate limiter's (rate_limit.redis).
+	Redis *Redis `yaml:"redis"`
+	// TokenSecret signs the tokens that grant access to an events URL
+	// (HMAC-SHA256). Every replica must share it, so it is required with
+	// backend redis; otherwise a random one is drawn at start-up (tokens
+	// then die with the process).
+	TokenSecret Secret `yaml:"token_secret"`
+	// TokenTTL is how long an events URL's token is valid (default 15m).
+	TokenTTL Duration `yaml:"token_ttl"`
+	// Retention is how long a finished stream stays replayable
+	// (default 5m).
+	Retention Duration `yaml:"retention"`
+	// LastReader is the default policy when a stream's last reader
+	// leaves: cancel (the upstream at once; default), continue (for
+	// LastReaderGrace, then cancel if nobody came back) or drain (finish,
+	// to account usage exactly). Models and keys may override it.
+	LastReader string `yaml:"last_reader"`
+	// LastReaderGrace is how long continue waits for a reader; also how
+	// long a stream started with POST /v1/streams waits for its first
+	// (default 30s).
+	LastReaderGrace Duration `yaml:"last_reader_grace"`
+	// MaxStreamBytes and MaxStreamEvents bound one stream's log: past
+	// either, its oldest events are dropped, and resuming from before
+	// them fails (defaults 1 MiB, 20000).
+	MaxStreamBytes  int64 `yaml:"max_stream_bytes"`
+	MaxStreamEvents int   `yaml:"max_stream_events"`
+	// MaxTotalBytes bounds every log in memory together: past it,
+	// finished streams are forgotten oldest first (default 256 MiB).
+	MaxTotalBytes int64 `yaml:"max_total_bytes"`
+	// LeaseTTL is how soon, with backend redis, readers on other replicas
+	// learn that the replica producing a stream died (default 5s).
+	LeaseTTL Duration `yaml:"lease_ttl"`
+	// ReconnectDelay is the retry: an events URL sends, the wait of a
+	// browser's EventSource before it reconnects (default 1s).
+	ReconnectDelay Duration `yaml:"reconnect_delay"`
+}
+
+// RedisConfig returns the Redis that streams are kept in.
+func (s Streams) RedisConfig(rl RateLimit) Redis {
+	if s.Redis != nil {
+		return *s.Redis
+	}
+	return rl.Redis
+}
+
+// LastReaderPolicy is a last-reader policy, set per model or per key.
+type LastReaderPolicy struct {
+	// LastReader overrides streams.last_reader.
+	LastReader string `yaml:"last_reader"`
+	// LastReaderGrace overrides streams.last_reader_grace.
+	LastReaderGrace *Duration `yaml:"last_reader_grace"`
 }
 
 // Health configures the cooldown of failing deployments.
@@ -94,6 +163,8 @@ type Key struct {
 	Models []string `yaml:"models"`
 	// Limits override rate_limit.defaults field by field.
 	Limits Limits `yaml:"limits"`
+	// The key's last-reader policy overrides its model's.
+	LastReaderPolicy `yaml:",inline"`
 }
 
 // Limits are per-client limits; an absent field is unlimited (or inherits
@@ -285,6 +356,8 @@ type Model struct {
 	Strategy string `yaml:"strategy"`
 	// Routes are the deployments serving this model.
 	Routes []Route `yaml:"routes"`
+	// The model's last-reader policy overrides streams.last_reader.
+	LastReaderPolicy `yaml:",inline"`
 }
 
 // Route sends a model to a provider.
@@ -310,6 +383,9 @@ func Default() Config {
 		IdleTimeout:       Duration(120 * time.Second),
 		Log:               Log{Level: "info", Format: "text"},
 	}, Health: Health{FailureThreshold: 3, Cooldown: Duration(30 * time.Second)},
+		Streams: Streams{Backend: "memory", TokenTTL: Duration(15 * time.Minute), Retention: Duration(5 * time.Minute),
+			LastReader: LastReaderCancel, LastReaderGrace: Duration(30 * time.Second), MaxStreamBytes: 1 << 20, MaxStreamEvents: 20000,
+			MaxTotalBytes: 256 << 20, LeaseTTL: Duration(5 * time.Second), ReconnectDelay: Duration(time.Second)},
 		Retry: Retry{AttemptsPerRoute: 2, MaxAttempts: 4, MaxTime: Duration(30 * time.Second), Backoff: Duration(250 * time.Millisecond)},
 		RateLimit: RateLimit{Backend: "memory", FailureMode: "fail_open", LeaseTTL: Duration(30 * time.Second),
 			IdleTTL: Duration(10 * time.Minute), MaxClients: 100000}}

@@ -76,6 +76,7 @@ func (c *Config) Validate() []Problem {
 	}
 
 	ps = append(ps, c.validateLimits()...)
+	ps = append(ps, c.validateStreams()...)
 
 	if len(c.Models) == 0 {
 		add("models", "at least one model is required")
@@ -244,17 +245,7 @@ func (c *Config) validateLimits() []Problem {
 	switch c.RateLimit.Backend {
 	case "memory":
 	case "redis":
-		if _, _, err := net.SplitHostPort(string(c.RateLimit.Redis.Addr)); err != nil {
-			add("rate_limit.redis.addr", "%q is not a host:port address (required with backend redis)", c.RateLimit.Redis.Addr)
-		}
-		if f := c.RateLimit.Redis.TLSCAFile; f != "" {
-			if _, err := loadCertPool(f); err != nil {
-				add("rate_limit.redis.tls_ca_file", "%v", err)
-			}
-			if !c.RateLimit.Redis.TLS {
-				add("rate_limit.redis.tls_ca_file", "is set but rate_limit.redis.tls is false")
-			}
-		}
+		ps = append(ps, c.RateLimit.Redis.validate("rate_limit.redis")...)
 	default:
 		add("rate_limit.backend", "%q is not a backend (want memory or redis)", c.RateLimit.Backend)
 	}
@@ -290,6 +281,81 @@ func (c *Config) validateLimits() []Problem {
 		if p.QueueTimeout < 0 {
 			add("providers."+name+".queue_timeout", "%s must not be negative", p.QueueTimeout)
 		}
+	}
+	return ps
+}
+
+func (r Redis) validate(field string) []Problem {
+	var ps []Problem
+	if _, _, err := net.SplitHostPort(string(r.Addr)); err != nil {
+		ps = append(ps, Problem{Field: field + ".addr", Msg: fmt.Sprintf("%q is not a host:port address (required with backend redis)", r.Addr)})
+	}
+	if f := r.TLSCAFile; f != "" {
+		if _, err := loadCertPool(f); err != nil {
+			ps = append(ps, Problem{Field: field + ".tls_ca_file", Msg: err.Error()})
+		}
+		if !r.TLS {
+			ps = append(ps, Problem{Field: field + ".tls_ca_file", Msg: "is set but " + field + ".tls is false"})
+		}
+	}
+	return ps
+}
+
+func (c *Config) validateStreams() []Problem {
+	var ps []Problem
+	add := func(field, format string, args ...any) {
+		ps = append(ps, Problem{Field: field, Msg: fmt.Sprintf(format, args...)})
+	}
+	st := &c.Streams
+	switch st.Backend {
+	case "memory":
+	case "redis":
+		field := "streams.redis"
+		if st.Redis == nil {
+			field = "rate_limit.redis"
+		}
+		ps = append(ps, st.RedisConfig(c.RateLimit).validate(field)...)
+		if len(st.TokenSecret) < 16 {
+			add("streams.token_secret", "must be set, at least 16 characters, with backend redis: every replica must verify the others' events URLs")
+		}
+		if st.LeaseTTL.Std() < time.Second {
+			add("streams.lease_ttl", "%s must be at least 1s", st.LeaseTTL)
+		}
+	default:
+		add("streams.backend", "%q is not a backend (want memory or redis)", st.Backend)
+	}
+	if st.TokenSecret != "" && len(st.TokenSecret) < 16 {
+		add("streams.token_secret", "is shorter than 16 characters: use a long random value")
+	}
+	for field, d := range map[string]Duration{"streams.token_ttl": st.TokenTTL, "streams.retention": st.Retention, "streams.reconnect_delay": st.ReconnectDelay} {
+		if d <= 0 {
+			add(field, "%s must be positive", d)
+		}
+	}
+	if st.MaxStreamBytes <= 0 || st.MaxStreamEvents <= 0 || st.MaxTotalBytes <= 0 {
+		add("streams", "max_stream_bytes, max_stream_events and max_total_bytes must be positive")
+	} else if st.MaxTotalBytes < st.MaxStreamBytes {
+		add("streams.max_total_bytes", "%d is less than max_stream_bytes (%d)", st.MaxTotalBytes, st.MaxStreamBytes)
+	}
+	ps = append(ps, LastReaderPolicy{LastReader: st.LastReader, LastReaderGrace: &st.LastReaderGrace}.validate("streams")...)
+	for _, name := range sortedKeys(c.Models) {
+		ps = append(ps, c.Models[name].LastReaderPolicy.validate("models."+name)...)
+	}
+	for _, name := range sortedKeys(c.Keys) {
+		ps = append(ps, c.Keys[name].LastReaderPolicy.validate("keys."+name)...)
+	}
+	return ps
+}
+
+func (p LastReaderPolicy) validate(field string) []Problem {
+	var ps []Problem
+	switch p.LastReader {
+	case "", LastReaderCancel, LastReaderContinue, LastReaderDrain:
+	default:
+		ps = append(ps, Problem{Field: field + ".last_reader", Msg: fmt.Sprintf("%q is not one of cancel, continue, drain", p.LastReader)})
+	}
+	if p.LastReaderGrace != nil && *p.LastReaderGrace <= 0 {
+		ps = append(ps, Problem{Field: field + ".last_reader_grace", Msg: fmt.Sprintf("%s must be positive", *p.LastReaderGrace)})
 	}
 	return ps
 }

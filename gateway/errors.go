@@ -41,6 +41,24 @@ const StatusClientClosedRequest = 499
 // drain timeout ran out.
 var errShutdown = errors.New("server is shutting down")
 
+// Causes of a resumable stream's cancellation, both reported with
+// codeCancelled.
+var (
+	errStreamCancelled = errors.New("stream cancelled by DELETE")
+	errAbandoned       = errors.New("stream cancelled: its last reader left")
+)
+
+const codeCancelled = "cancelled"
+
+var (
+	apiCancelled = &apiError{Status: StatusClientClosedRequest, Type: typeInvalidRequest, Code: codeCancelled, Message: "the stream was cancelled (DELETE /v1/streams/{id})"}
+	apiAbandoned = &apiError{Status: StatusClientClosedRequest, Type: typeInvalidRequest, Code: codeCancelled, Message: "the stream was cancelled: its last reader left and none came back"}
+	// apiProducerLost ends a stream whose producing replica died.
+	apiProducerLost = &apiError{Status: http.StatusBadGateway, Type: typeServer, Code: "producer_lost", Message: "the gateway replica producing this stream stopped; the answer is incomplete"}
+)
+
+var errClientClosed = &apiError{Status: StatusClientClosedRequest, Type: typeInvalidRequest, Code: "client_closed_request", Message: "the client closed the request"}
+
 func badRequest(code, msg string) *apiError {
 	return &apiError{Status: http.StatusBadRequest, Type: typeInvalidRequest, Code: code, Message: msg}
 }
@@ -57,7 +75,13 @@ func classify(ctx context.Context, err error) *apiError {
 		if errors.Is(context.Cause(ctx), errShutdown) {
 			return &apiError{Status: http.StatusServiceUnavailable, Type: typeServer, Code: "server_shutdown", Message: "the gateway is shutting down; retry on another instance"}
 		}
-		return &apiError{Status: StatusClientClosedRequest, Type: typeInvalidRequest, Code: "client_closed_request", Message: "the client closed the request"}
+		switch cause := context.Cause(ctx); {
+		case errors.Is(cause, errStreamCancelled):
+			return apiCancelled
+		case errors.Is(cause, errAbandoned):
+			return apiAbandoned
+		}
+		return errClientClosed
 	}
 
 	var pe *providers.Error

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 	"time"
@@ -29,26 +30,19 @@ type result struct {
 	duration       time.Duration
 }
 
-// nativeFormat is the gateway's own event stream (POST /v1/stream): numbered
-// events whose data is a JSON object with a "type".
+// nativeFormat is the gateway's own event stream (POST /v1/stream): events
+// whose data is a JSON object with a "type". It renders each event as one
+// line for a stream's log; readers add the SSE framing and the ids (see
+// appendEvent).
 type nativeFormat struct {
 	requestID, model string
-	named            bool
-	nextID           int64
+	// streamID and resumeURL are announced in the connected event.
+	streamID, resumeURL string
 }
 
-// begin appends "id: N\n", the optional "event: T\n" and "data: ".
+// begin appends the start of an event of type typ.
 func (f *nativeFormat) begin(buf []byte, typ string) []byte {
-	f.nextID++
-	buf = append(buf, "id: "...)
-	buf = strconv.AppendInt(buf, f.nextID, 10)
-	buf = append(buf, '\n')
-	if f.named {
-		buf = append(buf, "event: "...)
-		buf = append(buf, typ...)
-		buf = append(buf, '\n')
-	}
-	buf = append(buf, `data: {"type":"`...)
+	buf = append(buf, `{"type":"`...)
 	buf = append(buf, typ...)
 	return append(buf, '"')
 }
@@ -57,11 +51,15 @@ func (f *nativeFormat) opened(buf []byte, provider string) []byte {
 	buf = f.begin(buf, "connected")
 	buf = append(buf, `,"id":`...)
 	buf = jsonstr.Append(buf, f.requestID)
+	buf = append(buf, `,"stream_id":`...)
+	buf = jsonstr.Append(buf, f.streamID)
+	buf = append(buf, `,"resume_url":`...)
+	buf = jsonstr.Append(buf, f.resumeURL)
 	buf = append(buf, `,"model":`...)
 	buf = jsonstr.Append(buf, f.model)
 	buf = append(buf, `,"provider":`...)
 	buf = jsonstr.Append(buf, provider)
-	return append(buf, "}\n\n"...)
+	return append(buf, "}\n"...)
 }
 
 func (f *nativeFormat) chunk(buf []byte, c *providers.Chunk) []byte {
@@ -71,7 +69,7 @@ func (f *nativeFormat) chunk(buf []byte, c *providers.Chunk) []byte {
 	buf = f.begin(buf, "delta")
 	buf = append(buf, `,"content":`...)
 	buf = jsonstr.Append(buf, c.Content)
-	return append(buf, "}\n\n"...)
+	return append(buf, "}\n"...)
 }
 
 func (f *nativeFormat) done(buf []byte, r *result) []byte {
@@ -87,14 +85,48 @@ func (f *nativeFormat) done(buf []byte, r *result) []byte {
 	buf = appendMillis(buf, r.ttft)
 	buf = append(buf, `,"duration_ms":`...)
 	buf = appendMillis(buf, r.duration)
-	return append(buf, "}\n\n"...)
+	return append(buf, "}\n"...)
 }
 
 func (f *nativeFormat) failed(buf []byte, e *apiError) []byte {
 	buf = f.begin(buf, "error")
 	buf = append(buf, `,"error":`...)
 	buf = appendErrorObject(buf, e)
-	return append(buf, "}\n\n"...)
+	return append(buf, "}\n"...)
+}
+
+// eventPrefix is how every native event line begins.
+const eventPrefix = `{"type":"`
+
+// eventType returns the type of a native event line.
+func eventType(line []byte) []byte {
+	t := line[min(len(eventPrefix), len(line)):]
+	if i := bytes.IndexByte(t, '"'); i >= 0 {
+		return t[:i]
+	}
+	return nil
+}
+
+// terminal reports whether a native event line ends its stream.
+func terminal(line []byte) bool {
+	t := eventType(line)
+	return string(t) == "done" || string(t) == "error"
+}
+
+// appendEvent frames a native event line as SSE with its id, and with an
+// event: line naming its type when named (for EventSource listeners).
+func appendEvent(buf []byte, id int64, line []byte, named bool) []byte {
+	buf = append(buf, "id: "...)
+	buf = strconv.AppendInt(buf, id, 10)
+	buf = append(buf, '\n')
+	if named {
+		buf = append(buf, "event: "...)
+		buf = append(buf, eventType(line)...)
+		buf = append(buf, '\n')
+	}
+	buf = append(buf, "data: "...)
+	buf = append(buf, line...)
+	return append(buf, "\n\n"...)
 }
 
 func appendUsage(buf []byte, u *providers.Usage) []byte {

@@ -13,7 +13,10 @@ import (
 )
 
 // handleStream serves POST /v1/stream, the gateway's native event stream.
+// The generation runs on a producer that writes the stream's log; this
+// connection is its first reader, and others may resume it.
 func (s *Server) handleStream(c *gin.Context) {
+	start := time.Now()
 	var body streamRequest
 	req, routes, adm, ok := s.accept(c, &body, true)
 	if !ok {
@@ -23,8 +26,20 @@ func (s *Server) handleStream(c *gin.Context) {
 	if v, err := strconv.ParseBool(c.Query("named_events")); err == nil {
 		named = v
 	}
-	f := &nativeFormat{requestID: middleware.Get(c).RequestID, model: body.Model, named: named}
-	s.stream(c, routes, req, adm, f)
+	p, detach, ok := s.startStream(c, routes, req, adm, body.Model, start, true)
+	if !ok {
+		return
+	}
+	src := &memSource{log: p.log, detach: detach}
+	defer src.close()
+	out := startSSE(c.Writer, s.cfg.Server.HeartbeatInterval.Std(), s.cfg.Server.WriteTimeout.Std())
+	defer out.stop()
+	info := middleware.Get(c)
+	if s.follow(c.Request.Context(), out, src, 0, named) != "" {
+		p.report(info)
+		return
+	}
+	info.End, info.ErrorCode = "client_gone", errClientClosed.Code
 }
 
 // handleChat serves POST /v1/chat/completions in OpenAI's format.

@@ -73,13 +73,26 @@ func newStore(rl config.RateLimit, log *slog.Logger) (limit.Store, error) {
 	if rl.Backend != "redis" {
 		return limit.NewMemory(rl.IdleTTL.Std(), rl.MaxClients, nil), nil
 	}
-	opts := &redis.Options{
-		Addr: string(rl.Redis.Addr), Username: string(rl.Redis.Username), Password: rl.Redis.Password.Reveal(), DB: rl.Redis.DB,
-		// Fail fast: a request waits for the limiter, not for retries.
-		MaxRetries: 1, DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
+	client, err := newRedisClient(rl.Redis, log, 0)
+	if err != nil {
+		return nil, err
 	}
-	if rl.Redis.TLS {
-		roots, err := rl.Redis.CertPool()
+	return limit.NewRedis(limit.RedisOptions{
+		Client: client, LeaseTTL: rl.LeaseTTL.Std(), FailOpen: rl.FailureMode == "fail_open", Log: log,
+	}), nil
+}
+
+// newRedisClient returns a client for r that fails fast: a request waits
+// for the gateway's own fallbacks, not for retries. poolSize 0 keeps
+// go-redis's default.
+func newRedisClient(r config.Redis, log *slog.Logger, poolSize int) (*redis.Client, error) {
+	opts := &redis.Options{
+		Addr: string(r.Addr), Username: string(r.Username), Password: r.Password.Reveal(), DB: r.DB,
+		MaxRetries: 1, DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
+		PoolSize: poolSize,
+	}
+	if r.TLS {
+		roots, err := r.CertPool()
 		if err != nil {
 			return nil, fmt.Errorf("redis tls: %w", err)
 		}
@@ -89,9 +102,7 @@ func newStore(rl config.RateLimit, log *slog.Logger) (limit.Store, error) {
 	// to debug level, since the store already warns about outages. The
 	// logger is global to go-redis: set it once, before any client runs.
 	setRedisLogger.Do(func() { redis.SetLogger(redisLogger{log}) })
-	return limit.NewRedis(limit.RedisOptions{
-		Client: redis.NewClient(opts), LeaseTTL: rl.LeaseTTL.Std(), FailOpen: rl.FailureMode == "fail_open", Log: log,
-	}), nil
+	return redis.NewClient(opts), nil
 }
 
 func toPolicy(c config.Limits, models []string) policy {

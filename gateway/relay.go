@@ -22,24 +22,47 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }
 // it is idle.
 const maxPending = 16 << 10
 
-// relay copies an open upstream stream to the client as SSE in format f,
-// ending it with exactly one terminal frame: done when the upstream
-// finished, error when it broke or the server is shutting down, nothing
-// when the client left (there is no one to tell). It records the outcome in
-// info.
 // idleStream is a stream that reports when it is about to wait.
 type idleStream interface {
 	providers.Stream
 	providers.IdleNotifier
 }
 
+// relay copies an open upstream stream straight to the client as SSE in
+// format f, ending it with exactly one terminal frame: done when the
+// upstream finished, error when it broke or the server is shutting down,
+// nothing when the client left (there is no one to tell). It records the
+// outcome in info. (Native streams go through a producer and a log
+// instead, so that they can be resumed.)
 func (s *Server) relay(ctx context.Context, w http.ResponseWriter, st idleStream, f streamFormat, req *providers.Request, info *middleware.Info, start time.Time) {
 	out := startSSE(w, s.cfg.Server.HeartbeatInterval.Std(), s.cfg.Server.WriteTimeout.Std())
 	defer out.stop()
 	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
+	defer func() { bufPool.Put(bp) }()
 	buf := f.opened((*bp)[:0], info.Provider)
+	var res result
+	err := out.write(buf)
+	if err == nil {
+		buf, res, err = pump(st, f, req, info, start, buf[:0], out.write, nil)
+	} else {
+		err = clientGone{err}
+	}
+	buf, tell := s.ending(ctx, buf, f, &res, err, info)
+	if tell {
+		_ = out.write(buf)
+	}
+	*bp = buf
+}
 
+// pump reads st to its end, rendering each chunk with f into buf and
+// handing the frames to flush whenever the stream is about to wait (frames
+// that arrived together go out together, as a byte-copying proxy's would)
+// or maxPending bytes are held. It returns buf with the frames not yet
+// flushed (the terminal frame is appended to them), what it learnt, and why
+// it stopped: nil when the upstream finished, clientGone when flush
+// failed, otherwise the upstream's error. delta, if set, is called for each
+// chunk carrying content.
+func pump(st idleStream, f streamFormat, req *providers.Request, info *middleware.Info, start time.Time, buf []byte, flush func([]byte) error, delta func()) ([]byte, result, error) {
 	var (
 		res      result
 		deltas   int
@@ -51,25 +74,22 @@ func (s *Server) relay(ctx context.Context, w http.ResponseWriter, st idleStream
 		// it escapes, and declared in the loop it would cost an
 		// allocation per token.
 		c   providers.Chunk
-		err = out.write(buf)
-		// werr is a write failure inside the idle callback.
-		werr error
+		err error
+		// ferr is a flush failure inside the idle callback.
+		ferr error
 	)
-	buf = buf[:0]
-	// Frames that arrived together go out in one write (as a byte-copying
-	// proxy's would), flushed whenever the stream is about to wait. A
-	// stream that cannot tell is wrapped by resilientStream, which then
-	// flushes before every Recv.
+	// A stream that cannot tell when it waits is wrapped by
+	// resilientStream, which then flushes before every Recv.
 	st.NotifyIdle(func() {
-		if len(buf) > 0 && werr == nil {
-			werr = out.write(buf)
+		if len(buf) > 0 && ferr == nil {
+			ferr = flush(buf)
 			buf = buf[:0]
 		}
 	})
 	for err == nil {
 		c, err = st.Recv()
-		if werr != nil {
-			err = clientGone{werr}
+		if ferr != nil {
+			err = clientGone{ferr}
 			break
 		}
 		if err != nil {
@@ -82,6 +102,9 @@ func (s *Server) relay(ctx context.Context, w http.ResponseWriter, st idleStream
 			}
 			deltas++
 			answer = append(answer, c.Content...)
+			if delta != nil {
+				delta()
+			}
 		}
 		if c.FinishReason != "" {
 			res.finishReason = c.FinishReason
@@ -91,45 +114,55 @@ func (s *Server) relay(ctx context.Context, w http.ResponseWriter, st idleStream
 		}
 		buf = f.chunk(buf, &c)
 		if len(buf) >= maxPending {
-			if werr := out.write(buf); werr != nil {
-				err = clientGone{werr}
+			if ferr := flush(buf); ferr != nil {
+				err = clientGone{ferr}
 			}
 			buf = buf[:0]
 		}
 	}
-	*bp = buf
-
-	var cg clientGone
 	switch {
 	case errors.Is(err, io.EOF) && res.finishReason != "":
 		if !hasUsage {
 			res.usage, res.usageEstimated = countUsage(req, answer, deltas), true
 		}
 		res.duration = time.Since(start)
-		info.PromptTokens, info.CompletionTokens = res.usage.PromptTokens, res.usage.CompletionTokens
-		info.End = "done"
-		_ = out.write(f.done(buf, &res))
-		return
+		return buf, res, nil
 	case errors.Is(err, io.EOF):
 		// A stream without a finish reason was cut short, whatever the
 		// provider said: never report a truncated answer as done.
-		err = providers.ErrTruncated
-	case errors.As(err, &cg):
-		info.End, info.ErrorCode, info.Error = "client_gone", "client_closed_request", cg.err.Error()
-		return
+		return buf, res, providers.ErrTruncated
+	}
+	return buf, res, err
+}
+
+// ending appends to buf the terminal frame for how pump stopped (err nil:
+// done) and records the outcome in info. tell is false when there is no
+// one to tell on this connection: the client left.
+func (s *Server) ending(ctx context.Context, buf []byte, f streamFormat, res *result, err error, info *middleware.Info) (_ []byte, tell bool) {
+	if err == nil {
+		info.PromptTokens, info.CompletionTokens = res.usage.PromptTokens, res.usage.CompletionTokens
+		info.End = "done"
+		return f.done(buf, res), true
 	}
 	e := s.clientError(ctx, err)
 	info.ErrorCode, info.Error = e.Code, s.redact.Replace(err.Error())
+	var cg clientGone
+	if errors.As(err, &cg) {
+		e = errClientClosed
+		info.ErrorCode = e.Code
+	}
 	switch e.Code {
 	case "client_closed_request":
 		info.End = "client_gone"
-		return
+		return f.failed(buf, e), false
 	case "server_shutdown":
 		info.End = "shutdown"
+	case codeCancelled:
+		info.End = "cancelled"
 	default:
 		info.End = "upstream_error"
 	}
-	_ = out.write(f.failed(buf, e))
+	return f.failed(buf, e), true
 }
 
 // clientGone marks a failure to write to the client.

@@ -28,6 +28,11 @@ type Server struct {
 	engine *gin.Engine
 	// started is reported as the creation time of every model.
 	started time.Time
+	streams *streamHub
+	metrics *metrics
+	// Frames rendered once: the retry: line of events URLs, and the
+	// terminal events one replica may write for a stream another produces.
+	retryFrame, lostLine, cancelledLine []byte
 
 	// stopping is cancelled, with errShutdown as its cause, when streams in
 	// flight must end because the drain timeout ran out.
@@ -45,7 +50,13 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, reg: reg, lim: lim, redact: newRedactor(secrets), started: time.Now()}
+	streams, err := newStreamHub(cfg, log)
+	if err != nil {
+		return nil, errors.Join(err, lim.store.Close())
+	}
+	s := &Server{cfg: cfg, log: log, reg: reg, lim: lim, redact: newRedactor(secrets), started: time.Now(), streams: streams,
+		metrics: newMetrics(streams), retryFrame: fmt.Appendf(nil, "retry: %d\n\n", cfg.Streams.ReconnectDelay.Std().Milliseconds()),
+		lostLine: (&nativeFormat{}).failed(nil, apiProducerLost), cancelledLine: (&nativeFormat{}).failed(nil, apiCancelled)}
 	s.stopping, s.stopStreams = context.WithCancelCause(context.Background())
 	for name, pc := range cfg.Providers {
 		if u, ok := reg.providers[name].(unavailable); ok && u.Unavailable() != nil {
@@ -78,8 +89,14 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		v1.Use(middleware.Auth(s.lim.digests))
 	}
 	v1.POST("/stream", s.handleStream)
+	v1.POST("/streams", s.handleCreateStream)
 	v1.POST("/chat/completions", s.handleChat)
 	v1.GET("/models", s.handleModels)
+	// An events URL carries its own token (EventSource cannot send
+	// headers), so these check access themselves.
+	e.GET("/v1/streams/:id", s.handleStreamEvents)
+	e.DELETE("/v1/streams/:id", s.handleCancelStream)
+	e.GET("/metrics", s.metrics.handler())
 	admin := e.Group("/admin")
 	if cfg.Auth.AuthEnabled() {
 		admin.Use(middleware.Auth(s.lim.digests))
@@ -96,9 +113,14 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
-// Close releases what the server holds beyond its handlers (the rate
-// limiter's connection to Redis). Call it after Serve returns.
-func (s *Server) Close() error { return s.lim.store.Close() }
+// Close ends the streams still being generated (with a server_shutdown
+// error event) and releases what the server holds beyond its handlers:
+// connections to Redis. Call it after Serve returns, or once a test's
+// handlers are done.
+func (s *Server) Close() error {
+	s.stopStreams(errShutdown)
+	return errors.Join(s.streams.close(), s.lim.store.Close())
+}
 
 // Handler returns the HTTP handler of all routes.
 func (s *Server) Handler() http.Handler { return s.engine }
@@ -139,6 +161,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	drain, cancel := context.WithTimeout(context.Background(), s.cfg.Server.ShutdownTimeout.Std())
 	defer cancel()
 	err := srv.Shutdown(drain)
+	if err == nil {
+		// Streams outliving their connections get the same drain time.
+		err = s.streams.wait(drain)
+	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		s.log.Warn("drain timeout reached: ending the remaining streams")
 		s.stopStreams(errShutdown)
@@ -148,6 +174,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		if err = srv.Shutdown(grace); err != nil {
 			err = errors.Join(err, srv.Close())
 		}
+		err = errors.Join(err, s.streams.wait(grace))
 	}
 	<-served // http.ErrServerClosed
 	if err != nil {

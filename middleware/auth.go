@@ -16,22 +16,9 @@ import (
 // hold only hashes.
 func Auth(keys map[string]string) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		key := c.GetHeader("x-api-key")
-		if auth := c.GetHeader("Authorization"); auth != "" {
-			scheme, token, ok := strings.Cut(auth, " ")
-			if !ok || !strings.EqualFold(scheme, "Bearer") {
-				deny(c, "the Authorization header must be \"Bearer YOUR_KEY\"")
-				return
-			}
-			key = strings.TrimSpace(token)
-		}
-		if key == "" {
-			deny(c, "missing API key: send \"Authorization: Bearer YOUR_KEY\" or \"x-api-key: YOUR_KEY\"")
-			return
-		}
-		name, ok := lookup(keys, key)
-		if !ok {
-			deny(c, "invalid API key")
+		name, err := Identify(keys, c.Request)
+		if err != "" {
+			Deny(c, err)
 			return
 		}
 		Get(c).KeyName = name
@@ -39,7 +26,32 @@ func Auth(keys map[string]string) gin.HandlerFunc {
 	}
 }
 
-func deny(c *gin.Context, msg string) {
+// ErrNoKey is what Identify says of a request that carries no key.
+const ErrNoKey = "missing API key: send \"Authorization: Bearer YOUR_KEY\" or \"x-api-key: YOUR_KEY\""
+
+// Identify returns the name of the key r carries, or why it carries no
+// valid one (ErrNoKey when it carries none).
+func Identify(keys map[string]string, r *http.Request) (name, err string) {
+	key := r.Header.Get("x-api-key")
+	if auth := r.Header.Get("Authorization"); auth != "" {
+		scheme, token, ok := strings.Cut(auth, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") {
+			return "", "the Authorization header must be \"Bearer YOUR_KEY\""
+		}
+		key = strings.TrimSpace(token)
+	}
+	if key == "" {
+		return "", ErrNoKey
+	}
+	name, ok := lookup(keys, key)
+	if !ok {
+		return "", "invalid API key"
+	}
+	return name, ""
+}
+
+// Deny answers 401 with msg in OpenAI's error shape.
+func Deny(c *gin.Context, msg string) {
 	c.Header("WWW-Authenticate", `Bearer realm="gateway"`)
 	c.AbortWithStatusJSON(http.StatusUnauthorized, gin.H{"error": gin.H{
 		"message": msg, "type": "invalid_request_error", "param": nil, "code": "invalid_api_key",

@@ -1,0 +1,244 @@
+package eventlog
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis mirrors logs into Redis Streams, so that a reader on any replica
+// can follow a stream produced on another.
+//
+// A stream id has three keys, all in one hash slot: a hash with its meta
+// and state, the Redis Stream of its events (entry ids "N-0" for event N,
+// so a resume is an XREAD after "N-0"), and a sorted set of the readers
+// attached on any replica. While the stream is live its producer holds a
+// lease, which it renews; a reader that finds the lease run out appends
+// the terminal event itself (producer_lost). Every time is Redis's TIME, so
+// replicas' clocks do not matter.
+type Redis struct {
+	c         *redis.Client
+	lease     time.Duration
+	retention time.Duration
+	maxLen    int64
+}
+
+// RedisOptions configure a Redis mirror.
+type RedisOptions struct {
+	Client *redis.Client
+	// Lease is how long a producer is believed alive without renewing.
+	Lease time.Duration
+	// Retention is how long a finished stream stays readable.
+	Retention time.Duration
+	// MaxLen caps each stream's events (approximately: XADD MAXLEN ~).
+	MaxLen int64
+}
+
+// NewRedis returns a mirror using o.Client, which it does not close.
+func NewRedis(o RedisOptions) *Redis {
+	return &Redis{c: o.Client, lease: o.Lease, retention: o.Retention, maxLen: o.MaxLen}
+}
+
+// Lease is the producer lease the mirror was configured with.
+func (r *Redis) Lease() time.Duration { return r.lease }
+
+func keys(id string) []string {
+	k := "sg:stream:{" + id + "}"
+	return []string{k, k + ":events", k + ":readers"}
+}
+
+// nowMS is the Lua prelude that reads Redis's clock in milliseconds.
+const nowMS = `local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)
+`
+
+// createScript: ARGV key, model, lease ms, retention ms.
+var createScript = redis.NewScript(nowMS + `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'key', ARGV[1], 'model', ARGV[2], 'state', 'live', 'last', 0, 'lease', now + tonumber(ARGV[3]))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) + tonumber(ARGV[4]))
+return 1`)
+
+// appendScript: ARGV lease ms, retention ms, maxlen, finish ("1": the
+// events end the stream), if_lost ("1": only when the lease ran out),
+// then one event per argument. Returns the id of the last event, or 0 if
+// the stream is not live (finished, or unknown); with if_lost, -1 while
+// the lease holds.
+var appendScript = redis.NewScript(nowMS + `
+if redis.call('HGET', KEYS[1], 'state') ~= 'live' then return 0 end
+if ARGV[5] == '1' and tonumber(redis.call('HGET', KEYS[1], 'lease')) > now then return -1 end
+local last = tonumber(redis.call('HGET', KEYS[1], 'last'))
+for i = 6, #ARGV do
+  last = last + 1
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], last .. '-0', 'd', ARGV[i])
+end
+local ttl = tonumber(ARGV[1]) + tonumber(ARGV[2])
+if ARGV[4] == '1' then
+  redis.call('HSET', KEYS[1], 'state', 'finished', 'last', last)
+  ttl = tonumber(ARGV[2])
+elseif ARGV[5] ~= '1' then
+  redis.call('HSET', KEYS[1], 'last', last, 'lease', now + tonumber(ARGV[1]))
+end
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ttl) end
+return 1`)
+
+// Create registers a live stream, with this process as its producer.
+func (r *Redis) Create(ctx context.Context, id string, meta Meta) error {
+	ok, err := createScript.Run(ctx, r.c, keys(id)[:1], meta.Key, meta.Model, r.lease.Milliseconds(), r.retention.Milliseconds()).Int()
+	if err != nil {
+		return fmt.Errorf("redis create stream: %w", err)
+	}
+	if ok == 0 {
+		return ErrExists
+	}
+	return nil
+}
+
+// Append adds one event per line of lines and renews the lease. It reports
+// false when the stream is no longer live: somebody else finished it (a
+// DELETE on another replica, or a reader that found the lease run out).
+func (r *Redis) Append(ctx context.Context, id string, lines []byte) (bool, error) {
+	return r.add(ctx, id, lines, false, false)
+}
+
+// Finish appends the terminal events and ends the stream, which starts its
+// retention; false if it had already ended. With ifLost, it does so only if
+// the producer's lease ran out.
+func (r *Redis) Finish(ctx context.Context, id string, lines []byte, ifLost bool) (bool, error) {
+	return r.add(ctx, id, lines, true, ifLost)
+}
+
+// Renew extends the producer's lease; false when the stream is no longer
+// live.
+func (r *Redis) Renew(ctx context.Context, id string) (bool, error) {
+	return r.add(ctx, id, nil, false, false)
+}
+
+func (r *Redis) add(ctx context.Context, id string, lines []byte, finish, ifLost bool) (bool, error) {
+	args := make([]any, 5, 5+bytes.Count(lines, []byte{'\n'})+1)
+	args[0], args[1], args[2] = r.lease.Milliseconds(), r.retention.Milliseconds(), r.maxLen
+	args[3], args[4] = flag(finish), flag(ifLost)
+	for rest := lines; len(rest) > 0; {
+		i := bytes.IndexByte(rest, '\n')
+		if i < 0 {
+			i = len(rest)
+		}
+		args = append(args, rest[:i])
+		rest = rest[min(i+1, len(rest)):]
+	}
+	ok, err := appendScript.Run(ctx, r.c, keys(id), args...).Int()
+	if err != nil {
+		return false, fmt.Errorf("redis append to stream: %w", err)
+	}
+	return ok == 1, nil
+}
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+// State is what Redis knows of a stream.
+type State struct {
+	Meta
+	// Last is the id of the last event; Finished whether it ended.
+	Last     int64
+	Finished bool
+}
+
+// Stat returns the state of stream id, ErrNotFound when it is unknown or
+// expired.
+func (r *Redis) Stat(ctx context.Context, id string) (State, error) {
+	m, err := r.c.HGetAll(ctx, keys(id)[0]).Result()
+	if err != nil {
+		return State{}, fmt.Errorf("redis stream state: %w", err)
+	}
+	if len(m) == 0 {
+		return State{}, ErrNotFound
+	}
+	last, _ := strconv.ParseInt(m["last"], 10, 64)
+	return State{Meta: Meta{Key: m["key"], Model: m["model"]}, Last: last, Finished: m["state"] != "live"}, nil
+}
+
+// Read returns the events after id after, waiting up to block for some to
+// arrive (empty Events when none did). A log trimmed past after gives
+// ErrGap.
+func (r *Redis) Read(ctx context.Context, id string, after int64, block time.Duration, buf []byte) (Events, error) {
+	res, err := r.c.XRead(ctx, &redis.XReadArgs{
+		Streams: []string{keys(id)[1], strconv.FormatInt(after, 10) + "-0"}, Count: 1024, Block: block,
+	}).Result()
+	if errors.Is(err, redis.Nil) {
+		return Events{}, nil
+	}
+	if err != nil {
+		return Events{}, fmt.Errorf("redis read stream: %w", err)
+	}
+	ev := Events{}
+	for _, s := range res {
+		for i, m := range s.Messages {
+			n, _, _ := bytes.Cut([]byte(m.ID), []byte{'-'})
+			num, perr := strconv.ParseInt(string(n), 10, 64)
+			if perr != nil {
+				return Events{}, fmt.Errorf("redis stream entry id %q: %w", m.ID, perr)
+			}
+			if i == 0 {
+				if num != after+1 {
+					return Events{}, ErrGap
+				}
+				ev.First = num
+			}
+			d, _ := m.Values["d"].(string)
+			buf = append(buf, d...)
+			buf = append(buf, '\n')
+		}
+	}
+	ev.lines = buf
+	return ev, nil
+}
+
+// attachScript: ARGV member, ttl ms (0: detach). Returns how many readers
+// are attached (live entries), including this one.
+var attachScript = redis.NewScript(nowMS + `
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if ARGV[2] == '0' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+else
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
+end
+return redis.call('ZCARD', KEYS[1])`)
+
+// Attach counts reader (unique per connection) as attached for ttl; a
+// reader renews by attaching again, and leaves with Detach. A reader whose
+// replica dies stops counting after ttl.
+func (r *Redis) Attach(ctx context.Context, id, reader string, ttl time.Duration) error {
+	_, err := attachScript.Run(ctx, r.c, keys(id)[2:], reader, max(ttl.Milliseconds(), 1)).Result()
+	if err != nil {
+		return fmt.Errorf("redis attach reader: %w", err)
+	}
+	return nil
+}
+
+// Detach stops counting reader.
+func (r *Redis) Detach(ctx context.Context, id, reader string) error {
+	_, err := attachScript.Run(ctx, r.c, keys(id)[2:], reader, 0).Result()
+	if err != nil {
+		return fmt.Errorf("redis detach reader: %w", err)
+	}
+	return nil
+}
+
+// Readers reports how many readers are attached on every replica.
+func (r *Redis) Readers(ctx context.Context, id string) (int, error) {
+	n, err := attachScript.Run(ctx, r.c, keys(id)[2:], "", 0).Int()
+	if err != nil {
+		return 0, fmt.Errorf("redis count readers: %w", err)
+	}
+	return n, nil
+}

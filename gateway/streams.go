@@ -1,0 +1,423 @@
+package gateway
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamgate/gateway/config"
+	"github.com/streamgate/gateway/eventlog"
+	"github.com/streamgate/gateway/middleware"
+	"github.com/streamgate/gateway/providers"
+)
+
+// streamHub holds this process's resumable streams: their logs in memory,
+// their producers, and the Redis mirror when streams.backend is redis.
+type streamHub struct {
+	cfg    config.Streams
+	mem    *eventlog.Memory
+	rds    *eventlog.Redis // nil with backend memory
+	client *redis.Client   // rds's
+	secret []byte
+
+	// wg counts producers and their watchers, which outlive handlers.
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	live map[string]*producer
+}
+
+// streamsRedisPool is the Redis connection pool size for streams: every
+// reader following a stream from another replica holds a connection while
+// it waits for events.
+const streamsRedisPool = 512
+
+func newStreamHub(cfg *config.Config, log *slog.Logger) (*streamHub, error) {
+	st := cfg.Streams
+	h := &streamHub{cfg: st, live: map[string]*producer{}, secret: []byte(st.TokenSecret.Reveal())}
+	h.mem = eventlog.NewMemory(eventlog.MemoryOptions{
+		MaxStreamBytes: st.MaxStreamBytes, MaxStreamEvents: st.MaxStreamEvents,
+		MaxTotalBytes: st.MaxTotalBytes, Retention: st.Retention.Std(),
+	})
+	if len(h.secret) == 0 {
+		// Tokens then die with the process, which holds the streams too.
+		h.secret = make([]byte, 32)
+		_, _ = rand.Read(h.secret)
+	}
+	if st.Backend == "redis" {
+		c, err := newRedisClient(st.RedisConfig(cfg.RateLimit), log, streamsRedisPool)
+		if err != nil {
+			return nil, fmt.Errorf("streams: %w", err)
+		}
+		h.client = c
+		h.rds = eventlog.NewRedis(eventlog.RedisOptions{Client: c, Lease: st.LeaseTTL.Std(), Retention: st.Retention.Std(), MaxLen: int64(st.MaxStreamEvents)})
+	}
+	return h, nil
+}
+
+// close waits for the producers (the caller has cancelled them) and drops
+// the Redis connection.
+func (h *streamHub) close() error {
+	h.wg.Wait()
+	if h.client != nil {
+		return h.client.Close()
+	}
+	return nil
+}
+
+// wait waits for every producer to end, or for ctx.
+func (h *streamHub) wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { h.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (h *streamHub) producer(id string) *producer {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.live[id]
+}
+
+// newStreamID returns "str_" and 128 random bits.
+func newStreamID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return "str_" + base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// validStreamID rejects what newStreamID cannot have made, before it
+// reaches a map or a Redis key.
+func validStreamID(id string) bool {
+	rest, ok := strings.CutPrefix(id, "str_")
+	if !ok || len(rest) != 22 {
+		return false
+	}
+	for _, c := range []byte(rest) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// token grants access to stream id's events until exp (Unix seconds):
+// "EXP.MAC", the MAC an HMAC-SHA256 of the id and exp.
+func (h *streamHub) token(id string, exp int64) string {
+	m := hmac.New(sha256.New, h.secret)
+	m.Write([]byte(id))
+	m.Write([]byte{0})
+	m.Write(strconv.AppendInt(nil, exp, 10))
+	return strconv.FormatInt(exp, 10) + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+var (
+	errBadToken     = errors.New("the token is not valid for this stream")
+	errTokenExpired = errors.New("the token has expired: start a new stream, or read it with the API key that created it")
+)
+
+func (h *streamHub) verify(id, tok string, now time.Time) error {
+	e, _, _ := strings.Cut(tok, ".")
+	exp, err := strconv.ParseInt(e, 10, 64)
+	if err != nil || !hmac.Equal([]byte(h.token(id, exp)), []byte(tok)) {
+		return errBadToken
+	}
+	if now.Unix() > exp {
+		return errTokenExpired
+	}
+	return nil
+}
+
+// eventsURL is where a client follows stream id, with a token good for
+// streams.token_ttl. It is relative, to be resolved against the gateway's
+// address as the client sees it.
+func (h *streamHub) eventsURL(id string, now time.Time) (string, int64) {
+	exp := now.Add(h.cfg.TokenTTL.Std()).Unix()
+	return "/v1/streams/" + id + "?token=" + h.token(id, exp), exp
+}
+
+// lastReaderPolicy resolves the policy for a stream of model started with
+// key: the key's, else the model's, else the default.
+func (s *Server) lastReaderPolicy(model, key string) (string, time.Duration) {
+	policy, grace := s.cfg.Streams.LastReader, s.cfg.Streams.LastReaderGrace.Std()
+	for _, p := range []config.LastReaderPolicy{s.cfg.Models[model].LastReaderPolicy, s.cfg.Keys[key].LastReaderPolicy} {
+		if p.LastReader != "" {
+			policy = p.LastReader
+		}
+		if p.LastReaderGrace != nil {
+			grace = p.LastReaderGrace.Std()
+		}
+	}
+	return policy, grace
+}
+
+// producer reads one upstream stream into its log. It runs on its own
+// goroutine, under its own context: readers come and go, and the
+// last-reader policy decides when their absence cancels the upstream.
+type producer struct {
+	s      *Server
+	id     string
+	log    *eventlog.Log
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	st     *resilientStream
+	f      *nativeFormat
+	req    *providers.Request
+	adm    *admission
+	start  time.Time
+	policy string
+	grace  time.Duration
+	// info is the producer's own record; a reader that saw the stream
+	// end copies it into its request's (report).
+	info middleware.Info
+	// mirrored is set while Redis holds the stream and the lease is ours.
+	mirrored       atomic.Bool
+	unattended     atomic.Bool
+	readersChanged chan struct{}
+	done           chan struct{}
+}
+
+// startStream opens the upstream of an admitted request and starts its
+// producer and log. With attach, the caller is counted as a reader from
+// the start and must call detach when it stops reading. When it fails it
+// has answered the client and settled the admission.
+func (s *Server) startStream(c *gin.Context, routes []deployment, req *providers.Request, adm *admission, model string, start time.Time, attach bool) (p *producer, detach func(), ok bool) {
+	h, info := s.streams, middleware.Get(c)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	stopShutdown := context.AfterFunc(s.stopping, func() { cancel(context.Cause(s.stopping)) })
+	p = &producer{s: s, id: newStreamID(), ctx: ctx, cancel: cancel, req: req, adm: adm, start: start, info: *info,
+		readersChanged: make(chan struct{}, 1), done: make(chan struct{})}
+	p.policy, p.grace = s.lastReaderPolicy(model, info.KeyName)
+
+	// While the upstream is being opened the client is waiting on it:
+	// its leaving cancels.
+	stopOpen := context.AfterFunc(c.Request.Context(), func() { cancel(context.Canceled) })
+	st, err := s.openResilient(ctx, req, routes, &p.info)
+	stopOpen()
+	info.Provider, info.Attempts, info.Fallbacks = p.info.Provider, p.info.Attempts, p.info.Fallbacks
+	if err != nil {
+		e := s.clientError(ctx, err)
+		stopShutdown()
+		cancel(context.Canceled)
+		adm.settle(info, false)
+		s.fail(c, e)
+		return nil, nil, false
+	}
+	p.st = st
+	meta := eventlog.Meta{Key: info.KeyName, Model: model}
+	p.log, err = h.mem.Create(p.id, meta)
+	if err != nil { // 128 random bits do not collide
+		panic(fmt.Sprintf("stream id %s: %v", p.id, err))
+	}
+	url, _ := h.eventsURL(p.id, time.Now())
+	p.f = &nativeFormat{requestID: info.RequestID, model: model, streamID: p.id, resumeURL: url}
+	if h.rds != nil {
+		rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
+		err := h.rds.Create(rctx, p.id, meta)
+		rcancel()
+		if err != nil {
+			s.log.Warn("stream kept in this replica only: redis unavailable", "stream_id", p.id, "error", err)
+		}
+		p.mirrored.Store(err == nil)
+	}
+	_ = p.append(p.f.opened(nil, p.info.Provider))
+	if attach {
+		detach = p.log.Attach()
+	}
+	p.log.OnReaders(func(int) {
+		select {
+		case p.readersChanged <- struct{}{}:
+		default:
+		}
+	})
+	h.mu.Lock()
+	h.live[p.id] = p
+	h.mu.Unlock()
+	h.wg.Add(2)
+	go p.run(stopShutdown)
+	go p.watch()
+	return p, detach, true
+}
+
+// append adds events to the log and its mirror. A mirror that says the
+// stream is over was told so by another replica (a DELETE there): the
+// upstream is cancelled.
+func (p *producer) append(lines []byte) error {
+	p.log.Append(lines)
+	if p.mirrored.Load() {
+		live, err := p.mirror(func(ctx context.Context) (bool, error) { return p.s.streams.rds.Append(ctx, p.id, lines) })
+		if err == nil && !live {
+			p.cancel(errStreamCancelled)
+		}
+	}
+	return nil
+}
+
+// mirror runs one Redis operation for the stream. A failure stops the
+// mirroring for good: the stream goes on here, and readers elsewhere see
+// producer_lost once the lease runs out, rather than a log with holes.
+func (p *producer) mirror(op func(context.Context) (bool, error)) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	live, err := op(ctx)
+	if err != nil || !live {
+		if p.mirrored.Swap(false) && err != nil {
+			p.s.log.Warn("stream no longer mirrored to redis", "stream_id", p.id, "error", err)
+		}
+	}
+	return live, err
+}
+
+func (p *producer) countDelta() {
+	if p.unattended.Load() {
+		p.s.metrics.unattendedTokens.Inc()
+	}
+}
+
+func (p *producer) run(stopShutdown func() bool) {
+	h := p.s.streams
+	defer h.wg.Done()
+	bp := bufPool.Get().(*[]byte)
+	buf, res, err := pump(p.st, p.f, p.req, &p.info, p.start, (*bp)[:0], p.append, p.countDelta)
+	buf, _ = p.s.ending(p.ctx, buf, p.f, &res, err, &p.info)
+	p.st.Close()
+	if errors.Is(context.Cause(p.ctx), errAbandoned) {
+		p.s.metrics.streamsCancelled.WithLabelValues("last_reader").Inc()
+	}
+	// buf holds the deltas not yet flushed, then the terminal event.
+	p.log.Finish(buf)
+	if p.mirrored.Load() {
+		_, _ = p.mirror(func(ctx context.Context) (bool, error) { return h.rds.Finish(ctx, p.id, buf, false) })
+	}
+	*bp = buf[:0]
+	bufPool.Put(bp)
+	stopShutdown()
+	p.cancel(context.Canceled)
+	h.mu.Lock()
+	delete(h.live, p.id)
+	h.mu.Unlock()
+	close(p.done)
+	p.adm.settle(&p.info, true)
+	level := slog.LevelDebug
+	if p.log.Readers() == 0 {
+		level = slog.LevelInfo // no reader's access log will tell
+	}
+	p.s.log.Log(context.Background(), level, "stream finished", "stream_id", p.id, "request_id", p.info.RequestID,
+		"model", p.f.model, "provider", p.info.Provider, "end", p.info.End, "error_code", p.info.ErrorCode,
+		"prompt_tokens", p.info.PromptTokens, "completion_tokens", p.info.CompletionTokens,
+		"duration_ms", time.Since(p.start).Milliseconds())
+}
+
+// report copies the producer's outcome into a reader's access-log record,
+// once that reader has seen the terminal event (so the producer has
+// written it all).
+func (p *producer) report(info *middleware.Info) {
+	requestID := info.RequestID
+	*info = p.info
+	info.RequestID = requestID
+}
+
+// watch applies the last-reader policy, and renews the Redis lease.
+func (p *producer) watch() {
+	h := p.s.streams
+	defer h.wg.Done()
+	var tick <-chan time.Time
+	if p.mirrored.Load() {
+		t := time.NewTicker(h.rds.Lease() / 3)
+		defer t.Stop()
+		tick = t.C
+	}
+	var grace *time.Timer
+	defer func() {
+		if grace != nil {
+			grace.Stop()
+		}
+	}()
+	hadReader := false
+	for {
+		n := p.readers()
+		p.unattended.Store(n == 0)
+		switch {
+		case n > 0:
+			hadReader = true
+			if grace != nil {
+				grace.Stop()
+				grace = nil
+			}
+		case p.policy == config.LastReaderDrain:
+		case p.policy == config.LastReaderCancel && hadReader:
+			p.cancel(errAbandoned)
+			return
+		case grace == nil:
+			// continue, or a stream nobody has read yet (POST
+			// /v1/streams): wait for a reader.
+			grace = time.NewTimer(p.grace)
+		}
+		var graceC <-chan time.Time
+		if grace != nil {
+			graceC = grace.C
+		}
+		select {
+		case <-p.done:
+			return
+		case <-p.readersChanged:
+		case <-tick:
+			live, err := p.mirror(func(ctx context.Context) (bool, error) { return h.rds.Renew(ctx, p.id) })
+			if err == nil && !live {
+				p.cancel(errStreamCancelled)
+				return
+			}
+			if !p.mirrored.Load() {
+				tick = nil
+			}
+		case <-graceC:
+			grace = nil
+			if p.readers() == 0 {
+				p.cancel(errAbandoned)
+				return
+			}
+		}
+	}
+}
+
+// readers counts the readers here and, when none are, those following
+// the stream from other replicas.
+func (p *producer) readers() int {
+	n := p.log.Readers()
+	if n == 0 && p.mirrored.Load() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		n, _ = p.s.streams.rds.Readers(ctx, p.id)
+	}
+	return n
+}
+
+// stop cancels the generation with cause, and waits until the producer has
+// written its terminal event. It reports false if the stream had ended.
+func (p *producer) stop(cause error) bool {
+	if _, finished := p.log.Last(); finished {
+		return false
+	}
+	p.cancel(cause)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+	}
+	return true
+}
