@@ -44,7 +44,9 @@ type MemoryOptions struct {
 	MaxStreamBytes  int64
 	MaxStreamEvents int
 	// MaxTotalBytes bounds all logs: past it, finished logs are evicted
-	// oldest first, and then the growing log drops its oldest events.
+	// oldest first, and then the growing log drops its oldest events. A
+	// live log keeps at least its newest event, so the total may exceed
+	// the bound by one event per live stream.
 	MaxTotalBytes int64
 	// Retention is how long a finished log stays readable.
 	Retention time.Duration
@@ -176,8 +178,11 @@ type Log struct {
 	// wake is closed when events are appended, if a reader asked for it.
 	wake    chan struct{}
 	waiting bool
+	// room is closed when a reader moves on, if the producer is waiting
+	// for the log to shrink (WaitRoom).
+	room chan struct{}
 
-	readers   int
+	readers   []*Reader
 	onReaders func(n int)
 }
 
@@ -239,14 +244,23 @@ func (l *Log) add(lines []byte, finish bool) bool {
 
 // trimLocked drops the oldest events while the log is over its own bounds,
 // or while every log together is over the total and finished ones were
-// already evicted. The newest event always stays.
-func (l *Log) trimLocked(total int64) {
+// already evicted. It keeps the newest event, and every event an attached
+// reader has yet to read: it reports whether those held it over a bound.
+func (l *Log) trimLocked(total int64) (held bool) {
 	o := &l.m.opts
+	keep := l.first + int64(len(l.ends)) - 1 // the newest
+	for _, r := range l.readers {
+		keep = min(keep, r.pos+1)
+	}
 	k := 0
 	var freed int64
-	for k < len(l.ends)-1 {
+	for {
 		over := l.bytes-freed > o.MaxStreamBytes || len(l.ends)-k > o.MaxStreamEvents || total-freed > o.MaxTotalBytes
 		if !over {
+			break
+		}
+		if l.first+int64(k) >= keep {
+			held = keep < l.first+int64(len(l.ends))-1
 			break
 		}
 		start := l.base
@@ -257,7 +271,7 @@ func (l *Log) trimLocked(total int64) {
 		k++
 	}
 	if k == 0 {
-		return
+		return held
 	}
 	cut := l.ends[k-1] - l.base
 	l.data = l.data[cut:]
@@ -266,6 +280,40 @@ func (l *Log) trimLocked(total int64) {
 	l.first += int64(k)
 	l.bytes -= freed
 	l.m.total.Add(-freed)
+	return held
+}
+
+// WaitRoom waits while readers that have yet to read the oldest events
+// hold the log over its bounds, or until done is closed. The producer
+// calls it after appending: a slow reader slows the upstream (as a direct
+// connection would) instead of losing events.
+func (l *Log) WaitRoom(done <-chan struct{}) {
+	for {
+		l.mu.Lock()
+		if !l.trimLocked(l.m.total.Load()) {
+			l.mu.Unlock()
+			return
+		}
+		if l.room == nil {
+			l.room = make(chan struct{})
+		}
+		room := l.room
+		l.mu.Unlock()
+		select {
+		case <-room:
+		case <-done:
+			return
+		}
+	}
+}
+
+// wakeProducerLocked tells a producer waiting for room that a reader
+// moved on or left.
+func (l *Log) wakeProducerLocked() {
+	if l.room != nil {
+		close(l.room)
+		l.room = nil
+	}
 }
 
 // Events are consecutive events of a log, read at once.
@@ -300,6 +348,10 @@ func (e Events) Each(fn func(id int64, line []byte)) int64 {
 func (l *Log) Read(after int64) (ev Events, finished bool, wait <-chan struct{}, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.readLocked(after)
+}
+
+func (l *Log) readLocked(after int64) (ev Events, finished bool, wait <-chan struct{}, err error) {
 	last := l.first + int64(len(l.ends)) - 1
 	if after < l.first-1 {
 		return Events{}, false, nil, ErrGap
@@ -318,6 +370,46 @@ func (l *Log) Read(after int64) (ev Events, finished bool, wait <-chan struct{},
 	return Events{First: after + 1, lines: l.data[from-l.base:]}, false, nil, nil
 }
 
+// Reader is an attached reader: while attached, the events after the
+// last it asked for are kept for it.
+type Reader struct {
+	l    *Log
+	pos  int64 // under l.mu
+	once sync.Once
+}
+
+// Read is Log.Read, which also tells the log that the reader has every
+// event up to after.
+func (r *Reader) Read(after int64) (ev Events, finished bool, wait <-chan struct{}, err error) {
+	r.l.mu.Lock()
+	defer r.l.mu.Unlock()
+	if after > r.pos {
+		r.pos = after
+		r.l.wakeProducerLocked()
+	}
+	return r.l.readLocked(after)
+}
+
+// Detach stops counting the reader; it may be called more than once.
+func (r *Reader) Detach() {
+	r.once.Do(func() {
+		l := r.l
+		l.mu.Lock()
+		for i, x := range l.readers {
+			if x == r {
+				l.readers = append(l.readers[:i], l.readers[i+1:]...)
+				break
+			}
+		}
+		l.wakeProducerLocked()
+		n, fn := len(l.readers), l.onReaders
+		l.mu.Unlock()
+		if fn != nil {
+			fn(n)
+		}
+	})
+}
+
 // Last returns the id of the last event and whether the log is finished.
 func (l *Log) Last() (int64, bool) {
 	l.mu.Lock()
@@ -333,26 +425,23 @@ func (l *Log) OnReaders(fn func(n int)) {
 	l.mu.Unlock()
 }
 
-// Attach counts a reader in until the returned function is called.
-func (l *Log) Attach() (detach func()) {
-	l.changeReaders(1)
-	var once sync.Once
-	return func() { once.Do(func() { l.changeReaders(-1) }) }
+// Attach counts a reader in, which has every event up to after, until it
+// detaches.
+func (l *Log) Attach(after int64) *Reader {
+	r := &Reader{l: l, pos: after}
+	l.mu.Lock()
+	l.readers = append(l.readers, r)
+	n, fn := len(l.readers), l.onReaders
+	l.mu.Unlock()
+	if fn != nil {
+		fn(n)
+	}
+	return r
 }
 
 // Readers reports how many readers are attached.
 func (l *Log) Readers() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.readers
-}
-
-func (l *Log) changeReaders(d int) {
-	l.mu.Lock()
-	l.readers += d
-	n, fn := l.readers, l.onReaders
-	l.mu.Unlock()
-	if fn != nil {
-		fn(n)
-	}
+	return len(l.readers)
 }

@@ -35,7 +35,7 @@ type RedisOptions struct {
 	Lease time.Duration
 	// Retention is how long a finished stream stays readable.
 	Retention time.Duration
-	// MaxLen caps each stream's events (approximately: XADD MAXLEN ~).
+	// MaxLen caps each stream's events (XADD MAXLEN: the oldest go).
 	MaxLen int64
 }
 
@@ -74,7 +74,7 @@ if ARGV[5] == '1' and tonumber(redis.call('HGET', KEYS[1], 'lease')) > now then 
 local last = tonumber(redis.call('HGET', KEYS[1], 'last'))
 for i = 6, #ARGV do
   last = last + 1
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], last .. '-0', 'd', ARGV[i])
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], last .. '-0', 'd', ARGV[i])
 end
 local ttl = tonumber(ARGV[1]) + tonumber(ARGV[2])
 if ARGV[4] == '1' then

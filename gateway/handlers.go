@@ -26,11 +26,11 @@ func (s *Server) handleStream(c *gin.Context) {
 	if v, err := strconv.ParseBool(c.Query("named_events")); err == nil {
 		named = v
 	}
-	p, detach, ok := s.startStream(c, routes, req, adm, body.Model, start, true)
+	p, reader, ok := s.startStream(c, routes, req, adm, body.Model, start, true)
 	if !ok {
 		return
 	}
-	src := &memSource{log: p.log, detach: detach}
+	src := &memSource{r: reader}
 	defer src.close()
 	out := startSSE(c.Writer, s.cfg.Server.HeartbeatInterval.Std(), s.cfg.Server.WriteTimeout.Std())
 	defer out.stop()

@@ -162,6 +162,7 @@ func (h *harness) post(t *testing.T, ctx context.Context, path, body string) *ht
 type sseEvent struct {
 	ID, Event, Data string
 	Comment         string
+	Retry           string
 }
 
 // sseReader parses a response body incrementally, frame by frame.
@@ -197,6 +198,8 @@ func (s *sseReader) next() (sseEvent, error) {
 			ev.Comment = value
 		case "id":
 			ev.ID = value
+		case "retry":
+			ev.Retry = value
 		case "event":
 			ev.Event = value
 		case "data":

@@ -203,21 +203,18 @@ type eventSource interface {
 func (s *Server) source(ref streamRef) eventSource {
 	if ref.log != nil {
 		s.metrics.resumes.WithLabelValues("memory").Inc()
-		return &memSource{log: ref.log, detach: ref.log.Attach()}
+		return &memSource{r: ref.log.Attach(0)}
 	}
 	s.metrics.resumes.WithLabelValues("redis").Inc()
 	return &redisSource{s: s, id: ref.id, reader: newStreamID()}
 }
 
 // memSource reads a log in this replica's memory.
-type memSource struct {
-	log    *eventlog.Log
-	detach func()
-}
+type memSource struct{ r *eventlog.Reader }
 
 func (m *memSource) next(ctx context.Context, after int64) (eventlog.Events, error) {
 	for {
-		ev, finished, wait, err := m.log.Read(after)
+		ev, finished, wait, err := m.r.Read(after)
 		if err != nil || finished || !ev.Empty() {
 			return ev, err
 		}
@@ -229,7 +226,7 @@ func (m *memSource) next(ctx context.Context, after int64) (eventlog.Events, err
 	}
 }
 
-func (m *memSource) close() { m.detach() }
+func (m *memSource) close() { m.r.Detach() }
 
 // redisSource follows a stream produced on another replica, through Redis.
 type redisSource struct {

@@ -187,17 +187,19 @@ type producer struct {
 	// end copies it into its request's (report).
 	info middleware.Info
 	// mirrored is set while Redis holds the stream and the lease is ours.
-	mirrored       atomic.Bool
-	unattended     atomic.Bool
+	mirrored atomic.Bool
+	// remote is how many readers followed the stream from other
+	// replicas when last counted.
+	remote         atomic.Int64
 	readersChanged chan struct{}
 	done           chan struct{}
 }
 
 // startStream opens the upstream of an admitted request and starts its
-// producer and log. With attach, the caller is counted as a reader from
-// the start and must call detach when it stops reading. When it fails it
+// producer and log. With attach, the caller is a reader from the start
+// and must detach it when it stops reading. When it fails it
 // has answered the client and settled the admission.
-func (s *Server) startStream(c *gin.Context, routes []deployment, req *providers.Request, adm *admission, model string, start time.Time, attach bool) (p *producer, detach func(), ok bool) {
+func (s *Server) startStream(c *gin.Context, routes []deployment, req *providers.Request, adm *admission, model string, start time.Time, attach bool) (p *producer, reader *eventlog.Reader, ok bool) {
 	h, info := s.streams, middleware.Get(c)
 	ctx, cancel := context.WithCancelCause(context.Background())
 	stopShutdown := context.AfterFunc(s.stopping, func() { cancel(context.Cause(s.stopping)) })
@@ -238,7 +240,7 @@ func (s *Server) startStream(c *gin.Context, routes []deployment, req *providers
 	}
 	_ = p.append(p.f.opened(nil, p.info.Provider))
 	if attach {
-		detach = p.log.Attach()
+		reader = p.log.Attach(0)
 	}
 	p.log.OnReaders(func(int) {
 		select {
@@ -252,14 +254,16 @@ func (s *Server) startStream(c *gin.Context, routes []deployment, req *providers
 	h.wg.Add(2)
 	go p.run(stopShutdown)
 	go p.watch()
-	return p, detach, true
+	return p, reader, true
 }
 
 // append adds events to the log and its mirror. A mirror that says the
 // stream is over was told so by another replica (a DELETE there): the
-// upstream is cancelled.
+// upstream is cancelled. It waits while readers lagging behind hold the
+// log at its bound.
 func (p *producer) append(lines []byte) error {
 	p.log.Append(lines)
+	p.log.WaitRoom(p.ctx.Done())
 	if p.mirrored.Load() {
 		live, err := p.mirror(func(ctx context.Context) (bool, error) { return p.s.streams.rds.Append(ctx, p.id, lines) })
 		if err == nil && !live {
@@ -285,7 +289,7 @@ func (p *producer) mirror(op func(context.Context) (bool, error)) (bool, error) 
 }
 
 func (p *producer) countDelta() {
-	if p.unattended.Load() {
+	if p.log.Readers() == 0 && p.remote.Load() == 0 {
 		p.s.metrics.unattendedTokens.Inc()
 	}
 }
@@ -352,7 +356,6 @@ func (p *producer) watch() {
 	hadReader := false
 	for {
 		n := p.readers()
-		p.unattended.Store(n == 0)
 		switch {
 		case n > 0:
 			hadReader = true
@@ -404,6 +407,7 @@ func (p *producer) readers() int {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		n, _ = p.s.streams.rds.Readers(ctx, p.id)
+		p.remote.Store(int64(n))
 	}
 	return n
 }

@@ -1,0 +1,124 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamgate/gateway/internal/redistest"
+)
+
+func newTestRedis(t *testing.T, lease time.Duration, maxLen int64) *Redis {
+	srv := redistest.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { c.Close() })
+	return NewRedis(RedisOptions{Client: c, Lease: lease, Retention: time.Minute, MaxLen: maxLen})
+}
+
+func TestRedisLog(t *testing.T) {
+	ctx := context.Background()
+	r := newTestRedis(t, 10*time.Second, 1000)
+	if _, err := r.Stat(ctx, "s"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown stream: %v", err)
+	}
+	if err := r.Create(ctx, "s", Meta{Key: "k", Model: "m"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Create(ctx, "s", Meta{}); !errors.Is(err, ErrExists) {
+		t.Errorf("second Create: %v", err)
+	}
+	if live, err := r.Append(ctx, "s", []byte("a\nb\n")); !live || err != nil {
+		t.Fatalf("Append: %v %v", live, err)
+	}
+	ev, err := r.Read(ctx, "s", 1, 10*time.Millisecond, nil)
+	if got := strings.Join(collect(ev), " "); err != nil || got != "2:b" {
+		t.Errorf("Read(1) = %q, %v", got, err)
+	}
+	// Nothing yet: an empty read after the block.
+	if ev, err := r.Read(ctx, "s", 2, 10*time.Millisecond, nil); err != nil || !ev.Empty() {
+		t.Errorf("Read past the end = %v, %v", collect(ev), err)
+	}
+	// The lease holds: finishing "if lost" does nothing.
+	if lost, err := r.Finish(ctx, "s", []byte("lost\n"), true); lost || err != nil {
+		t.Errorf("finish if lost under a live lease: %v %v", lost, err)
+	}
+	if ok, _ := r.Finish(ctx, "s", []byte("done\n"), false); !ok {
+		t.Error("Finish refused")
+	}
+	if ok, _ := r.Finish(ctx, "s", []byte("again\n"), false); ok {
+		t.Error("second Finish accepted")
+	}
+	if live, _ := r.Append(ctx, "s", []byte("late\n")); live {
+		t.Error("a finished stream took an event")
+	}
+	st, err := r.Stat(ctx, "s")
+	if err != nil || st.Last != 3 || !st.Finished || st.Key != "k" || st.Model != "m" {
+		t.Errorf("Stat = %+v, %v", st, err)
+	}
+	ev, _ = r.Read(ctx, "s", 0, 10*time.Millisecond, nil)
+	if got := strings.Join(collect(ev), " "); got != "1:a 2:b 3:done" {
+		t.Errorf("replay = %q", got)
+	}
+}
+
+func TestRedisLeaseAndReaders(t *testing.T) {
+	ctx := context.Background()
+	r := newTestRedis(t, 100*time.Millisecond, 1000)
+	_ = r.Create(ctx, "s", Meta{})
+	_, _ = r.Append(ctx, "s", []byte("a\n"))
+	if err := r.Attach(ctx, "s", "r1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	_ = r.Attach(ctx, "s", "r2", time.Minute)
+	_ = r.Attach(ctx, "s", "r1", time.Minute) // renewal, not a third
+	if n, err := r.Readers(ctx, "s"); n != 2 || err != nil {
+		t.Errorf("readers = %d, %v", n, err)
+	}
+	_ = r.Detach(ctx, "s", "r1")
+	if n, _ := r.Readers(ctx, "s"); n != 1 {
+		t.Errorf("after detach: %d", n)
+	}
+	// Nobody renews: once the lease runs out, a reader ends the stream.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		lost, err := r.Finish(ctx, "s", []byte("lost\n"), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lost {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("lease never ran out")
+		}
+		if ev, _ := r.Read(ctx, "s", 1, 20*time.Millisecond, nil); !ev.Empty() {
+			t.Fatalf("event before the lease ran out: %v", collect(ev))
+		}
+	}
+	ev, _ := r.Read(ctx, "s", 1, 10*time.Millisecond, nil)
+	if got := strings.Join(collect(ev), " "); got != "2:lost" {
+		t.Errorf("after the lease: %q", got)
+	}
+	if live, _ := r.Renew(ctx, "s"); live {
+		t.Error("a lost producer renewed")
+	}
+}
+
+func TestRedisGap(t *testing.T) {
+	ctx := context.Background()
+	r := newTestRedis(t, 10*time.Second, 10)
+	_ = r.Create(ctx, "s", Meta{})
+	for range 50 {
+		_, _ = r.Append(ctx, "s", []byte("x\ny\n"))
+	}
+	if _, err := r.Read(ctx, "s", 0, 10*time.Millisecond, nil); !errors.Is(err, ErrGap) {
+		t.Errorf("read from a trimmed start: %v", err)
+	}
+	if ev, err := r.Read(ctx, "s", 99, 10*time.Millisecond, nil); err != nil || strings.Join(collect(ev), " ") != "100:y" {
+		t.Errorf("read of the tail: %v %v", collect(ev), err)
+	}
+}
