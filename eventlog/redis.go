@@ -31,7 +31,7 @@ type Redis struct {
 // RedisOptions configure a Redis mirror.
 type RedisOptions struct {
 	Client *redis.Client
-	// Lease is how long a producer is believed alive without renewing.
+	// Lease bounds how long readers wait on a producer that died.
 	Lease time.Duration
 	// Retention is how long a finished stream stays readable.
 	Retention time.Duration
@@ -44,8 +44,20 @@ func NewRedis(o RedisOptions) *Redis {
 	return &Redis{c: o.Client, lease: o.Lease, retention: o.Retention, maxLen: o.MaxLen}
 }
 
-// Lease is the producer lease the mirror was configured with.
-func (r *Redis) Lease() time.Duration { return r.lease }
+// Readers learn that a producer died within the lease: the producer's
+// claim runs three quarters of it, renewed every quarter (by the renewal
+// ticker, and by every append); readers waiting for events check the claim
+// every eighth.
+
+// holdFor is how long one renewal holds the claim.
+func (r *Redis) holdFor() time.Duration { return r.lease * 3 / 4 }
+
+// RenewInterval is how often a producer must renew its lease.
+func (r *Redis) RenewInterval() time.Duration { return r.lease / 4 }
+
+// PollInterval is how long a reader waits for events before it checks
+// that the producer is still alive.
+func (r *Redis) PollInterval() time.Duration { return r.lease / 8 }
 
 func keys(id string) []string {
 	k := "sg:stream:{" + id + "}"
@@ -88,7 +100,7 @@ return 1`)
 
 // Create registers a live stream, with this process as its producer.
 func (r *Redis) Create(ctx context.Context, id string, meta Meta) error {
-	ok, err := createScript.Run(ctx, r.c, keys(id)[:1], meta.Key, meta.Model, r.lease.Milliseconds(), r.retention.Milliseconds()).Int()
+	ok, err := createScript.Run(ctx, r.c, keys(id)[:1], meta.Key, meta.Model, r.holdFor().Milliseconds(), r.retention.Milliseconds()).Int()
 	if err != nil {
 		return fmt.Errorf("redis create stream: %w", err)
 	}
@@ -120,7 +132,7 @@ func (r *Redis) Renew(ctx context.Context, id string) (bool, error) {
 
 func (r *Redis) add(ctx context.Context, id string, lines []byte, finish, ifLost bool) (bool, error) {
 	args := make([]any, 5, 5+bytes.Count(lines, []byte{'\n'})+1)
-	args[0], args[1], args[2] = r.lease.Milliseconds(), r.retention.Milliseconds(), r.maxLen
+	args[0], args[1], args[2] = r.holdFor().Milliseconds(), r.retention.Milliseconds(), r.maxLen
 	args[3], args[4] = flag(finish), flag(ifLost)
 	for rest := lines; len(rest) > 0; {
 		i := bytes.IndexByte(rest, '\n')

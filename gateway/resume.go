@@ -238,9 +238,9 @@ type redisSource struct {
 func (r *redisSource) next(ctx context.Context, after int64) (eventlog.Events, error) {
 	rds := r.s.streams.rds
 	// Blocking reads are short enough to notice the client leaving (a
-	// blocked read does not watch ctx) and a lost producer soon after its
-	// lease runs out.
-	block := max(rds.Lease()/4, 50*time.Millisecond)
+	// blocked read does not watch ctx) and a lost producer within the
+	// lease.
+	block := max(rds.PollInterval(), 20*time.Millisecond)
 	for {
 		if r.s.stopping.Err() != nil {
 			return eventlog.Events{}, errShutdown
@@ -251,7 +251,7 @@ func (r *redisSource) next(ctx context.Context, after int64) (eventlog.Events, e
 		}
 		// Quiet for a while: say this reader is still here, and make
 		// sure somebody is still producing.
-		if err := rds.Attach(ctx, r.id, r.reader, rds.Lease()); err != nil {
+		if err := rds.Attach(ctx, r.id, r.reader, 4*block); err != nil {
 			return ev, err
 		}
 		lost, err := rds.Finish(ctx, r.id, r.s.lostLine, true)

@@ -343,7 +343,7 @@ func (p *producer) watch() {
 	defer h.wg.Done()
 	var tick <-chan time.Time
 	if p.mirrored.Load() {
-		t := time.NewTicker(h.rds.Lease() / 3)
+		t := time.NewTicker(h.rds.RenewInterval())
 		defer t.Stop()
 		tick = t.C
 	}

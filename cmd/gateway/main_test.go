@@ -15,7 +15,12 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if path := os.Getenv(childConfigEnv); path != "" {
+		os.Exit(runChild(path))
+	}
+	goleak.VerifyTestMain(m)
+}
 
 func TestCheckConfig(t *testing.T) {
 	var out, errOut bytes.Buffer

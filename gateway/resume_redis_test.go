@@ -1,0 +1,93 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/streamgate/gateway/internal/redistest"
+)
+
+// redisStreamsConfig keeps streams in the Redis at addr, shared by every
+// gateway built from it.
+func redisStreamsConfig(g *gatedUpstream, addr string) string {
+	return resumeConfig(g, fmt.Sprintf(`streams:
+  backend: redis
+  redis:
+    addr: %s
+  token_secret: test-secret-0123456789abcdef
+  lease_ttl: 1s
+  last_reader: continue
+`, addr))
+}
+
+// TestResumeOnAnotherReplica: a stream produced on gateway A, whose client
+// drops, is resumed on gateway B from Redis; the events equal the full
+// replay on either gateway.
+func TestResumeOnAnotherReplica(t *testing.T) {
+	srv := redistest.Start(t)
+	g := newGatedUpstream(t)
+	a, b := newHarness(t, redisStreamsConfig(g, srv.Addr)), newHarness(t, redisStreamsConfig(g, srv.Addr))
+
+	ctx, drop := context.WithCancel(context.Background())
+	resp := a.post(t, ctx, "/v1/stream", `{"model":"up-model","prompt":"hi"}`)
+	g.send("one", " two")
+	got := events(t, newSSEReader(resp.Body), 3)
+	_, resumeURL := connectedEvent(t, got[0])
+	drop()
+	resp.Body.Close()
+	a.logs.waitFor(t, `"end":"client_gone"`)
+
+	again := b.openEvents(t, context.Background(), resumeURL, "Last-Event-ID", got[2].ID)
+	defer again.Body.Close()
+	if again.StatusCode != http.StatusOK {
+		t.Fatalf("resume on B: %d %s", again.StatusCode, drainClose(again))
+	}
+	g.send(" three")
+	g.finish()
+	got = append(got, rest(t, newSSEReader(again.Body))...)
+
+	fromA, fromB := a.replay(t, resumeURL), b.replay(t, resumeURL)
+	if render(got) != render(fromA) || render(fromB) != render(fromA) {
+		t.Errorf("dropped on A, resumed on B:\n%s\nreplay on A:\n%s\nreplay on B:\n%s", render(got), render(fromA), render(fromB))
+	}
+	if last := decodeEvent(t, got[len(got)-1]); last.Type != "done" || len(got) != 5 {
+		t.Errorf("%d events ending %+v", len(got), last)
+	}
+	if v := testutil.ToFloat64(b.srv.metrics.resumes.WithLabelValues("redis")); v < 1 {
+		t.Errorf("resumes from redis on B = %v", v)
+	}
+}
+
+// TestDeleteOnAnotherReplica: DELETE on B stops the upstream of a stream
+// produced on A, and A's reader gets the cancelled event.
+func TestDeleteOnAnotherReplica(t *testing.T) {
+	srv := redistest.Start(t)
+	g := newGatedUpstream(t)
+	a, b := newHarness(t, redisStreamsConfig(g, srv.Addr)), newHarness(t, redisStreamsConfig(g, srv.Addr))
+	resp := a.post(t, context.Background(), "/v1/stream", `{"model":"up-model","prompt":"hi"}`)
+	defer resp.Body.Close()
+	sr := newSSEReader(resp.Body)
+	g.send("partial")
+	evs := events(t, sr, 2)
+	_, resumeURL := connectedEvent(t, evs[0])
+
+	del := b.do(t, context.Background(), http.MethodDelete, resumeURL, "", "")
+	if body := drainClose(del); del.StatusCode != http.StatusOK || !strings.Contains(body, `"cancelled":true`) {
+		t.Fatalf("DELETE on B: %d %s", del.StatusCode, body)
+	}
+	// A learns at its next lease renewal (a third of lease_ttl).
+	g.waitCancelled(t)
+	tail := rest(t, sr)
+	if len(tail) != 1 || decodeEvent(t, tail[0]).Error == nil || decodeEvent(t, tail[0]).Error.Code != "cancelled" {
+		t.Errorf("A's reader after DELETE on B: %s", render(tail))
+	}
+	fromB := b.replay(t, resumeURL)
+	if e := decodeEvent(t, fromB[len(fromB)-1]); e.Error == nil || e.Error.Code != "cancelled" {
+		t.Errorf("replay on B ends %s", fromB[len(fromB)-1].Data)
+	}
+}
