@@ -196,3 +196,43 @@ func TestKeysValidation(t *testing.T) {
 		t.Errorf("merged limits: %+v", merged)
 	}
 }
+
+func TestStreamsValidation(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"bad backend", "streams:\n  backend: disk\n", []string{`line 15: streams.backend: "disk" is not a backend (want memory or redis)`}},
+		{"redis without secret", "streams:\n  backend: redis\n  redis: {addr: 127.0.0.1:6379}\n", []string{"streams.token_secret: must be set, at least 16 characters, with backend redis"}},
+		{"redis without address", "streams:\n  backend: redis\n  token_secret: 0123456789abcdef0123\n", []string{`rate_limit.redis.addr: "" is not a host:port address`}},
+		{"short secret", "streams:\n  token_secret: short\n", []string{"line 15: streams.token_secret: is shorter than 16 characters"}},
+		{"bad policy", "streams:\n  last_reader: linger\n", []string{`line 15: streams.last_reader: "linger" is not one of cancel, continue, drain`}},
+		{"bad model policy", "", []string{`line 11: models.a.last_reader: "stay" is not one of cancel, continue, drain`}},
+		{"zero grace", "streams:\n  last_reader_grace: 0s\n", []string{"streams.last_reader_grace: 0s must be positive"}},
+		{"total below one stream", "streams:\n  max_stream_bytes: 2000\n  max_total_bytes: 1000\n", []string{"streams.max_total_bytes: 1000 is less than max_stream_bytes (2000)"}},
+		{"short lease", "streams:\n  backend: redis\n  redis: {addr: 127.0.0.1:6379}\n  token_secret: 0123456789abcdef0123\n  lease_ttl: 100ms\n", []string{"streams.lease_ttl: 100ms must be at least 1s"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			y := good + tc.yaml
+			if tc.yaml == "" {
+				y = strings.Replace(good, "    routes:\n", "    last_reader: stay\n    routes:\n", 1)
+			}
+			_, err := Parse("test.yaml", []byte(y))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+	cfg, err := Parse("test.yaml", []byte(good+"streams:\n  backend: redis\n  token_secret: 0123456789abcdef0123\nrate_limit:\n  redis: {addr: 127.0.0.1:6379}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := cfg.Streams.RedisConfig(cfg.RateLimit); r.Addr != "127.0.0.1:6379" || cfg.Streams.LastReader != "cancel" || cfg.Streams.Retention.Std() != 5*time.Minute {
+		t.Errorf("streams defaults: %+v", cfg.Streams)
+	}
+}

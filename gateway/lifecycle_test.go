@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -76,13 +77,19 @@ func TestDisconnectWhileWaitingForFirstToken(t *testing.T) {
 // serving starts a gateway on a real listener with Serve, as main does.
 // The returned wait blocks until Serve has returned and gives its error.
 func serving(t *testing.T, yaml string, edit func(*config.Config)) (url string, stop context.CancelFunc, wait func() error) {
+	url, stop, wait, _ = servingServer(t, yaml, edit)
+	return url, stop, wait
+}
+
+// servingServer is serving, which also returns the Server.
+func servingServer(t *testing.T, yaml string, edit func(*config.Config)) (url string, stop context.CancelFunc, wait func() error, srv *Server) {
 	t.Helper()
 	cfg, err := config.Parse("test.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
 	edit(cfg)
-	srv, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv, err = New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,8 +102,8 @@ func serving(t *testing.T, yaml string, edit func(*config.Config)) (url string, 
 	var serveErr error
 	go func() { serveErr = srv.Serve(ctx, ln); close(done) }()
 	wait = func() error { <-done; return serveErr }
-	t.Cleanup(func() { cancel(); <-done })
-	return "http://" + ln.Addr().String(), cancel, wait
+	t.Cleanup(func() { cancel(); <-done; srv.Close() })
+	return "http://" + ln.Addr().String(), cancel, wait, srv
 }
 
 func startStream(t *testing.T, url, prompt string) (*http.Response, *sseReader) {
@@ -153,6 +160,49 @@ func TestShutdownEndsStreamsAfterDrainTimeout(t *testing.T) {
 	}
 	if err := wait(); err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatalf("Serve: %v", err)
+	}
+}
+
+// TestShutdownAndDetachedStreams: a generation with no connection (POST
+// /v1/streams) gets the drain time like any stream: Serve waits for one
+// that finishes within it, and ends one that does not with
+// server_shutdown.
+func TestShutdownAndDetachedStreams(t *testing.T) {
+	for _, tc := range []struct {
+		prompt, end string
+	}{
+		{"[mock tokens=5 delay=30ms]", `{"type":"done"`},
+		{"[mock stall_after=1]", `"code":"server_shutdown"`},
+	} {
+		t.Run(tc.end, func(t *testing.T) {
+			url, stop, wait, srv := servingServer(t, newConfig("", ""), func(c *config.Config) {
+				c.Server.ShutdownTimeout = config.Duration(time.Second)
+			})
+			resp, err := http.Post(url+"/v1/streams", "application/json", strings.NewReader(`{"model":"mock-gpt","prompt":"`+tc.prompt+`"}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var created struct {
+				ID string `json:"id"`
+			}
+			_ = json.NewDecoder(resp.Body).Decode(&created)
+			resp.Body.Close()
+			stop()
+			if err := wait(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Serve: %v", err)
+			}
+			// Serve returned: the stream has ended, and says how.
+			l, err := srv.streams.mem.Get(created.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev, _, _, _ := l.Read(0)
+			var all []string
+			ev.Each(func(_ int64, line []byte) { all = append(all, string(line)) })
+			if _, finished := l.Last(); !finished || !strings.Contains(all[len(all)-1], tc.end) {
+				t.Errorf("after shutdown (finished %v): %s", finished, strings.Join(all, "\n"))
+			}
+		})
 	}
 }
 
