@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/streamgate/gateway/config"
+	"github.com/streamgate/gateway/eventlog"
 	"github.com/streamgate/gateway/middleware"
 	"github.com/streamgate/gateway/providers"
 	"github.com/streamgate/gateway/providers/mock"
@@ -44,17 +45,13 @@ func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (d *discardWriter) WriteHeader(int)             {}
 func (d *discardWriter) Flush()                      {}
 
-// BenchmarkRelayPerToken relays one mock stream of b.N tokens in process:
-// ns/op and allocs/op are per relayed token, gateway side only.
+// BenchmarkRelayPerToken streams one mock stream of b.N tokens in process:
+// ns/op and allocs/op are per token, gateway side only. chat is the direct
+// relay; native is a producer writing the stream's log on one goroutine
+// and a reader following it on another, as POST /v1/stream runs.
 func BenchmarkRelayPerToken(b *testing.B) {
-	for _, tc := range []struct {
-		name string
-		f    func() streamFormat
-	}{
-		{"native", func() streamFormat { return &nativeFormat{requestID: "r", model: "m"} }},
-		{"chat", func() streamFormat { return newChatFormat("r", "m", 1, true) }},
-	} {
-		b.Run(tc.name, func(b *testing.B) {
+	for _, name := range []string{"native", "chat"} {
+		b.Run(name, func(b *testing.B) {
 			cfg := config.Default()
 			cfg.Server.HeartbeatInterval = config.Duration(15 * time.Second)
 			s := &Server{cfg: &cfg, redact: strings.NewReplacer()}
@@ -67,11 +64,27 @@ func BenchmarkRelayPerToken(b *testing.B) {
 			}
 			w := &discardWriter{h: http.Header{}}
 			info := &middleware.Info{}
+			ctx := context.Background()
 			b.ReportAllocs()
 			b.ResetTimer()
-			s.relay(context.Background(), w, st.(idleStream), tc.f(), req, info, time.Now())
+			if name == "chat" {
+				s.relay(ctx, w, st.(idleStream), newChatFormat("r", "m", 1, true), req, info, time.Now())
+			} else {
+				l, _ := eventlog.NewMemory(eventlog.MemoryOptions{}).Create("s", eventlog.Meta{})
+				src := &memSource{r: l.Attach(0)}
+				f := &nativeFormat{requestID: "r", model: "m"}
+				go func() {
+					buf, res, err := pump(st.(idleStream), f, req, info, time.Now(), nil, func(p []byte) error { l.Append(p); return nil }, nil)
+					buf, _ = s.ending(ctx, buf, f, &res, err, info)
+					l.Finish(buf)
+				}()
+				out := startSSE(w, 0, 0)
+				if end := s.follow(ctx, out, src, 0, false); end != "done" {
+					b.Fatalf("follow ended with %q", end)
+				}
+			}
 			if info.End != "done" || info.CompletionTokens != b.N {
-				b.Fatalf("relay ended %q after %d tokens", info.End, info.CompletionTokens)
+				b.Fatalf("ended %q after %d tokens", info.End, info.CompletionTokens)
 			}
 		})
 	}

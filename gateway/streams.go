@@ -190,9 +190,16 @@ type producer struct {
 	mirrored atomic.Bool
 	// remote is how many readers followed the stream from other
 	// replicas when last counted.
-	remote         atomic.Int64
+	remote atomic.Int64
+	// readersChanged wakes the Redis watcher (mirrored streams only).
 	readersChanged chan struct{}
 	done           chan struct{}
+
+	// mu guards the last-reader policy's state.
+	mu        sync.Mutex
+	hadReader bool
+	graceT    *time.Timer
+	ended     bool
 }
 
 // startStream opens the upstream of an admitted request and starts its
@@ -242,18 +249,26 @@ func (s *Server) startStream(c *gin.Context, routes []deployment, req *providers
 	if attach {
 		reader = p.log.Attach(0)
 	}
-	p.log.OnReaders(func(int) {
-		select {
-		case p.readersChanged <- struct{}{}:
-		default:
-		}
-	})
 	h.mu.Lock()
 	h.live[p.id] = p
 	h.mu.Unlock()
-	h.wg.Add(2)
+	if p.mirrored.Load() {
+		// Readers on other replicas are counted in Redis, and the lease
+		// needs renewing: a watcher polls.
+		p.log.OnReaders(func(int) {
+			select {
+			case p.readersChanged <- struct{}{}:
+			default:
+			}
+		})
+		h.wg.Add(1)
+		go p.watch()
+	} else {
+		p.log.OnReaders(p.applyPolicy)
+	}
+	p.applyPolicy(p.log.Readers())
+	h.wg.Add(1)
 	go p.run(stopShutdown)
-	go p.watch()
 	return p, reader, true
 }
 
@@ -313,6 +328,12 @@ func (p *producer) run(stopShutdown func() bool) {
 	bufPool.Put(bp)
 	stopShutdown()
 	p.cancel(context.Canceled)
+	p.mu.Lock()
+	p.ended = true
+	if p.graceT != nil {
+		p.graceT.Stop()
+	}
+	p.mu.Unlock()
 	h.mu.Lock()
 	delete(h.live, p.id)
 	h.mu.Unlock()
@@ -321,6 +342,9 @@ func (p *producer) run(stopShutdown func() bool) {
 	level := slog.LevelDebug
 	if p.log.Readers() == 0 {
 		level = slog.LevelInfo // no reader's access log will tell
+	}
+	if !p.s.log.Enabled(context.Background(), level) {
+		return
 	}
 	p.s.log.Log(context.Background(), level, "stream finished", "stream_id", p.id, "request_id", p.info.RequestID,
 		"model", p.f.model, "provider", p.info.Provider, "end", p.info.End, "error_code", p.info.ErrorCode,
@@ -337,65 +361,63 @@ func (p *producer) report(info *middleware.Info) {
 	info.RequestID = requestID
 }
 
-// watch applies the last-reader policy, and renews the Redis lease.
+// applyPolicy applies the last-reader policy to n readers attached.
+func (p *producer) applyPolicy(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.ended:
+	case n > 0:
+		p.hadReader = true
+		if p.graceT != nil {
+			p.graceT.Stop()
+			p.graceT = nil
+		}
+	case p.policy == config.LastReaderDrain:
+	case p.policy == config.LastReaderCancel && p.hadReader:
+		p.cancel(errAbandoned)
+	case p.graceT == nil:
+		// continue, or a stream nobody has read yet (POST /v1/streams):
+		// wait for a reader.
+		p.graceT = time.AfterFunc(p.grace, func() {
+			n := p.readers()
+			p.mu.Lock()
+			p.graceT = nil
+			p.mu.Unlock()
+			if n == 0 {
+				p.cancel(errAbandoned)
+			}
+		})
+	}
+}
+
+// watch renews the Redis lease of a mirrored stream, and applies the
+// last-reader policy counting readers on every replica.
 func (p *producer) watch() {
 	h := p.s.streams
 	defer h.wg.Done()
-	var tick <-chan time.Time
-	if p.mirrored.Load() {
-		t := time.NewTicker(h.rds.RenewInterval())
-		defer t.Stop()
-		tick = t.C
-	}
-	var grace *time.Timer
-	defer func() {
-		if grace != nil {
-			grace.Stop()
-		}
-	}()
-	hadReader := false
+	t := time.NewTicker(h.rds.RenewInterval())
+	defer t.Stop()
 	for {
-		n := p.readers()
-		switch {
-		case n > 0:
-			hadReader = true
-			if grace != nil {
-				grace.Stop()
-				grace = nil
-			}
-		case p.policy == config.LastReaderDrain:
-		case p.policy == config.LastReaderCancel && hadReader:
-			p.cancel(errAbandoned)
-			return
-		case grace == nil:
-			// continue, or a stream nobody has read yet (POST
-			// /v1/streams): wait for a reader.
-			grace = time.NewTimer(p.grace)
-		}
-		var graceC <-chan time.Time
-		if grace != nil {
-			graceC = grace.C
-		}
 		select {
 		case <-p.done:
 			return
 		case <-p.readersChanged:
-		case <-tick:
+		case <-t.C:
 			live, err := p.mirror(func(ctx context.Context) (bool, error) { return h.rds.Renew(ctx, p.id) })
 			if err == nil && !live {
 				p.cancel(errStreamCancelled)
 				return
 			}
 			if !p.mirrored.Load() {
-				tick = nil
-			}
-		case <-graceC:
-			grace = nil
-			if p.readers() == 0 {
-				p.cancel(errAbandoned)
+				// Redis failed: this replica's readers are all
+				// there is.
+				p.log.OnReaders(p.applyPolicy)
+				p.applyPolicy(p.log.Readers())
 				return
 			}
 		}
+		p.applyPolicy(p.readers())
 	}
 }
 
