@@ -334,6 +334,9 @@ func (p *producer) run(stopShutdown func() bool) {
 		p.graceT.Stop()
 	}
 	p.mu.Unlock()
+	// The log outlives the producer by its retention: it must not keep
+	// the producer (and the upstream's buffers) alive.
+	p.log.OnReaders(nil)
 	h.mu.Lock()
 	delete(h.live, p.id)
 	h.mu.Unlock()
