@@ -117,7 +117,12 @@ func (s *Server) stream(c *gin.Context, routes []deployment, req *providers.Requ
 		return
 	}
 	defer end()
-	s.relay(ctx, c.Writer, st, f, req, middleware.Get(c), start)
+	g := s.metrics.inFlight.WithLabelValues(endpointChat)
+	g.Inc()
+	defer g.Dec()
+	info := middleware.Get(c)
+	s.relay(ctx, c.Writer, st, f, req, info, start)
+	s.metrics.streamEnded(endpointChat, info, time.Since(start))
 }
 
 // begin opens the upstream stream of an admitted request. When it fails
@@ -142,17 +147,27 @@ func (s *Server) begin(c *gin.Context, routes []deployment, req *providers.Reque
 // complete serves stream=false: the upstream is still streamed (one code
 // path, cancellable at any point), and the answer is sent whole.
 func (s *Server) complete(c *gin.Context, routes []deployment, req *providers.Request, adm *admission, model string) {
+	start := time.Now()
 	ctx, st, end, ok := s.begin(c, routes, req, adm)
 	if !ok {
 		return
 	}
 	defer end()
 	info := middleware.Get(c)
+	defer func() { s.metrics.streamEnded(endpointChat, info, time.Since(start)) }()
 	content, calls, res, deltas, rerr := collect(st)
 	if rerr != nil {
-		s.fail(c, s.clientError(ctx, rerr))
+		e := s.clientError(ctx, rerr)
+		s.fail(c, e)
+		if info.End == "" {
+			info.End = "upstream_error"
+			if e.Code == "server_shutdown" {
+				info.End = "shutdown"
+			}
+		}
 		return
 	}
+	info.End = "done"
 	if res.usageEstimated {
 		res.usage = countUsage(req, []byte(content), deltas)
 	}

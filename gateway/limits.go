@@ -174,11 +174,13 @@ func (s *Server) admit(c *gin.Context, req *providers.Request, model string) (*a
 	reserve := approxPromptTokens(req) + maxTokens
 	d, lease, err := s.lim.store.Admit(c.Request.Context(), client, pol.limits, reserve)
 	if err != nil {
+		s.metrics.rateLimited.WithLabelValues("limiter_unavailable").Inc()
 		s.fail(c, &apiError{Status: http.StatusServiceUnavailable, Type: typeServer, Code: "rate_limiter_unavailable", Message: "the rate limiter is unavailable"})
 		return nil, false
 	}
 	setRateHeaders(c.Writer.Header(), d.Status)
 	if !d.Allowed {
+		s.metrics.rateLimited.WithLabelValues(d.Kind).Inc()
 		s.fail(c, rateLimited(d, pol.limits))
 		return nil, false
 	}

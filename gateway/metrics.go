@@ -1,18 +1,38 @@
 package gateway
 
 import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/gin-gonic/gin"
+	"github.com/streamgate/gateway/middleware"
 )
 
-// metrics are the gateway's Prometheus metrics. Each Server has its own
-// registry (tests run many servers in one process). Labels hold only
-// bounded values: never request ids, stream ids or keys.
+// metrics are the gateway's Prometheus metrics, documented in
+// docs/operations.md. Each Server has its own registry (tests run many
+// servers in one process). Labels hold only bounded values: configured
+// model, provider and key names, route patterns, status codes and the
+// gateway's own error codes; never request ids, stream ids, keys or
+// upstream-supplied strings.
 type metrics struct {
 	reg *prometheus.Registry
+
+	requests       *prometheus.CounterVec
+	ttft           *prometheus.HistogramVec
+	gap            *prometheus.HistogramVec
+	duration       *prometheus.HistogramVec
+	tokens         *prometheus.CounterVec
+	inFlight       *prometheus.GaugeVec
+	endings        *prometheus.CounterVec
+	rateLimited    *prometheus.CounterVec
+	upstreamErrors *prometheus.CounterVec
+	retries        *prometheus.CounterVec
+	fallbacks      *prometheus.CounterVec
 
 	unattendedTokens prometheus.Counter
 	resumes          *prometheus.CounterVec
@@ -20,33 +40,53 @@ type metrics struct {
 	producersLost    prometheus.Counter
 }
 
-func newMetrics(h *streamHub) *metrics {
+// Buckets in seconds that resolve milliseconds where streaming lives.
+var (
+	ttftBuckets     = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
+	gapBuckets      = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+	durationBuckets = []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
+)
+
+func newMetrics(s *Server) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	}
+	histogram := func(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+		return prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
+	}
+	m.requests = counter("gateway_requests_total", "HTTP requests by route pattern, model, provider and status.", "route", "model", "provider", "status")
+	m.ttft = histogram("gateway_time_to_first_token_seconds", "From a request's arrival to its first delta.", ttftBuckets, "model", "provider")
+	m.gap = histogram("gateway_inter_token_gap_seconds", "Between consecutive deltas of a stream.", gapBuckets, "model", "provider")
+	m.duration = histogram("gateway_stream_duration_seconds", "From a stream's request to its end.", durationBuckets, "endpoint", "model", "provider")
+	m.tokens = counter("gateway_tokens_total", "Prompt and completion tokens (as reported by the upstream, or counted) by model, provider and key name.", "model", "provider", "key", "kind")
+	m.inFlight = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "gateway_streams_in_flight", Help: "Streams being generated, by endpoint."}, []string{"endpoint"})
+	m.endings = counter("gateway_stream_endings_total", "Streams ended, by endpoint and how: done, client_gone, upstream_error, timeout, cancelled, shutdown.", "endpoint", "reason")
+	m.rateLimited = counter("gateway_rate_limit_rejections_total", "Requests refused by a limit: requests, tokens, concurrency, provider_queue, limiter_unavailable.", "limit")
+	m.upstreamErrors = counter("gateway_upstream_errors_total", "Failed upstream attempts, by provider and the gateway's error code (upstream codes are reduced to http_STATUS).", "provider", "code")
+	m.retries = counter("gateway_upstream_retries_total", "Attempts that retried the same deployment before the first delta.", "provider")
+	m.fallbacks = counter("gateway_upstream_fallbacks_total", "Moves to the next route before the first delta, by model.", "model")
 	m.unattendedTokens = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "gateway_stream_unattended_tokens_total",
-		Help: "Deltas (about a token each) generated while no reader was attached to their stream.",
+		Help: "Deltas (about a token each) generated while no reader was attached to their stream: after the client left.",
 	})
-	m.resumes = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "gateway_stream_resumes_total",
-		Help: "Readers that followed a stream through GET /v1/streams/{id}, by where its events came from (memory: this replica, redis: another).",
-	}, []string{"source"})
-	m.streamsCancelled = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "gateway_streams_cancelled_total",
-		Help: "Resumable streams cancelled before their end, by reason (delete, last_reader).",
-	}, []string{"reason"})
+	m.resumes = counter("gateway_stream_resumes_total", "Readers that followed a stream through GET /v1/streams/{id}, by where its events came from (memory: this replica, redis: another).", "source")
+	m.streamsCancelled = counter("gateway_streams_cancelled_total", "Resumable streams cancelled before their end, by reason (delete, last_reader).", "reason")
 	m.producersLost = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "gateway_stream_producers_lost_total",
 		Help: "Streams this replica ended with producer_lost: their producing replica stopped renewing its lease.",
 	})
-	m.reg.MustRegister(m.unattendedTokens, m.resumes, m.streamsCancelled, m.producersLost,
+	m.reg.MustRegister(m.requests, m.ttft, m.gap, m.duration, m.tokens, m.inFlight, m.endings, m.rateLimited,
+		m.upstreamErrors, m.retries, m.fallbacks, m.unattendedTokens, m.resumes, m.streamsCancelled, m.producersLost,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "gateway_stream_store_bytes",
 			Help: "Bytes held by the stream logs in this replica's memory (bounded by streams.max_total_bytes).",
-		}, func() float64 { _, b := h.mem.Stats(); return float64(b) }),
+		}, func() float64 { _, b := s.streams.mem.Stats(); return float64(b) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "gateway_stream_store_streams",
 			Help: "Stream logs held in this replica's memory, live or finished and still retained.",
-		}, func() float64 { n, _ := h.mem.Stats(); return float64(n) }),
+		}, func() float64 { n, _ := s.streams.mem.Stats(); return float64(n) }),
+		cooldownCollector{s},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -56,4 +96,91 @@ func newMetrics(h *streamHub) *metrics {
 // handler serves GET /metrics in the Prometheus exposition format.
 func (m *metrics) handler() gin.HandlerFunc {
 	return gin.WrapH(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+}
+
+// countRequests counts every request once it has been answered.
+func (m *metrics) countRequests(c *gin.Context) {
+	c.Next()
+	route := c.FullPath()
+	if route == "" {
+		route = "unmatched"
+	}
+	info := middleware.Get(c)
+	m.requests.WithLabelValues(route, info.Model, info.Provider, strconv.Itoa(c.Writer.Status())).Inc()
+}
+
+// streamObs measures one stream as its deltas pass.
+type streamObs struct {
+	m    *metrics
+	gap  prometheus.Observer
+	last time.Time
+	// unattended, when set, reports that nobody reads the stream.
+	unattended func() bool
+}
+
+// delta records a delta relayed at now; info holds the model and the
+// provider that answered, final by the first delta.
+func (o *streamObs) delta(info *middleware.Info, now time.Time) {
+	if o.gap == nil {
+		o.m.ttft.WithLabelValues(info.Model, info.Provider).Observe(info.TTFT.Seconds())
+		o.gap = o.m.gap.WithLabelValues(info.Model, info.Provider)
+	} else {
+		o.gap.Observe(now.Sub(o.last).Seconds())
+	}
+	o.last = now
+	if o.unattended != nil && o.unattended() {
+		o.m.unattendedTokens.Inc()
+	}
+}
+
+// Endpoints, as metrics label them.
+const (
+	endpointNative = "native"
+	endpointChat   = "chat"
+)
+
+// streamEnded records a stream's end from its access-log record.
+func (m *metrics) streamEnded(endpoint string, info *middleware.Info, d time.Duration) {
+	reason := info.End
+	if strings.HasSuffix(info.ErrorCode, "_timeout") {
+		reason = "timeout"
+	}
+	m.endings.WithLabelValues(endpoint, reason).Inc()
+	m.duration.WithLabelValues(endpoint, info.Model, info.Provider).Observe(d.Seconds())
+	if info.PromptTokens > 0 || info.CompletionTokens > 0 {
+		m.tokens.WithLabelValues(info.Model, info.Provider, info.KeyName, "prompt").Add(float64(info.PromptTokens))
+		m.tokens.WithLabelValues(info.Model, info.Provider, info.KeyName, "completion").Add(float64(info.CompletionTokens))
+	}
+}
+
+// metricCode is e's code for a label: the gateway's own codes as they are,
+// an upstream's reduced to its status, since upstreams may say anything.
+func metricCode(e *apiError) string {
+	switch {
+	case strings.HasPrefix(e.Code, "upstream_"), strings.HasPrefix(e.Code, "provider_"):
+		return e.Code
+	}
+	return "http_" + strconv.Itoa(e.Status)
+}
+
+// cooldownCollector reports, at scrape time, which deployments are on
+// cooldown.
+type cooldownCollector struct{ s *Server }
+
+var cooldownDesc = prometheus.NewDesc("gateway_deployment_cooldown", "1 while a deployment (a model's route to a provider's upstream model) is on cooldown after repeated failures, else 0.", []string{"model", "provider", "upstream_model"}, nil)
+
+func (c cooldownCollector) Describe(ch chan<- *prometheus.Desc) { ch <- cooldownDesc }
+
+func (c cooldownCollector) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	for _, name := range c.s.reg.names {
+		for _, d := range c.s.reg.models[name] {
+			_, _, until, _ := d.health.snapshot()
+			v := 0.0
+			if now.Before(until) {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(cooldownDesc, prometheus.GaugeValue, v, name, d.providerName, d.model)
+		}
+	}
 }

@@ -43,7 +43,7 @@ func (s *Server) relay(ctx context.Context, w http.ResponseWriter, st idleStream
 	var res result
 	err := out.write(buf)
 	if err == nil {
-		buf, res, err = pump(st, f, req, info, start, buf[:0], out.write, nil)
+		buf, res, err = pump(st, f, req, info, start, buf[:0], out.write, &streamObs{m: s.metrics})
 	} else {
 		err = clientGone{err}
 	}
@@ -60,9 +60,9 @@ func (s *Server) relay(ctx context.Context, w http.ResponseWriter, st idleStream
 // or maxPending bytes are held. It returns buf with the frames not yet
 // flushed (the terminal frame is appended to them), what it learnt, and why
 // it stopped: nil when the upstream finished, clientGone when flush
-// failed, otherwise the upstream's error. delta, if set, is called for each
+// failed, otherwise the upstream's error. obs, if set, is told of each
 // chunk carrying content.
-func pump(st idleStream, f streamFormat, req *providers.Request, info *middleware.Info, start time.Time, buf []byte, flush func([]byte) error, delta func()) ([]byte, result, error) {
+func pump(st idleStream, f streamFormat, req *providers.Request, info *middleware.Info, start time.Time, buf []byte, flush func([]byte) error, obs *streamObs) ([]byte, result, error) {
 	var (
 		res      result
 		deltas   int
@@ -96,14 +96,15 @@ func pump(st idleStream, f streamFormat, req *providers.Request, info *middlewar
 			break
 		}
 		if c.Content != "" || len(c.ToolCalls) > 0 {
+			now := time.Now()
 			if deltas == 0 {
-				res.ttft = time.Since(start)
+				res.ttft = now.Sub(start)
 				info.TTFT = res.ttft
 			}
 			deltas++
 			answer = append(answer, c.Content...)
-			if delta != nil {
-				delta()
+			if obs != nil {
+				obs.delta(info, now)
 			}
 		}
 		if c.FinishReason != "" {
@@ -159,6 +160,9 @@ func (s *Server) ending(ctx context.Context, buf []byte, f streamFormat, res *re
 		info.End = "shutdown"
 	case codeCancelled:
 		info.End = "cancelled"
+		if errors.Is(context.Cause(ctx), errAbandoned) {
+			info.End = "client_gone" // and nobody came back
+		}
 	default:
 		info.End = "upstream_error"
 	}

@@ -144,6 +144,7 @@ func (r *resilientStream) nextRoute(lastErr error) (time.Duration, bool) {
 		}
 		if wait < remaining {
 			r.backoff = min(2*r.backoff, maxBackoff)
+			r.s.metrics.retries.WithLabelValues(r.routes[r.route].providerName).Inc()
 			return wait, true
 		}
 	}
@@ -152,6 +153,7 @@ func (r *resilientStream) nextRoute(lastErr error) (time.Duration, bool) {
 		r.routeTries = 0
 		r.backoff = r.retry.Backoff.Std()
 		r.info.Fallbacks++
+		r.s.metrics.fallbacks.WithLabelValues(r.info.Model).Inc()
 		return 0, true
 	}
 	return 0, false
@@ -165,6 +167,7 @@ func (r *resilientStream) pace(dep deployment) error {
 	}
 	wait, err := p.Wait(r.parent)
 	if errors.Is(err, limit.ErrQueueFull) {
+		r.s.metrics.rateLimited.WithLabelValues("provider_queue").Inc()
 		return &apiError{Status: http.StatusTooManyRequests, Type: typeRateLimit, Code: "provider_queue_full", RetryAfter: wait,
 			Message: "provider " + dep.providerName + " is at its configured request rate and its queue is full"}
 	}
@@ -256,6 +259,9 @@ func (r *resilientStream) firstDelta() {
 // failed records an upstream fault of dep (not a client's mistake, not a
 // client leaving) towards its cooldown.
 func (r *resilientStream) failed(dep deployment, err error) {
+	if r.parent.Err() == nil {
+		r.s.metrics.upstreamErrors.WithLabelValues(dep.providerName, metricCode(classify(r.parent, err))).Inc()
+	}
 	if r.parent.Err() != nil || !(retryable(err) || errors.Is(err, errIdleTimeout) || errors.Is(err, errStreamTimeout)) {
 		return
 	}

@@ -55,9 +55,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		return nil, errors.Join(err, lim.store.Close())
 	}
 	s := &Server{cfg: cfg, log: log, reg: reg, lim: lim, redact: newRedactor(secrets), started: time.Now(), streams: streams,
-		metrics: newMetrics(streams), retryFrame: fmt.Appendf(nil, "retry: %d\n\n", cfg.Streams.ReconnectDelay.Std().Milliseconds()),
+		retryFrame: fmt.Appendf(nil, "retry: %d\n\n", cfg.Streams.ReconnectDelay.Std().Milliseconds()),
 		lostLine: (&nativeFormat{}).failed(nil, apiProducerLost), cancelledLine: (&nativeFormat{}).failed(nil, apiCancelled)}
 	s.stopping, s.stopStreams = context.WithCancelCause(context.Background())
+	s.metrics = newMetrics(s)
 	for name, pc := range cfg.Providers {
 		if u, ok := reg.providers[name].(unavailable); ok && u.Unavailable() != nil {
 			log.Warn("provider is not usable until configured; its models answer 503", "provider", name, "type", pc.Type, "reason", u.Unavailable().Error())
@@ -80,6 +81,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	e.Use(
 		middleware.RequestID(),
 		middleware.AccessLog(log),
+		s.metrics.countRequests,
 		middleware.Recovery(log),
 		middleware.CORS(cfg.Server.CORS.AllowedOrigins),
 		middleware.BodyLimit(cfg.Server.MaxBodyBytes),

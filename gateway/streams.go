@@ -303,17 +303,14 @@ func (p *producer) mirror(op func(context.Context) (bool, error)) (bool, error) 
 	return live, err
 }
 
-func (p *producer) countDelta() {
-	if p.log.Readers() == 0 && p.remote.Load() == 0 {
-		p.s.metrics.unattendedTokens.Inc()
-	}
-}
-
 func (p *producer) run(stopShutdown func() bool) {
 	h := p.s.streams
 	defer h.wg.Done()
 	bp := bufPool.Get().(*[]byte)
-	buf, res, err := pump(p.st, p.f, p.req, &p.info, p.start, (*bp)[:0], p.append, p.countDelta)
+	g := p.s.metrics.inFlight.WithLabelValues(endpointNative)
+	g.Inc()
+	obs := &streamObs{m: p.s.metrics, unattended: func() bool { return p.log.Readers() == 0 && p.remote.Load() == 0 }}
+	buf, res, err := pump(p.st, p.f, p.req, &p.info, p.start, (*bp)[:0], p.append, obs)
 	buf, _ = p.s.ending(p.ctx, buf, p.f, &res, err, &p.info)
 	p.st.Close()
 	if errors.Is(context.Cause(p.ctx), errAbandoned) {
@@ -341,6 +338,8 @@ func (p *producer) run(stopShutdown func() bool) {
 	delete(h.live, p.id)
 	h.mu.Unlock()
 	close(p.done)
+	g.Dec()
+	p.s.metrics.streamEnded(endpointNative, &p.info, time.Since(p.start))
 	p.adm.settle(&p.info, true)
 	level := slog.LevelDebug
 	if p.log.Readers() == 0 {

@@ -1,0 +1,175 @@
+package gateway
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/streamgate/gateway/config"
+)
+
+// metric sums the samples of family name whose labels include the given
+// name/value pairs: a counter's or gauge's value, a histogram's count.
+func (h *harness) metric(t *testing.T, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := h.srv.metrics.reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				if !hasLabel(m, labels[i], labels[i+1]) {
+					continue next
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				sum += m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				sum += m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				sum += float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return sum
+}
+
+func hasLabel(m *dto.Metric, name, value string) bool {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue() == value
+		}
+	}
+	return false
+}
+
+// TestMetricsFollowStreams drives each scenario through real HTTP and
+// checks the metric families it must move.
+func TestMetricsFollowStreams(t *testing.T) {
+	type want struct {
+		name   string
+		labels []string
+		value  float64
+	}
+	for _, tc := range []struct {
+		name  string
+		path  string
+		body  string
+		wants []want
+	}{
+		{"native done", "/v1/stream", `{"model":"mock-gpt","prompt":"hi [mock tokens=3]"}`, []want{
+			{"gateway_requests_total", []string{"route", "/v1/stream", "model", "mock-gpt", "provider", "mock", "status", "200"}, 1},
+			{"gateway_time_to_first_token_seconds", []string{"model", "mock-gpt", "provider", "mock"}, 1},
+			{"gateway_inter_token_gap_seconds", []string{"model", "mock-gpt"}, 2},
+			{"gateway_stream_duration_seconds", []string{"endpoint", "native"}, 1},
+			{"gateway_stream_endings_total", []string{"endpoint", "native", "reason", "done"}, 1},
+			{"gateway_tokens_total", []string{"model", "mock-gpt", "kind", "completion"}, 3},
+			{"gateway_streams_in_flight", nil, 0},
+		}},
+		{"chat done", "/v1/chat/completions", `{"model":"mock-gpt","stream":true,"messages":[{"role":"user","content":"hi [mock tokens=2]"}]}`, []want{
+			{"gateway_stream_endings_total", []string{"endpoint", "chat", "reason", "done"}, 1},
+			{"gateway_tokens_total", []string{"kind", "completion"}, 2},
+		}},
+		{"upstream error mid-stream", "/v1/stream", `{"model":"mock-gpt","prompt":"hi [mock fail_after=1]"}`, []want{
+			{"gateway_stream_endings_total", []string{"reason", "upstream_error"}, 1},
+			{"gateway_upstream_errors_total", []string{"provider", "mock"}, 1},
+		}},
+		{"refused before the stream", "/v1/stream", `{"model":"mock-gpt","prompt":"hi [mock fail_status=400]"}`, []want{
+			{"gateway_requests_total", []string{"route", "/v1/stream", "status", "400"}, 1},
+			{"gateway_upstream_errors_total", []string{"provider", "mock", "code", "http_400"}, 1},
+			{"gateway_stream_endings_total", nil, 0},
+		}},
+		{"idle timeout", "/v1/stream", `{"model":"slow","prompt":"hi [mock stall_after=1]"}`, []want{
+			{"gateway_stream_endings_total", []string{"reason", "timeout"}, 1},
+			{"gateway_upstream_errors_total", []string{"code", "upstream_idle_timeout"}, 1},
+		}},
+		{"unknown route", "/v1/nope", `{}`, []want{
+			{"gateway_requests_total", []string{"route", "unmatched", "status", "404"}, 1},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, newConfig(`  stalls:
+    type: mock
+    idle_timeout: 50ms
+`, `  slow:
+    routes: [{provider: stalls}]
+`))
+			resp := h.post(t, context.Background(), tc.path, tc.body)
+			drainClose(resp)
+			if tc.path == "/v1/stream" && resp.StatusCode == http.StatusOK {
+				h.logs.waitFor(t, `"msg":"stream finished"`)
+			}
+			for _, w := range tc.wants {
+				if got := h.metric(t, w.name, w.labels...); got != w.value {
+					t.Errorf("%s%v = %v, want %v", w.name, w.labels, got, w.value)
+				}
+			}
+		})
+	}
+}
+
+func TestMetricsLimitsAndKeys(t *testing.T) {
+	h := newHarness(t, keysConfig("      requests_per_minute: 60\n      burst: 1"))
+	for i := range 2 {
+		resp := h.do(t, context.Background(), http.MethodPost, "/v1/stream", frontendKey, streamBody)
+		drainClose(resp)
+		if i == 0 {
+			h.logs.waitFor(t, `"msg":"stream finished"`)
+		}
+	}
+	if got := h.metric(t, "gateway_rate_limit_rejections_total", "limit", "requests"); got != 1 {
+		t.Errorf("requests rejections = %v", got)
+	}
+	if got := h.metric(t, "gateway_tokens_total", "key", "frontend", "kind", "completion"); got != 3 {
+		t.Errorf("completion tokens of key frontend = %v", got)
+	}
+	body := drainClose(h.do(t, context.Background(), http.MethodGet, "/metrics", "", ""))
+	for _, secret := range []string{frontendKey, batchKey} {
+		if strings.Contains(body, secret) {
+			t.Error("a key appears in /metrics")
+		}
+	}
+}
+
+// TestMetricsRetriesFallbacksCooldown: a first route that answers 503
+// is retried, then fallen back from, and put on cooldown.
+func TestMetricsRetriesFallbacksCooldown(t *testing.T) {
+	_, bad := countingUpstream(t, func(_ int32, w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, `{"error":{"message":"busy","type":"server_error"}}`, http.StatusServiceUnavailable)
+	})
+	_, good := countingUpstream(t, func(_ int32, w http.ResponseWriter, _ *http.Request) {
+		sseOK(w, roleChunk, helloChunk, stopChunk)
+	})
+	h := newHarness(t, routesConfig(bad, good, ""), func(c *config.Config) {
+		c.Health.FailureThreshold = 2
+	})
+	resp := h.post(t, context.Background(), "/v1/stream", `{"model":"resilient","prompt":"hi"}`)
+	if body := drainClose(resp); !strings.Contains(body, `"type":"done"`) {
+		t.Fatalf("stream: %s", body)
+	}
+	for _, w := range []struct {
+		name   string
+		labels []string
+		value  float64
+	}{
+		{"gateway_upstream_retries_total", []string{"provider", "up1"}, 1},
+		{"gateway_upstream_fallbacks_total", []string{"model", "resilient"}, 1},
+		{"gateway_upstream_errors_total", []string{"provider", "up1", "code", "http_503"}, 2},
+		{"gateway_deployment_cooldown", []string{"model", "resilient", "provider", "up1"}, 1},
+		{"gateway_deployment_cooldown", []string{"model", "resilient", "provider", "up2"}, 0},
+	} {
+		if got := h.metric(t, w.name, w.labels...); got != w.value {
+			t.Errorf("%s%v = %v, want %v", w.name, w.labels, got, w.value)
+		}
+	}
+}
