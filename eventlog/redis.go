@@ -156,6 +156,14 @@ func flag(b bool) string {
 	return "0"
 }
 
+// Ping checks that Redis answers, for readiness probes.
+func (r *Redis) Ping(ctx context.Context) error {
+	if err := r.c.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis ping: %w", err)
+	}
+	return nil
+}
+
 // State is what Redis knows of a stream.
 type State struct {
 	Meta

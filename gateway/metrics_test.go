@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/streamgate/gateway/config"
+	"github.com/streamgate/gateway/internal/redistest"
 )
 
 // metric sums the samples of family name whose labels include the given
@@ -172,4 +174,44 @@ func TestMetricsRetriesFallbacksCooldown(t *testing.T) {
 			t.Errorf("%s%v = %v, want %v", w.name, w.labels, got, w.value)
 		}
 	}
+}
+
+func TestReadiness(t *testing.T) {
+	ready := func(h *harness) (int, string) {
+		resp := h.do(t, context.Background(), http.MethodGet, "/readyz", "", "")
+		return resp.StatusCode, drainClose(resp)
+	}
+	t.Run("redis goes away and comes back", func(t *testing.T) {
+		srv := redistest.Start(t)
+		g := newGatedUpstream(t)
+		h := newHarness(t, redisStreamsConfig(g, srv.Addr)+fmt.Sprintf("rate_limit:\n  backend: redis\n  redis: {addr: %s}\n", srv.Addr))
+		if code, body := ready(h); code != http.StatusOK || !strings.Contains(body, `"rate_limit_redis":"ok"`) || !strings.Contains(body, `"streams_redis":"ok"`) {
+			t.Fatalf("with Redis up: %d %s", code, body)
+		}
+		srv.Stop()
+		if code, body := ready(h); code != http.StatusServiceUnavailable || !strings.Contains(body, `"status":"not_ready"`) || !strings.Contains(body, "redis ping") {
+			t.Errorf("with Redis down: %d %s", code, body)
+		}
+		if resp := h.do(t, context.Background(), http.MethodGet, "/healthz", "", ""); drainClose(resp) == "" || resp.StatusCode != http.StatusOK {
+			t.Errorf("/healthz with Redis down: %d", resp.StatusCode)
+		}
+		srv.Restart()
+		if code, body := ready(h); code != http.StatusOK {
+			t.Errorf("with Redis back: %d %s", code, body)
+		}
+	})
+	t.Run("no usable provider", func(t *testing.T) {
+		h := newHarness(t, `auth: {enabled: false}
+providers:
+  openai:
+    type: openai
+    api_key: ${GATEWAY_TEST_UNSET_KEY}
+models:
+  gpt:
+    routes: [{provider: openai}]
+`)
+		if code, body := ready(h); code != http.StatusServiceUnavailable || !strings.Contains(body, "no provider is usable") {
+			t.Errorf("%d %s", code, body)
+		}
+	})
 }

@@ -105,6 +105,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	}
 	admin.GET("/deployments", s.handleDeployments)
 	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	e.GET("/readyz", s.handleReady)
 	e.NoRoute(func(c *gin.Context) {
 		writeError(c, &apiError{Status: http.StatusNotFound, Type: typeInvalidRequest, Code: "not_found", Message: fmt.Sprintf("no route for %s %s", c.Request.Method, c.Request.URL.Path)})
 	})

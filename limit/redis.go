@@ -69,6 +69,14 @@ func NewRedis(o RedisOptions) *Redis {
 
 // Close stops renewing leases (they then expire, as when the process
 // dies), waits for the renewer, and closes the client.
+// Ping checks that Redis answers, for readiness probes.
+func (r *Redis) Ping(ctx context.Context) error {
+	if err := r.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis ping: %w", err)
+	}
+	return nil
+}
+
 func (r *Redis) Close() error {
 	select {
 	case <-r.stop:
