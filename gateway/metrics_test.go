@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -214,4 +215,32 @@ models:
 			t.Errorf("%d %s", code, body)
 		}
 	})
+}
+
+// TestAccessLogLine: one line per request with everything an operator
+// needs, and no secret.
+func TestAccessLogLine(t *testing.T) {
+	h := newHarness(t, keysConfig("      requests_per_minute: 600"))
+	resp := h.do(t, context.Background(), http.MethodPost, "/v1/stream", frontendKey, streamBody)
+	drainClose(resp)
+	h.logs.waitFor(t, `"msg":"request"`)
+	var line map[string]any
+	for _, l := range strings.Split(h.logs.String(), "\n") {
+		if strings.Contains(l, `"msg":"request"`) {
+			if err := json.Unmarshal([]byte(l), &line); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, field := range []string{"request_id", "key", "model", "provider", "status", "ttft", "prompt_tokens", "completion_tokens", "duration", "end"} {
+		if _, ok := line[field]; !ok {
+			t.Errorf("access log lacks %s: %v", field, line)
+		}
+	}
+	if line["key"] != "frontend" || line["end"] != "done" || line["status"] != 200.0 || line["completion_tokens"] != 3.0 {
+		t.Errorf("access log %v", line)
+	}
+	if strings.Contains(h.logs.String(), frontendKey) {
+		t.Error("a key reached the logs")
+	}
 }
