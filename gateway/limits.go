@@ -37,12 +37,11 @@ type limiter struct {
 	pacers   map[string]*limit.Pacer
 }
 
-func newLimiter(cfg *config.Config, log *slog.Logger) (*limiter, error) {
+// newLimiter builds the policies of cfg over store. Pacers of providers
+// whose pace is unchanged from prevCfg are taken over from prev (both nil
+// for the first generation), with their queues.
+func newLimiter(cfg *config.Config, store limit.Store, prev *limiter, prevCfg *config.Config) *limiter {
 	rl := cfg.RateLimit
-	store, err := newStore(rl, log)
-	if err != nil {
-		return nil, err
-	}
 	l := &limiter{
 		store:    store,
 		defaults: toPolicy(rl.Defaults, nil),
@@ -55,15 +54,22 @@ func newLimiter(cfg *config.Config, log *slog.Logger) (*limiter, error) {
 		l.digests[k.Digest()] = name
 	}
 	for name, p := range cfg.Providers {
-		if p.RequestsPerSecond > 0 {
-			queue := p.QueueTimeout.Std()
-			if p.QueueTimeout == 0 {
-				queue = 5 * time.Second
-			}
-			l.pacers[name] = limit.NewPacer(p.RequestsPerSecond, queue)
+		if p.RequestsPerSecond <= 0 {
+			continue
 		}
+		if prev != nil {
+			if old, ok := prevCfg.Providers[name]; ok && old.RequestsPerSecond == p.RequestsPerSecond && old.QueueTimeout == p.QueueTimeout && prev.pacers[name] != nil {
+				l.pacers[name] = prev.pacers[name]
+				continue
+			}
+		}
+		queue := p.QueueTimeout.Std()
+		if p.QueueTimeout == 0 {
+			queue = 5 * time.Second
+		}
+		l.pacers[name] = limit.NewPacer(p.RequestsPerSecond, queue)
 	}
-	return l, nil
+	return l
 }
 
 // newStore returns the configured backend. A Redis client connects

@@ -298,10 +298,7 @@ func TestProviderPacing(t *testing.T) {
 		c.Providers["mock"] = p
 		c.Models["mock-gpt"] = config.Model{Routes: []config.Route{{Provider: "mock"}}}
 	}, func(c *config.Config) {})
-	var err error
-	if h.srv.lim, err = newLimiter(h.srv.cfg, h.srv.log); err != nil {
-		t.Fatal(err)
-	}
+	h.srv.lim = newLimiter(h.srv.cfg, h.srv.lim.store, nil, nil)
 	drainClose(h.do(t, context.Background(), "POST", "/v1/stream", "", streamBody))
 	resp := h.do(t, context.Background(), "POST", "/v1/stream", "", streamBody)
 	if resp.StatusCode != 429 {

@@ -33,6 +33,7 @@ type metrics struct {
 	upstreamErrors *prometheus.CounterVec
 	retries        *prometheus.CounterVec
 	fallbacks      *prometheus.CounterVec
+	reloads        *prometheus.CounterVec
 
 	unattendedTokens prometheus.Counter
 	resumes          *prometheus.CounterVec
@@ -66,6 +67,7 @@ func newMetrics(s *Server) *metrics {
 	m.upstreamErrors = counter("gateway_upstream_errors_total", "Failed upstream attempts, by provider and the gateway's error code (upstream codes are reduced to http_STATUS).", "provider", "code")
 	m.retries = counter("gateway_upstream_retries_total", "Attempts that retried the same deployment before the first delta.", "provider")
 	m.fallbacks = counter("gateway_upstream_fallbacks_total", "Moves to the next route before the first delta, by model.", "model")
+	m.reloads = counter("gateway_config_reloads_total", "Configuration reloads (SIGHUP or a changed file), by result: success, failure (the running configuration stayed).", "result")
 	m.unattendedTokens = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "gateway_stream_unattended_tokens_total",
 		Help: "Deltas (about a token each) generated while no reader was attached to their stream: after the client left.",
@@ -77,7 +79,7 @@ func newMetrics(s *Server) *metrics {
 		Help: "Streams this replica ended with producer_lost: their producing replica stopped renewing its lease.",
 	})
 	m.reg.MustRegister(m.requests, m.ttft, m.gap, m.duration, m.tokens, m.inFlight, m.endings, m.rateLimited,
-		m.upstreamErrors, m.retries, m.fallbacks, m.unattendedTokens, m.resumes, m.streamsCancelled, m.producersLost,
+		m.upstreamErrors, m.retries, m.fallbacks, m.reloads, m.unattendedTokens, m.resumes, m.streamsCancelled, m.producersLost,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "gateway_stream_store_bytes",
 			Help: "Bytes held by the stream logs in this replica's memory (bounded by streams.max_total_bytes).",
@@ -173,8 +175,9 @@ func (c cooldownCollector) Describe(ch chan<- *prometheus.Desc) { ch <- cooldown
 
 func (c cooldownCollector) Collect(ch chan<- prometheus.Metric) {
 	now := time.Now()
-	for _, name := range c.s.reg.names {
-		for _, d := range c.s.reg.models[name] {
+	reg := c.s.cur.Load().reg
+	for _, name := range reg.names {
+		for _, d := range reg.models[name] {
 			_, _, until, _ := d.health.snapshot()
 			v := 0.0
 			if now.Before(until) {

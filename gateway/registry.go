@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 	"time"
@@ -38,15 +39,29 @@ type registry struct {
 // usable (an OpenAI provider whose key is not set).
 type unavailable interface{ Unavailable() error }
 
-func buildRegistry(cfg *config.Config) (*registry, []string, error) {
+// buildRegistry builds the providers and models of cfg. A provider whose
+// settings are the same in prevCfg is taken over from prev (both nil for
+// the first generation), and so is the health of its deployments. It
+// returns the secrets to redact, and the providers it built anew.
+func buildRegistry(cfg *config.Config, prev *registry, prevCfg *config.Config) (*registry, []string, []providers.Provider, error) {
 	built := make(map[string]providers.Provider, len(cfg.Providers))
 	var secrets []string
+	var fresh []providers.Provider
+	reused := map[string]bool{}
 	for name, pc := range cfg.Providers {
-		p, err := buildProvider(pc)
-		if err != nil {
-			return nil, nil, fmt.Errorf("provider %s: %w", name, err)
+		if prev != nil {
+			if old, ok := prevCfg.Providers[name]; ok && reflect.DeepEqual(old, pc) {
+				built[name], reused[name] = prev.providers[name], true
+			}
 		}
-		built[name] = p
+		if !reused[name] {
+			p, err := buildProvider(pc)
+			if err != nil {
+				return nil, nil, nil, fmt.Errorf("provider %s: %w", name, err)
+			}
+			built[name] = p
+			fresh = append(fresh, p)
+		}
 		if k := pc.APIKey.Reveal(); k != "" {
 			secrets = append(secrets, k)
 		}
@@ -58,6 +73,16 @@ func buildRegistry(cfg *config.Config) (*registry, []string, error) {
 	}
 	if p := cfg.RateLimit.Redis.Password.Reveal(); p != "" {
 		secrets = append(secrets, p)
+	}
+	healths := map[[2]string]*health{}
+	if prev != nil {
+		for _, deps := range prev.models {
+			for _, d := range deps {
+				if reused[d.providerName] {
+					healths[[2]string{d.providerName, d.model}] = d.health
+				}
+			}
+		}
 	}
 	r := &registry{providers: built, models: make(map[string][]deployment, len(cfg.Models)), strategies: map[string]string{}}
 	for name, m := range cfg.Models {
@@ -71,17 +96,22 @@ func buildRegistry(cfg *config.Config) (*registry, []string, error) {
 			if route.Weight != nil {
 				weight = *route.Weight
 			}
+			h := healths[[2]string{route.Provider, upstream}]
+			if h == nil {
+				h = &health{}
+				healths[[2]string{route.Provider, upstream}] = h
+			}
 			r.models[name] = append(r.models[name], deployment{
 				providerName: route.Provider, provider: built[route.Provider], model: upstream,
 				firstTokenTimeout: pc.FirstTokenTimeout.Std(), idleTimeout: pc.IdleTimeout.Std(), streamTimeout: pc.StreamTimeout.Std(),
-				weight: weight, health: &health{},
+				weight: weight, health: h,
 			})
 		}
 		r.strategies[name] = m.Strategy
 		r.names = append(r.names, name)
 	}
 	sort.Strings(r.names)
-	return r, secrets, nil
+	return r, secrets, fresh, nil
 }
 
 func buildProvider(pc config.Provider) (providers.Provider, error) {

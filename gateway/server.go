@@ -10,22 +10,35 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/streamgate/gateway/config"
+	"github.com/streamgate/gateway/limit"
 	"github.com/streamgate/gateway/middleware"
+	"github.com/streamgate/gateway/providers"
 )
 
-// Server serves one configuration.
+// Server serves one configuration, and hands over to the next on a reload
+// (Reload): each configuration is a generation of Server, and requests keep
+// the generation they started on until they end. What generations share
+// is in shared.
 type Server struct {
+	*shared
 	cfg    *config.Config
-	log    *slog.Logger
 	reg    *registry
 	lim    *limiter
 	redact *strings.Replacer
 	engine *gin.Engine
+}
+
+// shared is the process's side of the gateway, which a reload does not
+// replace.
+type shared struct {
+	log *slog.Logger
 	// started is reported as the creation time of every model.
 	started time.Time
 	streams *streamHub
@@ -38,30 +51,69 @@ type Server struct {
 	// flight must end because the drain timeout ran out.
 	stopping    context.Context
 	stopStreams context.CancelCauseFunc
+
+	// cur is the generation new requests go to.
+	cur atomic.Pointer[Server]
+	// reloading serialises reloads.
+	reloading sync.Mutex
+	// built is every provider any generation built, to close at the end.
+	builtMu sync.Mutex
+	built   []providers.Provider
 }
 
 // New builds a server for cfg, which must have passed validation.
 func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
-	reg, secrets, err := buildRegistry(cfg)
-	if err != nil {
-		return nil, err
-	}
-	lim, err := newLimiter(cfg, log)
+	store, err := newStore(cfg.RateLimit, log)
 	if err != nil {
 		return nil, err
 	}
 	streams, err := newStreamHub(cfg, log)
 	if err != nil {
-		return nil, errors.Join(err, lim.store.Close())
+		return nil, errors.Join(err, store.Close())
 	}
-	s := &Server{cfg: cfg, log: log, reg: reg, lim: lim, redact: newRedactor(secrets), started: time.Now(), streams: streams,
+	sh := &shared{log: log, started: time.Now(), streams: streams,
 		retryFrame: fmt.Appendf(nil, "retry: %d\n\n", cfg.Streams.ReconnectDelay.Std().Milliseconds()),
-		lostLine: (&nativeFormat{}).failed(nil, apiProducerLost), cancelledLine: (&nativeFormat{}).failed(nil, apiCancelled)}
-	s.stopping, s.stopStreams = context.WithCancelCause(context.Background())
-	s.metrics = newMetrics(s)
+		lostLine:   (&nativeFormat{}).failed(nil, apiProducerLost), cancelledLine: (&nativeFormat{}).failed(nil, apiCancelled)}
+	sh.stopping, sh.stopStreams = context.WithCancelCause(context.Background())
+	s, err := sh.build(cfg, store, nil)
+	if err != nil {
+		return nil, errors.Join(err, store.Close(), streams.close())
+	}
+	sh.metrics = newMetrics(s)
+	sh.cur.Store(s)
+	if !cfg.Auth.AuthEnabled() {
+		if host, _, _ := net.SplitHostPort(cfg.Server.Listen); !isLoopback(host) {
+			log.Warn("auth is off on a non-loopback address: anyone who can reach it can use every model", "listen", cfg.Server.Listen)
+		}
+	}
+	return s, nil
+}
+
+// build makes a generation serving cfg. prev, the generation it replaces
+// (nil for the first), lends it what is unchanged: providers with the same
+// settings (and their connections), the health of their deployments, and
+// provider pacers.
+func (sh *shared) build(cfg *config.Config, store limit.Store, prev *Server) (*Server, error) {
+	var prevReg *registry
+	var prevCfg *config.Config
+	if prev != nil {
+		prevReg, prevCfg = prev.reg, prev.cfg
+	}
+	reg, secrets, fresh, err := buildRegistry(cfg, prevReg, prevCfg)
+	if err != nil {
+		return nil, err
+	}
+	sh.builtMu.Lock()
+	sh.built = append(sh.built, fresh...)
+	sh.builtMu.Unlock()
+	var prevLim *limiter
+	if prev != nil {
+		prevLim = prev.lim
+	}
+	s := &Server{shared: sh, cfg: cfg, reg: reg, lim: newLimiter(cfg, store, prevLim, prevCfg), redact: newRedactor(secrets)}
 	for name, pc := range cfg.Providers {
 		if u, ok := reg.providers[name].(unavailable); ok && u.Unavailable() != nil {
-			log.Warn("provider is not usable until configured; its models answer 503", "provider", name, "type", pc.Type, "reason", u.Unavailable().Error())
+			sh.log.Warn("provider is not usable until configured; its models answer 503", "provider", name, "type", pc.Type, "reason", u.Unavailable().Error())
 		}
 	}
 
@@ -73,16 +125,11 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	if err := e.SetTrustedProxies(cfg.Auth.TrustedProxies); err != nil {
 		return nil, fmt.Errorf("trusted proxies: %w", err)
 	}
-	if !cfg.Auth.AuthEnabled() {
-		if host, _, _ := net.SplitHostPort(cfg.Server.Listen); !isLoopback(host) {
-			log.Warn("auth is off on a non-loopback address: anyone who can reach it can use every model", "listen", cfg.Server.Listen)
-		}
-	}
 	e.Use(
 		middleware.RequestID(),
-		middleware.AccessLog(log),
-		s.metrics.countRequests,
-		middleware.Recovery(log),
+		middleware.AccessLog(sh.log),
+		s.countRequests,
+		middleware.Recovery(sh.log),
 		middleware.CORS(cfg.Server.CORS.AllowedOrigins),
 		middleware.BodyLimit(cfg.Server.MaxBodyBytes),
 	)
@@ -98,7 +145,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	// headers), so these check access themselves.
 	e.GET("/v1/streams/:id", s.handleStreamEvents)
 	e.DELETE("/v1/streams/:id", s.handleCancelStream)
-	e.GET("/metrics", s.metrics.handler())
+	e.GET("/metrics", s.serveMetrics)
 	admin := e.Group("/admin")
 	if cfg.Auth.AuthEnabled() {
 		admin.Use(middleware.Auth(s.lim.digests))
@@ -116,17 +163,38 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
+// countRequests and serveMetrics reach the metrics through the generation,
+// which has them only once the first generation is built.
+func (s *Server) countRequests(c *gin.Context) { s.metrics.countRequests(c) }
+func (s *Server) serveMetrics(c *gin.Context)  { s.metrics.handler()(c) }
+
 // Close ends the streams still being generated (with a server_shutdown
 // error event) and releases what the server holds beyond its handlers:
-// connections to Redis. Call it after Serve returns, or once a test's
-// handlers are done.
+// connections to Redis and to upstreams. Call it after Serve returns, or
+// once a test's handlers are done.
 func (s *Server) Close() error {
 	s.stopStreams(errShutdown)
-	return errors.Join(s.streams.close(), s.lim.store.Close())
+	err := errors.Join(s.streams.close(), s.cur.Load().lim.store.Close())
+	s.builtMu.Lock()
+	defer s.builtMu.Unlock()
+	for _, p := range s.built {
+		closeIdle(p)
+	}
+	return err
 }
 
-// Handler returns the HTTP handler of all routes.
-func (s *Server) Handler() http.Handler { return s.engine }
+// closeIdle drops a provider's idle upstream connections, if it has any.
+func closeIdle(p providers.Provider) {
+	if c, ok := p.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// Handler returns the HTTP handler of all routes, which serves each
+// request with the current generation.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.cur.Load().engine.ServeHTTP(w, r) })
+}
 
 // Serve serves on ln until ctx is cancelled, then shuts down gracefully:
 // it stops accepting connections, gives streams in flight the configured
@@ -134,7 +202,7 @@ func (s *Server) Handler() http.Handler { return s.engine }
 // error event, and returns once every handler has returned.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
-		Handler:           s.engine,
+		Handler:           s.Handler(),
 		ReadHeaderTimeout: s.cfg.Server.ReadHeaderTimeout.Std(),
 		IdleTimeout:       s.cfg.Server.IdleTimeout.Std(),
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),

@@ -4,6 +4,9 @@
 //	gateway -config FILE         serve with FILE
 //	gateway -listen ADDR         override server.listen
 //	gateway -check-config        validate the config file and exit
+//
+// The config is reloaded on SIGHUP and when the file changes (checked every
+// -watch-interval; 0 turns the check off).
 package main
 
 import (
@@ -15,7 +18,9 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/streamgate/gateway/config"
 	"github.com/streamgate/gateway/gateway"
@@ -44,6 +49,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	path := fs.String("config", "config.yaml", "config file")
 	listen := fs.String("listen", "", "listen address, overriding server.listen (e.g. :8080)")
 	check := fs.Bool("check-config", false, "validate the config file, print every problem, and exit")
+	watch := fs.Duration("watch-interval", 2*time.Second, "how often to check the config file for changes to reload (0: only on SIGHUP)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -51,12 +57,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
 
-	cfg, err := config.Load(*path)
+	load := func() (*config.Config, error) {
+		cfg, err := config.Load(*path)
+		if err == nil && *listen != "" {
+			cfg.Server.Listen = *listen
+		}
+		return cfg, err
+	}
+	cfg, err := load()
 	if err != nil {
 		return err
-	}
-	if *listen != "" {
-		cfg.Server.Listen = *listen
 	}
 	if *check {
 		fmt.Fprintf(stdout, "%s: ok (%d providers, %d models)\n", *path, len(cfg.Providers), len(cfg.Models))
@@ -68,7 +78,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Reloads run until the server has stopped.
+	rctx, stopReloads := context.WithCancel(ctx)
+	var reloads sync.WaitGroup
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	reloads.Go(func() {
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-hup:
+				log.Info("SIGHUP: reloading the config", "file", *path)
+				_ = srv.ReloadWith(load)
+			}
+		}
+	})
+	if *watch > 0 {
+		defer srv.WatchConfig(*path, *watch, load)()
+	}
 	err = srv.ListenAndServe(ctx)
+	signal.Stop(hup)
+	stopReloads()
+	reloads.Wait()
 	return errors.Join(err, srv.Close())
 }
 

@@ -12,8 +12,10 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,13 +28,74 @@ import (
 // that a test can kill a gateway process outright.
 const childConfigEnv = "GATEWAY_TEST_CHILD_CONFIG"
 
-// runChild serves the config named in the environment until killed.
+// childArgsEnv holds more flags for the child, space-separated.
+const childArgsEnv = "GATEWAY_TEST_CHILD_ARGS"
+
+// runChild serves the config named in the environment until a signal
+// ends it.
 func runChild(path string) int {
-	if err := run(context.Background(), []string{"-config", path}, os.Stdout, os.Stderr); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	args := append([]string{"-config", path}, strings.Fields(os.Getenv(childArgsEnv))...)
+	if err := run(ctx, args, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	return 0
+}
+
+// child is a gateway running in another process (this test binary, run
+// by TestMain as the gateway), so that a test can signal or kill it.
+type child struct {
+	cmd    *exec.Cmd
+	lines  chan string // its log, line by line
+	exited chan struct{}
+}
+
+// startChild runs a gateway on the config at path and waits until it
+// listens.
+func startChild(t *testing.T, path string, args ...string) *child {
+	t.Helper()
+	c := &child{cmd: exec.Command(os.Args[0], "-test.run=^$"), lines: make(chan string, 1024), exited: make(chan struct{})}
+	c.cmd.Env = append(os.Environ(), childConfigEnv+"="+path, childArgsEnv+"="+strings.Join(args, " "))
+	stderr, _ := c.cmd.StderrPipe()
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			select {
+			case c.lines <- sc.Text():
+			default: // nobody is waiting for that much
+			}
+		}
+		_ = c.cmd.Wait()
+		close(c.exited)
+	}()
+	t.Cleanup(func() { _ = c.cmd.Process.Kill(); <-c.exited })
+	c.waitLog(t, "gateway listening")
+	return c
+}
+
+// waitLog reads the child's log until a line holds sub.
+func (c *child) waitLog(t *testing.T, sub string) {
+	t.Helper()
+	var seen strings.Builder
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case l := <-c.lines:
+			if strings.Contains(l, sub) {
+				return
+			}
+			seen.WriteString(l + "\n")
+		case <-c.exited:
+			t.Fatalf("the gateway exited before logging %q:\n%s", sub, seen.String())
+		case <-timeout:
+			t.Fatalf("the gateway never logged %q:\n%s", sub, seen.String())
+		}
+	}
 }
 
 // replicaConfig serves a slow mock model, with streams in the Redis at
@@ -80,38 +143,7 @@ func TestProducerLostWhenReplicaDies(t *testing.T) {
 	}
 
 	// Gateway A: this test binary, in another process.
-	a := exec.Command(os.Args[0], "-test.run=^$")
-	a.Env = append(os.Environ(), childConfigEnv+"="+path)
-	stderr, _ := a.StderrPipe()
-	if err := a.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = a.Wait(); close(exited) }()
-	t.Cleanup(func() { _ = a.Process.Kill(); <-exited })
-	listening, scanned := make(chan struct{}), make(chan struct{})
-	var out strings.Builder // A's log until it listens
-	go func() {
-		defer close(scanned)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "gateway listening") {
-				close(listening)
-				break
-			}
-			out.WriteString(sc.Text() + "\n")
-		}
-		_, _ = io.Copy(io.Discard, stderr)
-	}()
-	select {
-	case <-listening:
-	case <-exited:
-		<-scanned
-		t.Fatalf("gateway A exited before listening:\n%s", out.String())
-	case <-time.After(30 * time.Second):
-		t.Fatal("gateway A never listened")
-	}
-
+	a := startChild(t, path)
 	// Gateway B: in this process, same Redis.
 	cfg, err := config.Parse("b.yaml", []byte(replicaConfig("127.0.0.1:0", rds.Addr)))
 	if err != nil {
@@ -158,7 +190,7 @@ func TestProducerLostWhenReplicaDies(t *testing.T) {
 	}
 
 	killed := time.Now()
-	if err := a.Process.Kill(); err != nil {
+	if err := a.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	var terminal string

@@ -40,6 +40,7 @@ type Options struct {
 // Provider streams from Anthropic.
 type Provider struct {
 	client      sdk.Client
+	http        *http.Client
 	maxTokens   int
 	unavailable error
 }
@@ -57,10 +58,11 @@ func New(opts Options) *Provider {
 	if transport == nil {
 		transport = providers.NewTransport(opts.ConnectTimeout)
 	}
+	httpClient := &http.Client{Transport: transport}
 	ropts := []option.RequestOption{
 		option.WithAPIKey(opts.APIKey),
 		// No http.Client.Timeout: it would bound reading the whole stream.
-		option.WithHTTPClient(&http.Client{Transport: transport}),
+		option.WithHTTPClient(httpClient),
 		// The gateway retries and falls back itself, before the first
 		// delta only.
 		option.WithMaxRetries(0),
@@ -71,12 +73,16 @@ func New(opts Options) *Provider {
 	for k, v := range opts.Headers {
 		ropts = append(ropts, option.WithHeader(k, v))
 	}
-	p := &Provider{client: sdk.NewClient(ropts...), maxTokens: opts.MaxTokens}
+	p := &Provider{client: sdk.NewClient(ropts...), http: httpClient, maxTokens: opts.MaxTokens}
 	if opts.APIKey == "" {
 		p.unavailable = fmt.Errorf("%w: its api_key is empty (set the environment variable config.yaml names, e.g. ANTHROPIC_API_KEY, and restart)", providers.ErrUnavailable)
 	}
 	return p
 }
+
+// CloseIdleConnections drops the provider's idle upstream connections
+// (the gateway calls it when a reload replaces the provider, and at exit).
+func (p *Provider) CloseIdleConnections() { p.http.CloseIdleConnections() }
 
 // Unavailable says why the provider refuses calls, or nil.
 func (p *Provider) Unavailable() error { return p.unavailable }

@@ -61,6 +61,7 @@ type AzureOptions struct {
 // Provider talks to one OpenAI-compatible upstream.
 type Provider struct {
 	client      *goopenai.Client
+	http        *http.Client
 	unavailable error
 	maxLine     int
 }
@@ -101,14 +102,19 @@ func New(opts Options) (*Provider, error) {
 		transport = providers.NewTransport(opts.ConnectTimeout)
 	}
 	// No http.Client.Timeout: it would bound reading the whole stream.
-	cfg.HTTPClient = &doer{client: &http.Client{Transport: transport}, headers: opts.Headers}
+	httpClient := &http.Client{Transport: transport}
+	cfg.HTTPClient = &doer{client: httpClient, headers: opts.Headers}
 
-	p := &Provider{client: goopenai.NewClientWithConfig(cfg), maxLine: opts.MaxLineBytes}
+	p := &Provider{client: goopenai.NewClientWithConfig(cfg), http: httpClient, maxLine: opts.MaxLineBytes}
 	if opts.APIKey == "" && (opts.Azure != nil || strings.HasPrefix(opts.BaseURL, "https://api.openai.com")) {
 		p.unavailable = fmt.Errorf("%w: its api_key is empty (set the environment variable config.yaml names, e.g. OPENAI_API_KEY, and restart)", providers.ErrUnavailable)
 	}
 	return p, nil
 }
+
+// CloseIdleConnections drops the provider's idle upstream connections
+// (the gateway calls it when a reload replaces the provider, and at exit).
+func (p *Provider) CloseIdleConnections() { p.http.CloseIdleConnections() }
 
 // Unavailable says why the provider refuses calls, or nil when it serves.
 func (p *Provider) Unavailable() error { return p.unavailable }
