@@ -149,6 +149,9 @@ type Auth struct {
 	TrustedProxies []string `yaml:"trusted_proxies"`
 }
 
+// PlaygroundEnabled reports whether / serves the playground.
+func (s Server) PlaygroundEnabled() bool { return s.Playground == nil || *s.Playground }
+
 // AuthEnabled reports whether keys are required.
 func (a Auth) AuthEnabled() bool { return a.Enabled == nil || *a.Enabled }
 
@@ -254,7 +257,10 @@ type Server struct {
 	// PprofListen, when set, serves Go's profiler (/debug/pprof/) on this
 	// separate address, which must be a loopback one (default: off).
 	PprofListen string `yaml:"pprof_listen"`
-	Log         Log    `yaml:"log"`
+	// Playground serves the browser playground at / (default true). It
+	// is static; its calls carry the key typed into it.
+	Playground *bool `yaml:"playground"`
+	Log        Log   `yaml:"log"`
 }
 
 // CORS configures cross-origin access for browser frontends.

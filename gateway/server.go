@@ -151,6 +151,9 @@ func (sh *shared) build(cfg *config.Config, store limit.Store, prev *Server) (*S
 		admin.Use(middleware.Auth(s.lim.digests))
 	}
 	admin.GET("/deployments", s.handleDeployments)
+	if cfg.Server.PlaygroundEnabled() {
+		servePlayground(e)
+	}
 	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	e.GET("/readyz", s.handleReady)
 	e.NoRoute(func(c *gin.Context) {

@@ -195,6 +195,9 @@ type producer struct {
 	readersChanged chan struct{}
 	done           chan struct{}
 
+	// detached is a stream started with POST /v1/streams.
+	detached bool
+
 	// mu guards the last-reader policy's state.
 	mu        sync.Mutex
 	hadReader bool
@@ -213,6 +216,7 @@ func (s *Server) startStream(c *gin.Context, routes []deployment, req *providers
 	p = &producer{s: s, id: newStreamID(), ctx: ctx, cancel: cancel, req: req, adm: adm, start: start, info: *info,
 		readersChanged: make(chan struct{}, 1), done: make(chan struct{})}
 	p.policy, p.grace = s.lastReaderPolicy(model, info.KeyName)
+	p.detached = !attach
 
 	// While the upstream is being opened the client is waiting on it:
 	// its leaving cancels.
@@ -376,11 +380,12 @@ func (p *producer) applyPolicy(n int) {
 			p.graceT = nil
 		}
 	case p.policy == config.LastReaderDrain:
-	case p.policy == config.LastReaderCancel && p.hadReader:
+	case p.policy == config.LastReaderCancel && p.hadReader && !p.detached:
 		p.cancel(errAbandoned)
 	case p.graceT == nil:
-		// continue, or a stream nobody has read yet (POST /v1/streams):
-		// wait for a reader.
+		// continue, a stream nobody has read yet, or one started with
+		// POST /v1/streams, whose client means to resume (cancel is for
+		// clients that never do): wait for a reader.
 		p.graceT = time.AfterFunc(p.grace, func() {
 			n := p.readers()
 			p.mu.Lock()

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs that Go does not bring, when missing:
-# a C compiler for `go test -race` (cgo), and redis-server for the tests of
-# limits shared across replicas. Runs unattended: CI runs it as root with
-# no terminal.
+# a C compiler for `go test -race` (cgo), redis-server for the tests of
+# limits and streams shared across replicas, and chromium for the
+# playground's browser test. Runs unattended: CI runs it as root with no
+# terminal.
 set -euo pipefail
 
 missing=()
 command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
