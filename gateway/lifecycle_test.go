@@ -169,10 +169,10 @@ func TestShutdownEndsStreamsAfterDrainTimeout(t *testing.T) {
 // server_shutdown.
 func TestShutdownAndDetachedStreams(t *testing.T) {
 	for _, tc := range []struct {
-		prompt, end string
+		prompt, end, reason string
 	}{
-		{"[mock tokens=5 delay=30ms]", `{"type":"done"`},
-		{"[mock stall_after=1]", `"code":"server_shutdown"`},
+		{"[mock tokens=5 delay=30ms]", `{"type":"done"`, "done"},
+		{"[mock stall_after=1]", `"code":"server_shutdown"`, "shutdown"},
 	} {
 		t.Run(tc.end, func(t *testing.T) {
 			url, stop, wait, srv := servingServer(t, newConfig("", ""), func(c *config.Config) {
@@ -201,6 +201,10 @@ func TestShutdownAndDetachedStreams(t *testing.T) {
 			ev.Each(func(_ int64, line []byte) { all = append(all, string(line)) })
 			if _, finished := l.Last(); !finished || !strings.Contains(all[len(all)-1], tc.end) {
 				t.Errorf("after shutdown (finished %v): %s", finished, strings.Join(all, "\n"))
+			}
+			h := &harness{srv: srv}
+			if n := h.metric(t, "gateway_stream_endings_total", "endpoint", "native", "reason", tc.reason); n != 1 {
+				t.Errorf("endings %s = %v, want 1", tc.reason, n)
 			}
 		})
 	}

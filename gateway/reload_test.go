@@ -84,9 +84,9 @@ func TestReload(t *testing.T) {
 // TestStreamSurvivesReload: a stream in flight finishes on the config it
 // started with, even one whose provider and model the reload removed.
 func TestStreamSurvivesReload(t *testing.T) {
-	for _, tc := range []struct{ path, body, end string }{
-		{"/v1/chat/completions", `{"model":"up-model","stream":true,"messages":[{"role":"user","content":"hi"}]}`, "[DONE]"},
-		{"/v1/stream", `{"model":"up-model","prompt":"hi"}`, `"type":"done"`},
+	for _, tc := range []struct{ path, body, end, endpoint string }{
+		{"/v1/chat/completions", `{"model":"up-model","stream":true,"messages":[{"role":"user","content":"hi"}]}`, "[DONE]", "chat"},
+		{"/v1/stream", `{"model":"up-model","prompt":"hi"}`, `"type":"done"`, "native"},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
 			g := newGatedUpstream(t)
@@ -94,6 +94,9 @@ func TestStreamSurvivesReload(t *testing.T) {
 			resp := h.post(t, context.Background(), tc.path, tc.body)
 			defer resp.Body.Close()
 			<-g.started
+			if n := h.metric(t, "gateway_streams_in_flight", "endpoint", tc.endpoint); n != 1 {
+				t.Errorf("streams in flight = %v, want 1", n)
+			}
 			if err := h.srv.Reload(mustParse(t, newConfig("", ""))); err != nil {
 				t.Fatal(err)
 			}
