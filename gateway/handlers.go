@@ -91,21 +91,33 @@ func (s *Server) accept(c *gin.Context, body clientRequest, strict bool) (*provi
 	return req, routes, adm, ok
 }
 
-// open starts the upstream call under the client's request context (so a
-// client that leaves cancels it), cut short also by the server's shutdown,
-// trying the model's routes as the retry settings allow. The returned
-// cancel must be called when the stream is over.
-func (s *Server) open(c *gin.Context, routes []deployment, req *providers.Request) (context.Context, context.CancelFunc, *resilientStream, *apiError) {
-	ctx, cancel := context.WithCancelCause(c.Request.Context())
+// upstreamCall is an upstream call's context: cancel ends it with a cause,
+// done releases it when the stream is over.
+type upstreamCall struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	done   func()
+}
+
+// open starts the upstream call under parent, cut short also by the
+// server's shutdown, trying the model's routes as the retry settings
+// allow, and records the attempts in info. While it opens, the client
+// waits: its leaving cancels the call whatever parent is. On failure the
+// call is released and the error is ready for the client.
+func (s *Server) open(c *gin.Context, parent context.Context, routes []deployment, req *providers.Request, info *middleware.Info) (upstreamCall, *resilientStream, *apiError) {
+	ctx, cancel := context.WithCancelCause(parent)
 	stop := context.AfterFunc(s.stopping, func() { cancel(context.Cause(s.stopping)) })
-	done := func() { stop(); cancel(context.Canceled) }
-	st, err := s.openResilient(ctx, req, routes, middleware.Get(c))
+	call := upstreamCall{ctx: ctx, cancel: cancel, done: func() { stop(); cancel(context.Canceled) }}
+	if rctx := c.Request.Context(); parent != rctx {
+		defer context.AfterFunc(rctx, func() { cancel(context.Canceled) })()
+	}
+	st, err := s.openResilient(ctx, req, routes, info)
 	if err != nil {
 		e := s.clientError(ctx, err)
-		done()
-		return nil, nil, nil, e
+		call.done()
+		return call, nil, e
 	}
-	return ctx, done, st, nil
+	return call, st, nil
 }
 
 // stream opens the upstream stream first and only then commits to a 200 and
@@ -131,15 +143,15 @@ func (s *Server) stream(c *gin.Context, routes []deployment, req *providers.Requ
 // context and settles the admission with the outcome recorded in Info.
 func (s *Server) begin(c *gin.Context, routes []deployment, req *providers.Request, adm *admission) (context.Context, *resilientStream, func(), bool) {
 	info := middleware.Get(c)
-	ctx, done, st, e := s.open(c, routes, req)
+	call, st, e := s.open(c, c.Request.Context(), routes, req, info)
 	if e != nil {
 		adm.settle(info, false)
 		s.fail(c, e)
 		return nil, nil, nil, false
 	}
-	return ctx, st, func() {
+	return call.ctx, st, func() {
 		st.Close()
-		done()
+		call.done()
 		adm.settle(info, true)
 	}, true
 }

@@ -27,10 +27,9 @@ func (s *Server) handleCreateStream(c *gin.Context) {
 	if !ok {
 		return
 	}
-	url, exp := s.streams.eventsURL(p.id, time.Now())
-	c.Header("Location", url)
+	c.Header("Location", p.eventsURL)
 	c.JSON(http.StatusCreated, gin.H{"id": p.id, "object": "stream", "model": body.Model, "created": start.Unix(),
-		"events_url": url, "token_expires_at": exp})
+		"events_url": p.eventsURL, "token_expires_at": p.tokenExp})
 }
 
 // handleStreamEvents serves GET /v1/streams/{id}: the stream's events as

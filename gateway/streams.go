@@ -176,13 +176,19 @@ type producer struct {
 	log    *eventlog.Log
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-	st     *resilientStream
-	f      *nativeFormat
-	req    *providers.Request
-	adm    *admission
-	start  time.Time
-	policy string
-	grace  time.Duration
+	// release ends the upstream call's context once the stream is over.
+	release func()
+	st      *resilientStream
+	// eventsURL is where to follow the stream, with a token good until
+	// tokenExp.
+	eventsURL string
+	tokenExp  int64
+	f         *nativeFormat
+	req       *providers.Request
+	adm       *admission
+	start     time.Time
+	policy    string
+	grace     time.Duration
 	// info is the producer's own record; a reader that saw the stream
 	// end copies it into its request's (report).
 	info middleware.Info
@@ -211,35 +217,27 @@ type producer struct {
 // has answered the client and settled the admission.
 func (s *Server) startStream(c *gin.Context, routes []deployment, req *providers.Request, adm *admission, model string, start time.Time, attach bool) (p *producer, reader *eventlog.Reader, ok bool) {
 	h, info := s.streams, middleware.Get(c)
-	ctx, cancel := context.WithCancelCause(context.Background())
-	stopShutdown := context.AfterFunc(s.stopping, func() { cancel(context.Cause(s.stopping)) })
-	p = &producer{s: s, id: newStreamID(), ctx: ctx, cancel: cancel, req: req, adm: adm, start: start, info: *info,
+	p = &producer{s: s, id: newStreamID(), req: req, adm: adm, start: start, info: *info, detached: !attach,
 		readersChanged: make(chan struct{}, 1), done: make(chan struct{})}
 	p.policy, p.grace = s.lastReaderPolicy(model, info.KeyName)
-	p.detached = !attach
-
-	// While the upstream is being opened the client is waiting on it:
-	// its leaving cancels.
-	stopOpen := context.AfterFunc(c.Request.Context(), func() { cancel(context.Canceled) })
-	st, err := s.openResilient(ctx, req, routes, &p.info)
-	stopOpen()
+	// The generation does not depend on this connection: the policy
+	// decides when readers' absence cancels it.
+	call, st, e := s.open(c, context.Background(), routes, req, &p.info)
 	info.Provider, info.Attempts, info.Fallbacks = p.info.Provider, p.info.Attempts, p.info.Fallbacks
-	if err != nil {
-		e := s.clientError(ctx, err)
-		stopShutdown()
-		cancel(context.Canceled)
+	if e != nil {
 		adm.settle(info, false)
 		s.fail(c, e)
 		return nil, nil, false
 	}
-	p.st = st
+	p.ctx, p.cancel, p.release, p.st = call.ctx, call.cancel, call.done, st
 	meta := eventlog.Meta{Key: info.KeyName, Model: model}
+	var err error
 	p.log, err = h.mem.Create(p.id, meta)
 	if err != nil { // 128 random bits do not collide
 		panic(fmt.Sprintf("stream id %s: %v", p.id, err))
 	}
-	url, _ := h.eventsURL(p.id, time.Now())
-	p.f = &nativeFormat{requestID: info.RequestID, model: model, streamID: p.id, resumeURL: url}
+	p.eventsURL, p.tokenExp = h.eventsURL(p.id, time.Now())
+	p.f = &nativeFormat{requestID: info.RequestID, model: model, streamID: p.id, resumeURL: p.eventsURL}
 	if h.rds != nil {
 		rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
 		err := h.rds.Create(rctx, p.id, meta)
@@ -272,7 +270,7 @@ func (s *Server) startStream(c *gin.Context, routes []deployment, req *providers
 	}
 	p.applyPolicy(p.log.Readers())
 	h.wg.Add(1)
-	go p.run(stopShutdown)
+	go p.run()
 	return p, reader, true
 }
 
@@ -307,7 +305,7 @@ func (p *producer) mirror(op func(context.Context) (bool, error)) (bool, error) 
 	return live, err
 }
 
-func (p *producer) run(stopShutdown func() bool) {
+func (p *producer) run() {
 	h := p.s.streams
 	defer h.wg.Done()
 	bp := bufPool.Get().(*[]byte)
@@ -327,8 +325,7 @@ func (p *producer) run(stopShutdown func() bool) {
 	}
 	*bp = buf[:0]
 	bufPool.Put(bp)
-	stopShutdown()
-	p.cancel(context.Canceled)
+	p.release()
 	p.mu.Lock()
 	p.ended = true
 	if p.graceT != nil {
