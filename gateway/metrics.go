@@ -21,6 +21,8 @@ import (
 // upstream-supplied strings.
 type metrics struct {
 	reg *prometheus.Registry
+	// serve answers GET /metrics.
+	serve gin.HandlerFunc
 
 	requests       *prometheus.CounterVec
 	ttft           *prometheus.HistogramVec
@@ -92,13 +94,10 @@ func newMetrics(s *Server) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	m.serve = gin.WrapH(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	return m
 }
 
-// handler serves GET /metrics in the Prometheus exposition format.
-func (m *metrics) handler() gin.HandlerFunc {
-	return gin.WrapH(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
-}
 
 // countRequests counts every request once it has been answered.
 func (m *metrics) countRequests(c *gin.Context) {

@@ -169,7 +169,7 @@ func (sh *shared) build(cfg *config.Config, store limit.Store, prev *Server) (*S
 // countRequests and serveMetrics reach the metrics through the generation,
 // which has them only once the first generation is built.
 func (s *Server) countRequests(c *gin.Context) { s.metrics.countRequests(c) }
-func (s *Server) serveMetrics(c *gin.Context)  { s.metrics.handler()(c) }
+func (s *Server) serveMetrics(c *gin.Context)  { s.metrics.serve(c) }
 
 // Close ends the streams still being generated (with a server_shutdown
 // error event) and releases what the server holds beyond its handlers:
