@@ -231,8 +231,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	s.log.Info("shutting down: draining streams", "drain_timeout", s.cfg.Server.ShutdownTimeout.String())
-	drain, cancel := context.WithTimeout(context.Background(), s.cfg.Server.ShutdownTimeout.Std())
+	// The drain time is the current configuration's: it can be reloaded.
+	drainTime := s.cur.Load().cfg.Server.ShutdownTimeout
+	s.log.Info("shutting down: draining streams", "drain_timeout", drainTime.String())
+	drain, cancel := context.WithTimeout(context.Background(), drainTime.Std())
 	defer cancel()
 	err := srv.Shutdown(drain)
 	if err == nil {
