@@ -98,7 +98,6 @@ func newMetrics(s *Server) *metrics {
 	return m
 }
 
-
 // countRequests counts every request once it has been answered.
 func (m *metrics) countRequests(c *gin.Context) {
 	c.Next()
