@@ -22,6 +22,18 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
+// freeAddr returns a loopback address with a port free a moment ago, for
+// a gateway that listens by itself.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
 func TestCheckConfig(t *testing.T) {
 	var out, errOut bytes.Buffer
 	if err := run(context.Background(), []string{"-config", "../../config.yaml", "-check-config"}, &out, &errOut); err != nil {
@@ -54,12 +66,7 @@ func TestCheckConfig(t *testing.T) {
 // TestServesShippedConfig runs the gateway as the README does, on the
 // shipped config.yaml, streams from the mock, then shuts it down.
 func TestServesShippedConfig(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var logs bytes.Buffer
@@ -68,6 +75,7 @@ func TestServesShippedConfig(t *testing.T) {
 
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	var resp *http.Response
+	var err error
 	for i := 0; ; i++ { // the listener comes up asynchronously
 		resp, err = client.Post("http://"+addr+"/v1/stream", "application/json", strings.NewReader(`{"model":"mock-gpt","prompt":"hi [mock tokens=3 delay=1ms first_delay=0s]"}`))
 		if err == nil || i == 200 {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,12 +13,7 @@ import (
 // TestSIGHUPReloads: a gateway process rereads its file on SIGHUP, keeps
 // serving when the new file is broken, and exits cleanly on SIGTERM.
 func TestSIGHUPReloads(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	conf := func(models string) string {
 		return "server:\n  listen: " + addr + "\nauth: {enabled: false}\nproviders:\n  m: {type: mock}\nmodels:\n" + models
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -131,12 +130,7 @@ streams:
 // of waiting forever.
 func TestProducerLostWhenReplicaDies(t *testing.T) {
 	rds := redistest.Start(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addrA := ln.Addr().String()
-	ln.Close()
+	addrA := freeAddr(t)
 	path := filepath.Join(t.TempDir(), "a.yaml")
 	if err := os.WriteFile(path, []byte(replicaConfig(addrA, rds.Addr)), 0o600); err != nil {
 		t.Fatal(err)
