@@ -390,6 +390,17 @@ func (r *Reader) Read(after int64) (ev Events, finished bool, wait <-chan struct
 	return r.l.readLocked(after)
 }
 
+// Advance tells the log that the reader has every event up to to, without
+// reading: a producer that hands its events to a reader itself.
+func (r *Reader) Advance(to int64) {
+	r.l.mu.Lock()
+	if to > r.pos {
+		r.pos = to
+		r.l.wakeProducerLocked()
+	}
+	r.l.mu.Unlock()
+}
+
 // Detach stops counting the reader; it may be called more than once.
 func (r *Reader) Detach() {
 	r.once.Do(func() {

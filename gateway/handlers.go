@@ -14,7 +14,8 @@ import (
 
 // handleStream serves POST /v1/stream, the gateway's native event stream.
 // The generation runs on a producer that writes the stream's log; this
-// connection is its first reader, and others may resume it.
+// connection is its primary reader, written by the producer itself on this
+// goroutine, and others may resume the stream from the log.
 func (s *Server) handleStream(c *gin.Context) {
 	start := time.Now()
 	var body streamRequest
@@ -26,20 +27,18 @@ func (s *Server) handleStream(c *gin.Context) {
 	if v, err := strconv.ParseBool(c.Query("named_events")); err == nil {
 		named = v
 	}
-	p, reader, ok := s.startStream(c, routes, req, adm, body.Model, start, true)
+	p, ok := s.startStream(c, routes, req, adm, body.Model, start, false)
 	if !ok {
 		return
 	}
-	src := &memSource{r: reader}
-	defer src.close()
 	out := startSSE(c.Writer, s.cfg.Server.HeartbeatInterval.Std(), s.cfg.Server.WriteTimeout.Std())
 	defer out.stop()
+	stayed := p.runPrimary(c.Request.Context(), out, named)
 	info := middleware.Get(c)
-	if s.follow(c.Request.Context(), out, src, 0, named) != "" {
-		p.report(info)
-		return
+	p.report(info)
+	if !stayed {
+		info.End, info.ErrorCode, info.Error = "client_gone", errClientClosed.Code, "the client left; the stream ended "+p.info.End
 	}
-	info.End, info.ErrorCode = "client_gone", errClientClosed.Code
 }
 
 // handleChat serves POST /v1/chat/completions in OpenAI's format.

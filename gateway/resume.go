@@ -23,7 +23,7 @@ func (s *Server) handleCreateStream(c *gin.Context) {
 	if !ok {
 		return
 	}
-	p, _, ok := s.startStream(c, routes, req, adm, body.Model, start, false)
+	p, ok := s.startStream(c, routes, req, adm, body.Model, start, true)
 	if !ok {
 		return
 	}

@@ -40,7 +40,7 @@ func TestResumeOnAnotherReplica(t *testing.T) {
 	_, resumeURL := connectedEvent(t, got[0])
 	drop()
 	resp.Body.Close()
-	a.logs.waitFor(t, `"end":"client_gone"`)
+	a.logs.waitFor(t, `"msg":"client left the stream"`)
 
 	again := b.openEvents(t, context.Background(), resumeURL, "Last-Event-ID", got[2].ID)
 	defer again.Body.Close()

@@ -173,7 +173,7 @@ func TestResumeAfterDrop(t *testing.T) {
 			_, resumeURL := connectedEvent(t, got[0])
 			drop()
 			resp.Body.Close()
-			h.logs.waitFor(t, `"end":"client_gone"`) // the reader left
+			h.logs.waitFor(t, `"msg":"client left the stream"`)
 
 			resume := func() *http.Response {
 				last := got[len(got)-1].ID
@@ -312,7 +312,7 @@ func TestLastReaderPolicies(t *testing.T) {
 			_, resumeURL := connectedEvent(t, evs[0])
 			drop()
 			resp.Body.Close()
-			h.logs.waitFor(t, `"end":"client_gone"`)
+			h.logs.waitFor(t, `"msg":"client left the stream"`)
 
 			if tc.comesBack {
 				r := h.openEvents(t, context.Background(), resumeURL, "Last-Event-ID", "2")

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -203,6 +204,10 @@ type producer struct {
 
 	// detached is a stream started with POST /v1/streams.
 	detached bool
+	// primary, for POST /v1/stream, is the connection that started the
+	// stream; next is the id the next event appended will get.
+	primary *primary
+	next    int64
 
 	// mu guards the last-reader policy's state.
 	mu        sync.Mutex
@@ -211,13 +216,14 @@ type producer struct {
 	ended     bool
 }
 
-// startStream opens the upstream of an admitted request and starts its
-// producer and log. With attach, the caller is a reader from the start
-// and must detach it when it stops reading. When it fails it
-// has answered the client and settled the admission.
-func (s *Server) startStream(c *gin.Context, routes []deployment, req *providers.Request, adm *admission, model string, start time.Time, attach bool) (p *producer, reader *eventlog.Reader, ok bool) {
+// startStream opens the upstream of an admitted request and sets up its
+// producer and log. A detached stream (POST /v1/streams) is generated on
+// a goroutine of its own; otherwise the caller becomes the stream's
+// primary reader and runs the producer itself (runPrimary). When it fails
+// it has answered the client and settled the admission.
+func (s *Server) startStream(c *gin.Context, routes []deployment, req *providers.Request, adm *admission, model string, start time.Time, detached bool) (p *producer, ok bool) {
 	h, info := s.streams, middleware.Get(c)
-	p = &producer{s: s, id: newStreamID(), req: req, adm: adm, start: start, info: *info, detached: !attach,
+	p = &producer{s: s, id: newStreamID(), req: req, adm: adm, start: start, info: *info, detached: detached, next: 1,
 		readersChanged: make(chan struct{}, 1), done: make(chan struct{})}
 	p.policy, p.grace = s.lastReaderPolicy(model, info.KeyName)
 	// The generation does not depend on this connection: the policy
@@ -227,7 +233,7 @@ func (s *Server) startStream(c *gin.Context, routes []deployment, req *providers
 	if e != nil {
 		adm.settle(info, false)
 		s.fail(c, e)
-		return nil, nil, false
+		return nil, false
 	}
 	p.ctx, p.cancel, p.release, p.st = call.ctx, call.cancel, call.done, st
 	meta := eventlog.Meta{Key: info.KeyName, Model: model}
@@ -248,8 +254,8 @@ func (s *Server) startStream(c *gin.Context, routes []deployment, req *providers
 		p.mirrored.Store(err == nil)
 	}
 	_ = p.append(p.f.opened(nil, p.info.Provider))
-	if attach {
-		reader = p.log.Attach(0)
+	if !detached {
+		p.primary = &primary{reader: p.log.Attach(0)}
 	}
 	h.mu.Lock()
 	h.live[p.id] = p
@@ -270,8 +276,71 @@ func (s *Server) startStream(c *gin.Context, routes []deployment, req *providers
 	}
 	p.applyPolicy(p.log.Readers())
 	h.wg.Add(1)
-	go p.run()
-	return p, reader, true
+	if detached {
+		go p.run()
+	}
+	return p, true
+}
+
+// primary is the connection that started a stream with POST /v1/stream.
+// The producer runs on its handler's goroutine and writes to it as it
+// appends to the log: no second goroutine, no hand-over per event. If it
+// leaves, the producer goes on (or not) by the last-reader policy.
+type primary struct {
+	out    *sseWriter
+	reader *eventlog.Reader
+	named  bool
+	gone   atomic.Bool
+	buf    []byte // framing; the producer's goroutine only
+}
+
+// runPrimary sends the events appended so far to out, then runs the
+// producer on this goroutine until the stream ends. It reports whether
+// the primary connection was still there at the end.
+func (p *producer) runPrimary(ctx context.Context, out *sseWriter, named bool) bool {
+	pr := p.primary
+	pr.out, pr.named = out, named
+	bp := bufPool.Get().(*[]byte)
+	pr.buf = (*bp)[:0]
+	defer func() { *bp = pr.buf[:0]; bufPool.Put(bp) }()
+	defer pr.reader.Detach()
+	// A client that leaves while the upstream is silent is noticed here.
+	defer context.AfterFunc(ctx, p.primaryLeft)()
+	ev, _, _, _ := p.log.Read(0)
+	var lines []byte
+	ev.Each(func(_ int64, line []byte) { lines = append(append(lines, line...), '\n') })
+	p.toPrimary(ev.First, lines)
+	p.run()
+	return !pr.gone.Load()
+}
+
+// toPrimary writes events first, first+1, ... (lines) to the primary
+// connection, if it is still there.
+func (p *producer) toPrimary(first int64, lines []byte) {
+	pr := p.primary
+	if pr == nil || pr.out == nil || pr.gone.Load() || len(lines) == 0 {
+		return
+	}
+	buf, id := pr.buf[:0], first
+	for rest := lines; len(rest) > 0; id++ {
+		i := bytes.IndexByte(rest, '\n')
+		buf = appendEvent(buf, id, rest[:i], pr.named)
+		rest = rest[i+1:]
+	}
+	pr.buf = buf
+	if pr.out.write(buf) != nil {
+		p.primaryLeft()
+		return
+	}
+	pr.reader.Advance(id - 1)
+}
+
+// primaryLeft detaches the primary connection, once.
+func (p *producer) primaryLeft() {
+	if p.primary.gone.CompareAndSwap(false, true) {
+		p.primary.reader.Detach()
+		p.s.log.Debug("client left the stream", "stream_id", p.id, "request_id", p.info.RequestID, "last_reader", p.policy)
+	}
 }
 
 // append adds events to the log and its mirror. A mirror that says the
@@ -279,7 +348,10 @@ func (s *Server) startStream(c *gin.Context, routes []deployment, req *providers
 // upstream is cancelled. It waits while readers lagging behind hold the
 // log at its bound.
 func (p *producer) append(lines []byte) error {
+	first := p.next
+	p.next += int64(bytes.Count(lines, []byte{'\n'}))
 	p.log.Append(lines)
+	p.toPrimary(first, lines)
 	p.log.WaitRoom(p.ctx.Done())
 	if p.mirrored.Load() {
 		live, err := p.mirror(func(ctx context.Context) (bool, error) { return p.s.streams.rds.Append(ctx, p.id, lines) })
@@ -320,6 +392,7 @@ func (p *producer) run() {
 	}
 	// buf holds the deltas not yet flushed, then the terminal event.
 	p.log.Finish(buf)
+	p.toPrimary(p.next, buf)
 	if p.mirrored.Load() {
 		_, _ = p.mirror(func(ctx context.Context) (bool, error) { return h.rds.Finish(ctx, p.id, buf, false) })
 	}
