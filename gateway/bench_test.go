@@ -47,14 +47,15 @@ func (d *discardWriter) Flush()                      {}
 
 // BenchmarkRelayPerToken streams one mock stream of b.N tokens in process:
 // ns/op and allocs/op are per token, gateway side only. chat is the direct
-// relay; native is a producer writing the stream's log on one goroutine
-// and a reader following it on another, as POST /v1/stream runs.
+// relay; native is a producer appending to the stream's log and writing to
+// its primary connection, as POST /v1/stream runs.
 func BenchmarkRelayPerToken(b *testing.B) {
 	for _, name := range []string{"native", "chat"} {
 		b.Run(name, func(b *testing.B) {
 			cfg := config.Default()
 			cfg.Server.HeartbeatInterval = config.Duration(15 * time.Second)
-			s := &Server{cfg: &cfg, redact: strings.NewReplacer()}
+			s := &Server{shared: &shared{}, cfg: &cfg, redact: strings.NewReplacer()}
+			s.metrics = newMetrics(s)
 			opts := mock.Defaults()
 			opts.Tokens = b.N
 			req := &providers.Request{Messages: []providers.Message{{Role: "user", Content: "hi"}}}
@@ -71,16 +72,14 @@ func BenchmarkRelayPerToken(b *testing.B) {
 				s.relay(ctx, w, st.(idleStream), newChatFormat("r", "m", 1, true), req, info, time.Now())
 			} else {
 				l, _ := eventlog.NewMemory(eventlog.MemoryOptions{}).Create("s", eventlog.Meta{})
-				src := &memSource{r: l.Attach(0)}
+				p := &producer{s: s, log: l, ctx: ctx, next: 1, primary: &primary{out: startSSE(w, 0, 0), reader: l.Attach(0)}}
 				f := &nativeFormat{requestID: "r", model: "m"}
-				go func() {
-					buf, res, err := pump(st.(idleStream), f, req, info, time.Now(), nil, func(p []byte) error { l.Append(p); return nil }, nil)
-					buf, _ = s.ending(ctx, buf, f, &res, err, info)
-					l.Finish(buf)
-				}()
-				out := startSSE(w, 0, 0)
-				if end := s.follow(ctx, out, src, 0, false); end != "done" {
-					b.Fatalf("follow ended with %q", end)
+				buf, res, err := pump(st.(idleStream), f, req, info, time.Now(), nil, p.append, nil)
+				buf, _ = s.ending(ctx, buf, f, &res, err, info)
+				l.Finish(buf)
+				p.toPrimary(p.next, buf)
+				if p.primary.gone.Load() {
+					b.Fatal("the primary connection failed")
 				}
 			}
 			if info.End != "done" || info.CompletionTokens != b.N {
