@@ -112,6 +112,10 @@ func (sh *shared) build(cfg *config.Config, store limit.Store, prev *Server) (*S
 	}
 	s := &Server{shared: sh, cfg: cfg, reg: reg, lim: newLimiter(cfg, store, prevLim, prevCfg), redact: newRedactor(secrets)}
 	for name, pc := range cfg.Providers {
+		// Said once per provider built, not again at every reload.
+		if prev != nil && prev.reg.providers[name] == reg.providers[name] {
+			continue
+		}
 		if u, ok := reg.providers[name].(unavailable); ok && u.Unavailable() != nil {
 			sh.log.Warn("provider is not usable until configured; its models answer 503", "provider", name, "type", pc.Type, "reason", u.Unavailable().Error())
 		}
