@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/streamgate/gateway/internal/testclock"
 )
 
 // collect returns the events' ids and lines as "id:line" strings.
@@ -75,21 +77,8 @@ func TestMemoryReaders(t *testing.T) {
 	}
 }
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 func TestMemoryRetention(t *testing.T) {
-	clock := &fakeClock{now: time.Unix(1000, 0)}
+	clock := testclock.New(time.Unix(1000, 0))
 	m := NewMemory(MemoryOptions{Retention: time.Minute, Now: clock.Now})
 	live, _ := m.Create("live", Meta{})
 	live.Append([]byte("x\n"))

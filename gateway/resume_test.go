@@ -15,6 +15,7 @@ import (
 
 	"github.com/streamgate/gateway/config"
 	"github.com/streamgate/gateway/eventlog"
+	"github.com/streamgate/gateway/internal/testclock"
 )
 
 // gatedUpstream is an OpenAI-wire upstream whose test decides when each
@@ -454,16 +455,16 @@ func TestStreamAccess(t *testing.T) {
 // time, then 404.
 func TestRetentionExpiry(t *testing.T) {
 	h := newHarness(t, newConfig("", ""))
-	clock := &testClock{now: time.Now()}
+	clock := testclock.New(time.Now())
 	h.srv.streams.mem = eventlog.NewMemory(eventlog.MemoryOptions{Retention: 5 * time.Minute, Now: clock.Now})
 	_, raw, _ := h.streamNative(t, `{"model":"mock-gpt","prompt":"hi"}`)
 	_, resumeURL := connectedEvent(t, raw[0])
 	h.logs.waitFor(t, `"msg":"stream finished"`)
-	clock.add(4 * time.Minute)
+	clock.Add(4 * time.Minute)
 	if evs := h.replay(t, resumeURL); render(evs) != render(raw) {
 		t.Errorf("replay within retention:\n%s\nlive:\n%s", render(evs), render(raw))
 	}
-	clock.add(2 * time.Minute)
+	clock.Add(2 * time.Minute)
 	resp := h.openEvents(t, context.Background(), resumeURL)
 	if resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("after retention: %d", resp.StatusCode)
@@ -471,18 +472,6 @@ func TestRetentionExpiry(t *testing.T) {
 	if e := readError(t, resp); e.Error.Code != "stream_not_found" {
 		t.Errorf("code %q", e.Error.Code)
 	}
-}
-
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *testClock) add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
 }
 
 // TestStreamMemoryBounds runs many streams through a small store: the
