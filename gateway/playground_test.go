@@ -197,8 +197,10 @@ func newCutProxy(t *testing.T, target string, cutAfter int) *cutProxy {
 	return p
 }
 
-// cutWriter fails once left events have gone through; the reverse proxy
-// then aborts the response, and the client sees its connection drop.
+// cutWriter fails once left events have gone through (written and
+// flushed: the reverse proxy flushes only after a write that succeeded);
+// the reverse proxy then aborts the response, and the client sees its
+// connection drop.
 type cutWriter struct {
 	http.ResponseWriter
 	left int
@@ -221,6 +223,7 @@ func (c *cutWriter) Write(b []byte) (int, error) {
 		n = end
 	}
 	if c.left == 0 {
+		c.Flush()
 		return n, errors.New("connection cut")
 	}
 	return n, nil
