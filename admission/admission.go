@@ -1,21 +1,21 @@
-package gateway
+// Package admission decides whether a client's request may go upstream:
+// the models its key may use, and its rate limits (requests, concurrent
+// streams, tokens) through a limit.Store. An admitted request holds a
+// Ticket, settled with how its stream ended.
+package admission
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
-	"github.com/gin-gonic/gin"
-	"github.com/redis/go-redis/v9"
-
 	"github.com/streamgate/gateway/config"
+	"github.com/streamgate/gateway/failure"
+	"github.com/streamgate/gateway/internal/tokens"
 	"github.com/streamgate/gateway/limit"
-	"github.com/streamgate/gateway/middleware"
+	"github.com/streamgate/gateway/outcome"
 	"github.com/streamgate/gateway/providers"
 )
 
@@ -28,87 +28,28 @@ type policy struct {
 	defaultMaxTokens int
 }
 
-// limiter holds the admission policies and state.
-type limiter struct {
+// Observer is told of refusals, for metrics: limit is requests, tokens,
+// concurrency or limiter_unavailable.
+type Observer interface {
+	Rejected(limit string)
+}
+
+// Admitter holds one configuration's policies over the process's store.
+type Admitter struct {
 	store    limit.Store
+	obs      Observer
 	defaults policy            // clients by IP, when auth is off
 	keys     map[string]policy // by key name
-	digests  map[string]string // secret SHA-256 → key name, for auth
-	pacers   map[string]*limit.Pacer
 }
 
-// newLimiter builds the policies of cfg over store. Pacers of providers
-// whose pace is unchanged from prevCfg are taken over from prev (both nil
-// for the first generation), with their queues.
-func newLimiter(cfg *config.Config, store limit.Store, prev *limiter, prevCfg *config.Config) *limiter {
+// New builds the policies of cfg over store.
+func New(cfg *config.Config, store limit.Store, obs Observer) *Admitter {
 	rl := cfg.RateLimit
-	l := &limiter{
-		store:    store,
-		defaults: toPolicy(rl.Defaults, nil),
-		keys:     map[string]policy{},
-		digests:  map[string]string{},
-		pacers:   map[string]*limit.Pacer{},
-	}
+	a := &Admitter{store: store, obs: obs, defaults: toPolicy(rl.Defaults, nil), keys: map[string]policy{}}
 	for name, k := range cfg.Keys {
-		l.keys[name] = toPolicy(rl.Defaults.Merge(k.Limits), k.Models)
-		l.digests[k.Digest()] = name
+		a.keys[name] = toPolicy(rl.Defaults.Merge(k.Limits), k.Models)
 	}
-	for name, p := range cfg.Providers {
-		if p.RequestsPerSecond <= 0 {
-			continue
-		}
-		if prev != nil {
-			if old, ok := prevCfg.Providers[name]; ok && old.RequestsPerSecond == p.RequestsPerSecond && old.QueueTimeout == p.QueueTimeout && prev.pacers[name] != nil {
-				l.pacers[name] = prev.pacers[name]
-				continue
-			}
-		}
-		queue := p.QueueTimeout.Std()
-		if p.QueueTimeout == 0 {
-			queue = 5 * time.Second
-		}
-		l.pacers[name] = limit.NewPacer(p.RequestsPerSecond, queue)
-	}
-	return l
-}
-
-// newStore returns the configured backend. A Redis client connects
-// lazily and reconnects by itself, so an unreachable Redis at start-up is
-// handled like one lost later: by the failure mode.
-func newStore(rl config.RateLimit, log *slog.Logger) (limit.Store, error) {
-	if rl.Backend != "redis" {
-		return limit.NewMemory(rl.IdleTTL.Std(), rl.MaxClients, nil), nil
-	}
-	client, err := newRedisClient(rl.Redis, log, 0)
-	if err != nil {
-		return nil, err
-	}
-	return limit.NewRedis(limit.RedisOptions{
-		Client: client, LeaseTTL: rl.LeaseTTL.Std(), FailOpen: rl.FailureMode == "fail_open", Log: log,
-	}), nil
-}
-
-// newRedisClient returns a client for r that fails fast: a request waits
-// for the gateway's own fallbacks, not for retries. poolSize 0 keeps
-// go-redis's default.
-func newRedisClient(r config.Redis, log *slog.Logger, poolSize int) (*redis.Client, error) {
-	opts := &redis.Options{
-		Addr: string(r.Addr), Username: string(r.Username), Password: r.Password.Reveal(), DB: r.DB,
-		MaxRetries: 1, DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
-		PoolSize: poolSize,
-	}
-	if r.TLS {
-		roots, err := r.CertPool()
-		if err != nil {
-			return nil, fmt.Errorf("redis tls: %w", err)
-		}
-		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
-	}
-	// go-redis logs reconnection attempts itself, to stderr; route them
-	// to debug level, since the store already warns about outages. The
-	// logger is global to go-redis: set it once, before any client runs.
-	setRedisLogger.Do(func() { redis.SetLogger(redisLogger{log}) })
-	return redis.NewClient(opts), nil
+	return a
 }
 
 func toPolicy(c config.Limits, models []string) policy {
@@ -137,64 +78,78 @@ func toPolicy(c config.Limits, models []string) policy {
 	return p
 }
 
-// admission is an admitted request's lease and what it reserved.
-type admission struct {
+// Client is who asks: a key's name when auth is on, else an address.
+type Client struct {
+	Key string
+	IP  string
+}
+
+func (a *Admitter) policy(c Client) (policy, string) {
+	if c.Key != "" {
+		return a.keys[c.Key], "key:" + c.Key
+	}
+	return a.defaults, "ip:" + c.IP
+}
+
+// Allows reports whether c may use model.
+func (a *Admitter) Allows(c Client, model string) bool {
+	p, _ := a.policy(c)
+	return p.models == nil || p.models[model]
+}
+
+// Ticket is an admitted request's lease and what it reserved.
+type Ticket struct {
 	lease    limit.Lease
 	reserved int
 }
 
-// settle releases the lease when the request is over: with the real usage
-// when the answer was complete, the full reservation when the outcome is
-// unknown (a stream cut short may have been billed), nothing when the
-// upstream was never reached.
-func (a *admission) settle(info *middleware.Info, reachedUpstream bool) {
-	switch {
-	case !reachedUpstream:
-		a.lease.Release(0)
-	case info.End == "done" || (info.End == "" && info.ErrorCode == ""):
-		a.lease.Release(info.PromptTokens + info.CompletionTokens)
-	default:
-		a.lease.Release(a.reserved)
+// Unused releases a ticket whose request never reached an upstream.
+func (t *Ticket) Unused() { t.lease.Release(0) }
+
+// Settle releases the ticket when the request is over: with the tokens
+// used when the answer was complete, the full reservation otherwise (a
+// stream cut short may have been billed).
+func (t *Ticket) Settle(end outcome.End, used int) {
+	if end.Complete() {
+		t.lease.Release(used)
+		return
 	}
+	t.lease.Release(t.reserved)
 }
 
-// admit applies the caller's policy to a parsed request: the model must be
-// allowed (403), and every limit must admit it (429, before anything
-// reaches the upstream). It answers the client itself when it refuses.
-// Provider pacing comes later, per attempt (resilientStream.pace).
-func (s *Server) admit(c *gin.Context, req *providers.Request, model string) (*admission, bool) {
-	info := middleware.Get(c)
-	pol, client := s.lim.defaults, "ip:"+c.ClientIP()
-	if info.KeyName != "" {
-		pol, client = s.lim.keys[info.KeyName], "key:"+info.KeyName
-	}
+// Admit applies c's policy to a parsed request: the model must be allowed
+// (403), and every limit must admit it (429, before anything reaches the
+// upstream). It sets OpenAI's x-ratelimit-* headers in h. Provider pacing
+// comes later, per attempt (upstream).
+func (a *Admitter) Admit(ctx context.Context, h http.Header, c Client, model string, req *providers.Request) (*Ticket, *failure.Error) {
+	pol, client := a.policy(c)
 	if pol.models != nil && !pol.models[model] {
-		s.fail(c, &apiError{Status: http.StatusForbidden, Type: typeInvalidRequest, Code: "model_not_allowed",
-			Message: fmt.Sprintf("key %q may not use model %q", info.KeyName, model)})
-		return nil, false
+		return nil, &failure.Error{Status: http.StatusForbidden, Type: failure.TypeInvalidRequest, Code: "model_not_allowed",
+			Message: fmt.Sprintf("key %q may not use model %q", c.Key, model)}
 	}
 	maxTokens := req.MaxTokens
 	if maxTokens == 0 {
 		maxTokens = pol.defaultMaxTokens
 	}
-	reserve := approxPromptTokens(req) + maxTokens
-	d, lease, err := s.lim.store.Admit(c.Request.Context(), client, pol.limits, reserve)
+	reserve := tokens.Approx(req.Messages) + maxTokens
+	d, lease, err := a.store.Admit(ctx, client, pol.limits, reserve)
 	if err != nil {
-		s.metrics.rateLimited.WithLabelValues("limiter_unavailable").Inc()
-		s.fail(c, &apiError{Status: http.StatusServiceUnavailable, Type: typeServer, Code: "rate_limiter_unavailable", Message: "the rate limiter is unavailable"})
-		return nil, false
+		a.obs.Rejected("limiter_unavailable")
+		return nil, &failure.Error{Status: http.StatusServiceUnavailable, Type: failure.TypeServer, Code: "rate_limiter_unavailable", Message: "the rate limiter is unavailable"}
 	}
-	setRateHeaders(c.Writer.Header(), d.Status)
+	setRateHeaders(h, d.Status)
 	if !d.Allowed {
-		s.metrics.rateLimited.WithLabelValues(d.Kind).Inc()
-		s.fail(c, rateLimited(d, pol.limits))
-		return nil, false
+		a.obs.Rejected(d.Kind)
+		return nil, rateLimited(d, pol.limits)
 	}
-	return &admission{lease: lease, reserved: reserve}, true
+	return &Ticket{lease: lease, reserved: reserve}, nil
 }
 
-func rateLimited(d limit.Decision, l limit.Limits) *apiError {
-	e := &apiError{Status: http.StatusTooManyRequests, Type: typeRateLimit, RetryAfter: d.RetryAfter}
+// Store is the limit store policies are applied over.
+func (a *Admitter) Store() limit.Store { return a.store }
+
+func rateLimited(d limit.Decision, l limit.Limits) *failure.Error {
+	e := &failure.Error{Status: http.StatusTooManyRequests, Type: failure.TypeRateLimit, RetryAfter: d.RetryAfter}
 	switch d.Kind {
 	case limit.KindRequests:
 		e.Code = "rate_limit_exceeded"
@@ -227,13 +182,4 @@ func setRateHeaders(h http.Header, s limit.Status) {
 		h.Set("x-ratelimit-remaining-tokens", strconv.Itoa(s.RemainingTokens))
 		h.Set("x-ratelimit-reset-tokens", roundUp(s.ResetTokens).String())
 	}
-}
-
-var setRedisLogger sync.Once
-
-// redisLogger adapts go-redis's logger to slog.
-type redisLogger struct{ log *slog.Logger }
-
-func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
-	l.log.DebugContext(ctx, "redis: "+fmt.Sprintf(format, v...))
 }

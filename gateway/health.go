@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/streamgate/gateway/providers"
 )
 
 // pinger is a dependency that can say whether it is reachable.
@@ -18,7 +20,7 @@ type pinger interface {
 // configured), 503 otherwise, with every check's result. /healthz only
 // says that the process is alive: a Kubernetes liveness probe must not
 // restart a gateway because Redis is down.
-func (s *Server) handleReady(c *gin.Context) {
+func (s *Server) handleReady(c *gin.Context, g *generation) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), time.Second)
 	defer cancel()
 	checks := gin.H{}
@@ -26,8 +28,8 @@ func (s *Server) handleReady(c *gin.Context) {
 	fail := func(name, why string) { checks[name], ready = why, false }
 
 	usable := 0
-	for _, p := range s.reg.providers {
-		if u, ok := p.(unavailable); !ok || u.Unavailable() == nil {
+	for _, p := range g.reg.Providers() {
+		if providers.Unusable(p) == nil {
 			usable++
 		}
 	}
@@ -37,15 +39,15 @@ func (s *Server) handleReady(c *gin.Context) {
 		checks["providers"] = "ok"
 	}
 	deps := map[string]pinger{}
-	if p, ok := s.lim.store.(pinger); ok {
+	if p, ok := s.store.(pinger); ok {
 		deps["rate_limit_redis"] = p
 	}
-	if s.streams.rds != nil {
-		deps["streams_redis"] = s.streams.rds
+	if r := s.hub.Redis(); r != nil {
+		deps["streams_redis"] = r
 	}
 	for name, p := range deps {
 		if err := p.Ping(ctx); err != nil {
-			fail(name, s.redact.Replace(err.Error()))
+			fail(name, g.redact.Replace(err.Error()))
 		} else {
 			checks[name] = "ok"
 		}

@@ -16,12 +16,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gin-gonic/gin"
 	"go.uber.org/goleak"
 
 	"github.com/streamgate/gateway/config"
 )
 
 func TestMain(m *testing.M) {
+	gin.SetMode(gin.ReleaseMode)
 	goleak.VerifyTestMain(m)
 }
 
@@ -122,6 +124,12 @@ type harness struct {
 // and serves it on a loopback httptest server.
 func newHarness(t *testing.T, yaml string, edit ...func(*config.Config)) *harness {
 	t.Helper()
+	return newHarnessWith(t, yaml, nil, edit...)
+}
+
+// newHarnessWith is newHarness with options for New.
+func newHarnessWith(t *testing.T, yaml string, opts []Option, edit ...func(*config.Config)) *harness {
+	t.Helper()
 	cfg, err := config.Parse("test.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatalf("config: %v", err)
@@ -130,7 +138,7 @@ func newHarness(t *testing.T, yaml string, edit ...func(*config.Config)) *harnes
 		e(cfg)
 	}
 	logs := &syncBuffer{}
-	srv, err := New(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	srv, err := New(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), opts...)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

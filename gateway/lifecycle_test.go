@@ -192,7 +192,7 @@ func TestShutdownAndDetachedStreams(t *testing.T) {
 				t.Fatalf("Serve: %v", err)
 			}
 			// Serve returned: the stream has ended, and says how.
-			l, err := srv.streams.mem.Get(created.ID)
+			l, err := srv.hub.Memory().Get(created.ID)
 			if err != nil {
 				t.Fatal(err)
 			}

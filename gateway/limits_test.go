@@ -286,7 +286,7 @@ func TestClientStateBounded(t *testing.T) {
 			t.Fatalf("client %d: %d %s", i, resp.StatusCode, body)
 		}
 	}
-	if n := h.srv.lim.store.(*limit.Memory).Len(); n > 50+1 {
+	if n := h.srv.store.(*limit.Memory).Len(); n > 50+1 {
 		t.Errorf("%d clients tracked, limit 50", n)
 	}
 }
@@ -298,7 +298,6 @@ func TestProviderPacing(t *testing.T) {
 		c.Providers["mock"] = p
 		c.Models["mock-gpt"] = config.Model{Routes: []config.Route{{Provider: "mock"}}}
 	}, func(c *config.Config) {})
-	h.srv.lim = newLimiter(h.srv.cfg, h.srv.lim.store, nil, nil)
 	drainClose(h.do(t, context.Background(), "POST", "/v1/stream", "", streamBody))
 	resp := h.do(t, context.Background(), "POST", "/v1/stream", "", streamBody)
 	if resp.StatusCode != 429 {

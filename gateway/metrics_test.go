@@ -18,7 +18,7 @@ import (
 // name/value pairs: a counter's or gauge's value, a histogram's count.
 func (h *harness) metric(t *testing.T, name string, labels ...string) float64 {
 	t.Helper()
-	mfs, err := h.srv.metrics.reg.Gather()
+	mfs, err := h.srv.metrics.Gather()
 	if err != nil {
 		t.Fatalf("gather: %v", err)
 	}

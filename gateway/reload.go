@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/streamgate/gateway/config"
+	"github.com/streamgate/gateway/providers"
 )
 
 // Reload makes cfg (validated) the configuration of every new request:
@@ -26,24 +27,24 @@ func (s *Server) Reload(cfg *config.Config) error {
 	s.reloading.Lock()
 	defer s.reloading.Unlock()
 	prev := s.cur.Load()
-	next, err := s.build(cfg, prev.lim.store, prev)
+	next, err := s.build(cfg, prev)
 	if err != nil {
-		s.metrics.reloads.WithLabelValues("failure").Inc()
+		s.metrics.Reloaded("failure")
 		return fmt.Errorf("reload: %w", err)
 	}
 	s.cur.Store(next)
 	// Providers that were replaced drop their idle connections; their
 	// streams in flight keep theirs.
-	for name, p := range prev.reg.providers {
-		if next.reg.providers[name] != p {
-			closeIdle(p)
+	for name, p := range prev.reg.Providers() {
+		if next.reg.Providers()[name] != p {
+			providers.CloseIdle(p)
 		}
 	}
 	for _, section := range restartOnly(prev.cfg, cfg) {
 		s.log.Warn("config reloaded, but this section's changes take effect only at restart", "section", section)
 	}
-	s.metrics.reloads.WithLabelValues("success").Inc()
-	s.log.Info("config reloaded", "models", strings.Join(next.reg.names, ","), "keys", len(cfg.Keys))
+	s.metrics.Reloaded("success")
+	s.log.Info("config reloaded", "models", strings.Join(next.reg.Models(), ","), "keys", len(cfg.Keys))
 	return nil
 }
 
@@ -54,7 +55,7 @@ func (s *Server) ReloadWith(load func() (*config.Config, error)) error {
 	if err == nil {
 		err = s.Reload(cfg)
 	} else {
-		s.metrics.reloads.WithLabelValues("failure").Inc()
+		s.metrics.Reloaded("failure")
 	}
 	if err != nil {
 		var ce *config.Error

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/streamgate/gateway/config"
+	"github.com/streamgate/gateway/failure"
 )
 
 const (
@@ -249,7 +250,7 @@ func TestLongLinesAndKeepAlives(t *testing.T) {
 // TestConnectTimeoutCode: a dial that timed out has its own code (the error
 // is built here: a real one would need a host that drops SYNs).
 func TestConnectTimeoutCode(t *testing.T) {
-	e := classify(context.Background(), &net.OpError{Op: "dial", Net: "tcp", Err: timeoutErr{}})
+	e := failure.Classify(context.Background(), &net.OpError{Op: "dial", Net: "tcp", Err: timeoutErr{}})
 	if e.Status != 504 || e.Code != "upstream_connect_timeout" {
 		t.Errorf("dial timeout classified as %d %s", e.Status, e.Code)
 	}

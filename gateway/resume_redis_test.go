@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
 	"github.com/streamgate/gateway/internal/redistest"
 )
 
@@ -58,7 +56,7 @@ func TestResumeOnAnotherReplica(t *testing.T) {
 	if last := decodeEvent(t, got[len(got)-1]); last.Type != "done" || len(got) != 5 {
 		t.Errorf("%d events ending %+v", len(got), last)
 	}
-	if v := testutil.ToFloat64(b.srv.metrics.resumes.WithLabelValues("redis")); v < 1 {
+	if v := b.metric(t, "gateway_stream_resumes_total", "source", "redis"); v < 1 {
 		t.Errorf("resumes from redis on B = %v", v)
 	}
 }

@@ -11,11 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
 	"github.com/streamgate/gateway/config"
-	"github.com/streamgate/gateway/eventlog"
 	"github.com/streamgate/gateway/internal/testclock"
+	"github.com/streamgate/gateway/resumable"
 )
 
 // gatedUpstream is an OpenAI-wire upstream whose test decides when each
@@ -235,7 +233,7 @@ func TestTwoReaders(t *testing.T) {
 		EventsURL string `json:"events_url"`
 	}
 	_ = json.Unmarshal([]byte(body), &created)
-	if resp.StatusCode != http.StatusCreated || created.Object != "stream" || !validStreamID(created.ID) || resp.Header.Get("Location") != created.EventsURL {
+	if resp.StatusCode != http.StatusCreated || created.Object != "stream" || !resumable.ValidID(created.ID) || resp.Header.Get("Location") != created.EventsURL {
 		t.Fatalf("POST /v1/streams: %d %s (Location %q)", resp.StatusCode, body, resp.Header.Get("Location"))
 	}
 	var readers []*sseReader
@@ -279,7 +277,7 @@ func TestDeleteCancelsUpstream(t *testing.T) {
 	if body := drainClose(again); !strings.Contains(body, `"cancelled":false`) {
 		t.Errorf("second DELETE: %s", body)
 	}
-	if v := testutil.ToFloat64(h.srv.metrics.streamsCancelled.WithLabelValues("delete")); v != 1 {
+	if v := h.metric(t, "gateway_streams_cancelled_total", "reason", "delete"); v != 1 {
 		t.Errorf("cancelled metric %v", v)
 	}
 }
@@ -332,7 +330,7 @@ func TestLastReaderPolicies(t *testing.T) {
 				if e := decodeEvent(t, full[len(full)-1]); e.Type != "error" || e.Error.Code != "cancelled" || !strings.Contains(e.Error.Message, "last reader") {
 					t.Errorf("terminal event %+v", e)
 				}
-				if v := testutil.ToFloat64(h.srv.metrics.streamsCancelled.WithLabelValues("last_reader")); v != 1 {
+				if v := h.metric(t, "gateway_streams_cancelled_total", "reason", "last_reader"); v != 1 {
 					t.Errorf("cancelled metric %v", v)
 				}
 				return
@@ -346,7 +344,7 @@ func TestLastReaderPolicies(t *testing.T) {
 			if e := decodeEvent(t, full[len(full)-1]); e.Type != "done" || e.Usage == nil {
 				t.Errorf("terminal event %+v", e)
 			}
-			if v := testutil.ToFloat64(h.srv.metrics.unattendedTokens); v != 2 {
+			if v := h.metric(t, "gateway_stream_unattended_tokens_total"); v != 2 {
 				t.Errorf("unattended tokens %v, want 2", v)
 			}
 			select {
@@ -389,7 +387,7 @@ func TestLastReaderPolicyResolution(t *testing.T) {
 		{"drained", "", "drain", 7 * time.Second},
 		{"drained", "k", "cancel", time.Second},
 	} {
-		if p, g := h.srv.lastReaderPolicy(tc.model, tc.key); p != tc.policy || g != tc.grace {
+		if p, g := resumable.Policy(h.srv.cur.Load().cfg, tc.model, tc.key); p != tc.policy || g != tc.grace {
 			t.Errorf("%s/%q: %s %s, want %s %s", tc.model, tc.key, p, g, tc.policy, tc.grace)
 		}
 	}
@@ -410,8 +408,8 @@ func TestStreamAccess(t *testing.T) {
 	u, _ := url.Parse(created.EventsURL)
 	token := u.Query().Get("token")
 	base := "/v1/streams/" + created.ID
-	expired := h.srv.streams.token(created.ID, time.Now().Add(-time.Minute).Unix())
-	other := h.srv.streams.token("str_AAAAAAAAAAAAAAAAAAAAAA", time.Now().Add(time.Minute).Unix())
+	expired := h.srv.hub.Token(created.ID, time.Now().Add(-time.Minute).Unix())
+	other := h.srv.hub.Token("str_AAAAAAAAAAAAAAAAAAAAAA", time.Now().Add(time.Minute).Unix())
 	for _, tc := range []struct {
 		name, path, key string
 		status          int
@@ -454,9 +452,8 @@ func TestStreamAccess(t *testing.T) {
 // TestRetentionExpiry: a finished stream is replayable for the retention
 // time, then 404.
 func TestRetentionExpiry(t *testing.T) {
-	h := newHarness(t, newConfig("", ""))
 	clock := testclock.New(time.Now())
-	h.srv.streams.mem = eventlog.NewMemory(eventlog.MemoryOptions{Retention: 5 * time.Minute, Now: clock.Now})
+	h := newHarnessWith(t, newConfig("", ""), []Option{WithClock(clock.Now)}, func(c *config.Config) { c.Streams.Retention = config.Duration(5 * time.Minute) })
 	_, raw, _ := h.streamNative(t, `{"model":"mock-gpt","prompt":"hi"}`)
 	_, resumeURL := connectedEvent(t, raw[0])
 	h.logs.waitFor(t, `"msg":"stream finished"`)
@@ -492,7 +489,7 @@ func TestStreamMemoryBounds(t *testing.T) {
 			first = url
 		}
 		last = url
-		if _, b := h.srv.streams.mem.Stats(); b > total {
+		if _, b := h.srv.hub.Stats(); b > total {
 			t.Fatalf("after stream %d: %d bytes held, bound %d", i, b, total)
 		}
 	}

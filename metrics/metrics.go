@@ -1,4 +1,6 @@
-package gateway
+// Package metrics holds the gateway's Prometheus metrics and the
+// observers through which the engine's packages report to them.
+package metrics
 
 import (
 	"strconv"
@@ -9,17 +11,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 
+	"github.com/streamgate/gateway/failure"
 	"github.com/streamgate/gateway/middleware"
 )
 
-// metrics are the gateway's Prometheus metrics, documented in
-// docs/operations.md. Each Server has its own registry (tests run many
+// Metrics are the gateway's Prometheus metrics, documented in
+// docs/operations.md. Each gateway process (each test server) has its own
+// registry (tests run many
 // servers in one process). Labels hold only bounded values: configured
 // model, provider and key names, route patterns, status codes and the
 // gateway's own error codes; never request ids, stream ids, keys or
 // upstream-supplied strings.
-type metrics struct {
+type Metrics struct {
 	reg *prometheus.Registry
 	// serve answers GET /metrics.
 	serve gin.HandlerFunc
@@ -50,8 +55,9 @@ var (
 	durationBuckets = []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
 )
 
-func newMetrics(s *Server) *metrics {
-	m := &metrics{reg: prometheus.NewRegistry()}
+// New returns the gateway's metrics on a registry of their own.
+func New() *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry()}
 	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
 	}
@@ -82,15 +88,6 @@ func newMetrics(s *Server) *metrics {
 	})
 	m.reg.MustRegister(m.requests, m.ttft, m.gap, m.duration, m.tokens, m.inFlight, m.endings, m.rateLimited,
 		m.upstreamErrors, m.retries, m.fallbacks, m.reloads, m.unattendedTokens, m.resumes, m.streamsCancelled, m.producersLost,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "gateway_stream_store_bytes",
-			Help: "Bytes held by the stream logs in this replica's memory (bounded by streams.max_total_bytes).",
-		}, func() float64 { _, b := s.streams.mem.Stats(); return float64(b) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "gateway_stream_store_streams",
-			Help: "Stream logs held in this replica's memory, live or finished and still retained.",
-		}, func() float64 { n, _ := s.streams.mem.Stats(); return float64(n) }),
-		cooldownCollector{s},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -98,8 +95,18 @@ func newMetrics(s *Server) *metrics {
 	return m
 }
 
-// countRequests counts every request once it has been answered.
-func (m *metrics) countRequests(c *gin.Context) {
+// Register adds collectors of state the caller owns (gauges read at
+// scrape time).
+func (m *Metrics) Register(cs ...prometheus.Collector) { m.reg.MustRegister(cs...) }
+
+// Gather reads every metric, as a scrape would.
+func (m *Metrics) Gather() ([]*dto.MetricFamily, error) { return m.reg.Gather() }
+
+// Serve answers GET /metrics.
+func (m *Metrics) Serve(c *gin.Context) { m.serve(c) }
+
+// CountRequests counts every request once it has been answered.
+func (m *Metrics) CountRequests(c *gin.Context) {
 	c.Next()
 	route := c.FullPath()
 	if route == "" {
@@ -109,22 +116,35 @@ func (m *metrics) countRequests(c *gin.Context) {
 	m.requests.WithLabelValues(route, info.Model, info.Provider, strconv.Itoa(c.Writer.Status())).Inc()
 }
 
-// streamObs measures one stream as its deltas pass.
-type streamObs struct {
-	m    *metrics
-	gap  prometheus.Observer
-	last time.Time
+// StreamObserver measures one stream as its deltas pass (a
+// relay.Observer).
+type StreamObserver struct {
+	m        *Metrics
+	model    string
+	provider func() string
+	gap      prometheus.Observer
+	last     time.Time
 	// unattended, when set, reports that nobody reads the stream.
 	unattended func() bool
 }
 
-// delta records a delta relayed at now; info holds the model and the
-// provider that answered, final by the first delta.
-func (o *streamObs) delta(info *middleware.Info, now time.Time) {
-	if o.gap == nil {
-		o.m.ttft.WithLabelValues(info.Model, info.Provider).Observe(info.TTFT.Seconds())
-		o.gap = o.m.gap.WithLabelValues(info.Model, info.Provider)
-	} else {
+// Stream returns the observer of one stream of model; provider names the
+// provider that answered, asked at the first delta (retries may change it
+// until then); unattended, if set, reports that nobody reads the stream.
+func (m *Metrics) Stream(model string, provider func() string, unattended func() bool) *StreamObserver {
+	return &StreamObserver{m: m, model: model, provider: provider, unattended: unattended}
+}
+
+// FirstDelta records the time to the first delta.
+func (o *StreamObserver) FirstDelta(ttft time.Duration) {
+	p := o.provider()
+	o.m.ttft.WithLabelValues(o.model, p).Observe(ttft.Seconds())
+	o.gap = o.m.gap.WithLabelValues(o.model, p)
+}
+
+// Delta records a delta relayed at now.
+func (o *StreamObserver) Delta(now time.Time) {
+	if !o.last.IsZero() {
 		o.gap.Observe(now.Sub(o.last).Seconds())
 	}
 	o.last = now
@@ -133,15 +153,15 @@ func (o *streamObs) delta(info *middleware.Info, now time.Time) {
 	}
 }
 
-// Endpoints, as metrics label them.
-const (
-	endpointNative = "native"
-	endpointChat   = "chat"
-)
+// InFlight is the gauge of streams being generated on endpoint.
+func (m *Metrics) InFlight(endpoint string) prometheus.Gauge {
+	return m.inFlight.WithLabelValues(endpoint)
+}
 
-// streamEnded records a stream's end from its access-log record.
-func (m *metrics) streamEnded(endpoint string, info *middleware.Info, d time.Duration) {
-	reason := info.End
+// StreamEnded records a stream of endpoint (a dialect's label) ending,
+// from its access-log record.
+func (m *Metrics) StreamEnded(endpoint string, info *middleware.Info, d time.Duration) {
+	reason := info.End.String()
 	if strings.HasSuffix(info.ErrorCode, "_timeout") {
 		reason = "timeout"
 	}
@@ -153,35 +173,37 @@ func (m *metrics) streamEnded(endpoint string, info *middleware.Info, d time.Dur
 	}
 }
 
-// metricCode is e's code for a label: the gateway's own codes as they are,
-// an upstream's reduced to its status, since upstreams may say anything.
-func metricCode(e *apiError) string {
+// Retried, FellBack, Failed and QueueFull make Metrics the upstream
+// package's Observer.
+func (m *Metrics) Retried(provider string) { m.retries.WithLabelValues(provider).Inc() }
+func (m *Metrics) FellBack(model string)   { m.fallbacks.WithLabelValues(model).Inc() }
+func (m *Metrics) Failed(provider string, e *failure.Error) {
+	m.upstreamErrors.WithLabelValues(provider, code(e)).Inc()
+}
+func (m *Metrics) QueueFull(string) { m.rateLimited.WithLabelValues("provider_queue").Inc() }
+
+// Rejected makes Metrics the admission package's Observer.
+func (m *Metrics) Rejected(limit string) { m.rateLimited.WithLabelValues(limit).Inc() }
+
+// Resumed counts a reader following a stream from source (memory, redis).
+func (m *Metrics) Resumed(source string) { m.resumes.WithLabelValues(source).Inc() }
+
+// Cancelled counts a resumable stream cancelled for reason (delete,
+// last_reader).
+func (m *Metrics) Cancelled(reason string) { m.streamsCancelled.WithLabelValues(reason).Inc() }
+
+// ProducerLost counts a stream ended because its producer's replica died.
+func (m *Metrics) ProducerLost() { m.producersLost.Inc() }
+
+// Reloaded counts a configuration reload by result (success, failure).
+func (m *Metrics) Reloaded(result string) { m.reloads.WithLabelValues(result).Inc() }
+
+// code is e's code for a label: the gateway's own codes as they are, an
+// upstream's reduced to its status, since upstreams may say anything.
+func code(e *failure.Error) string {
 	switch {
 	case strings.HasPrefix(e.Code, "upstream_"), strings.HasPrefix(e.Code, "provider_"):
 		return e.Code
 	}
 	return "http_" + strconv.Itoa(e.Status)
-}
-
-// cooldownCollector reports, at scrape time, which deployments are on
-// cooldown.
-type cooldownCollector struct{ s *Server }
-
-var cooldownDesc = prometheus.NewDesc("gateway_deployment_cooldown", "1 while a deployment (a model's route to a provider's upstream model) is on cooldown after repeated failures, else 0.", []string{"model", "provider", "upstream_model"}, nil)
-
-func (c cooldownCollector) Describe(ch chan<- *prometheus.Desc) { ch <- cooldownDesc }
-
-func (c cooldownCollector) Collect(ch chan<- prometheus.Metric) {
-	now := time.Now()
-	reg := c.s.cur.Load().reg
-	for _, name := range reg.names {
-		for _, d := range reg.models[name] {
-			_, _, until, _ := d.health.snapshot()
-			v := 0.0
-			if now.Before(until) {
-				v = 1
-			}
-			ch <- prometheus.MustNewConstMetric(cooldownDesc, prometheus.GaugeValue, v, name, d.providerName, d.model)
-		}
-	}
 }

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/streamgate/gateway/outcome"
 )
 
 // AccessLog writes one line per request when it ends, with what the
@@ -14,6 +16,7 @@ func AccessLog(log *slog.Logger) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		start := time.Now()
 		info := Get(c)
+		info.Start = start
 		c.Next()
 
 		status := c.Writer.Status()
@@ -41,14 +44,14 @@ func AccessLog(log *slog.Logger) gin.HandlerFunc {
 		if info.PromptTokens > 0 || info.CompletionTokens > 0 {
 			attrs = append(attrs, slog.Int("prompt_tokens", info.PromptTokens), slog.Int("completion_tokens", info.CompletionTokens))
 		}
-		if info.End != "" {
-			attrs = append(attrs, slog.String("end", info.End))
+		if info.End != outcome.None {
+			attrs = append(attrs, slog.String("end", info.End.String()))
 		}
 		if info.ErrorCode != "" {
 			attrs = append(attrs, slog.String("error_code", info.ErrorCode), slog.String("error", info.Error))
 		}
 		level := slog.LevelInfo
-		if status >= 500 || info.End == "upstream_error" {
+		if status >= 500 || info.End == outcome.UpstreamError {
 			level = slog.LevelWarn
 		}
 		log.LogAttrs(c.Request.Context(), level, "request", attrs...)

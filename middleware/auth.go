@@ -8,17 +8,36 @@ import (
 	"strings"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/streamgate/gateway/config"
+	"github.com/streamgate/gateway/failure"
 )
+
+// Keys maps the hex SHA-256 of each key's secret to the key's name, so
+// the config may hold only hashes.
+type Keys map[string]string
+
+// NewKeys indexes the configured keys by digest.
+func NewKeys(keys map[string]config.Key) Keys {
+	k := make(Keys, len(keys))
+	for name, key := range keys {
+		k[key.Digest()] = name
+	}
+	return k
+}
+
+// Deny answers a request without a valid key, in the dialect's own error
+// envelope (write).
+type Deny func(c *gin.Context, e *failure.Error)
 
 // Auth requires a known API key, sent as "Authorization: Bearer KEY" or
 // "x-api-key: KEY", and records the key's name (never the key) in Info.
-// keys maps the hex SHA-256 of each secret to its name, so the config may
-// hold only hashes.
-func Auth(keys map[string]string) gin.HandlerFunc {
+// A request without one is answered 401 by deny.
+func Auth(keys Keys, deny Deny) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		name, err := Identify(keys, c.Request)
-		if err != "" {
-			Deny(c, err)
+		name, e := keys.Identify(c.Request)
+		if e != nil {
+			Refuse(c, e, deny)
 			return
 		}
 		Get(c).KeyName = name
@@ -26,44 +45,49 @@ func Auth(keys map[string]string) gin.HandlerFunc {
 	}
 }
 
+// Refuse answers 401 with e (from Identify) through deny, and stops the
+// request's handlers.
+func Refuse(c *gin.Context, e *failure.Error, deny Deny) {
+	c.Header("WWW-Authenticate", `Bearer realm="gateway"`)
+	info := Get(c)
+	info.ErrorCode, info.Error = e.Code, e.Message
+	deny(c, e)
+	c.Abort()
+}
+
 // ErrNoKey is what Identify says of a request that carries no key.
 const ErrNoKey = "missing API key: send \"Authorization: Bearer YOUR_KEY\" or \"x-api-key: YOUR_KEY\""
 
+// Unauthorized is a 401 saying msg.
+func Unauthorized(msg string) *failure.Error {
+	return &failure.Error{Status: http.StatusUnauthorized, Type: failure.TypeInvalidRequest, Code: "invalid_api_key", Message: msg}
+}
+
 // Identify returns the name of the key r carries, or why it carries no
-// valid one (ErrNoKey when it carries none).
-func Identify(keys map[string]string, r *http.Request) (name, err string) {
+// valid one (a message of ErrNoKey when it carries none).
+func (keys Keys) Identify(r *http.Request) (string, *failure.Error) {
 	key := r.Header.Get("x-api-key")
 	if auth := r.Header.Get("Authorization"); auth != "" {
 		scheme, token, ok := strings.Cut(auth, " ")
 		if !ok || !strings.EqualFold(scheme, "Bearer") {
-			return "", "the Authorization header must be \"Bearer YOUR_KEY\""
+			return "", Unauthorized("the Authorization header must be \"Bearer YOUR_KEY\"")
 		}
 		key = strings.TrimSpace(token)
 	}
 	if key == "" {
-		return "", ErrNoKey
+		return "", Unauthorized(ErrNoKey)
 	}
-	name, ok := lookup(keys, key)
+	name, ok := keys.lookup(key)
 	if !ok {
-		return "", "invalid API key"
+		return "", Unauthorized("invalid API key")
 	}
-	return name, ""
-}
-
-// Deny answers 401 with msg in OpenAI's error shape.
-func Deny(c *gin.Context, msg string) {
-	c.Header("WWW-Authenticate", `Bearer realm="gateway"`)
-	c.AbortWithStatusJSON(http.StatusUnauthorized, gin.H{"error": gin.H{
-		"message": msg, "type": "invalid_request_error", "param": nil, "code": "invalid_api_key",
-	}})
-	info := Get(c)
-	info.ErrorCode, info.Error = "invalid_api_key", msg
+	return name, nil
 }
 
 // lookup finds the key whose digest matches, comparing in constant time
 // against every configured digest, so that neither the comparison nor the
 // number of comparisons depends on how close a guess came.
-func lookup(keys map[string]string, key string) (string, bool) {
+func (keys Keys) lookup(key string) (string, bool) {
 	sum := sha256.Sum256([]byte(key))
 	digest := []byte(hex.EncodeToString(sum[:]))
 	name, found := "", 0

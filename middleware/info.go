@@ -4,12 +4,18 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/streamgate/gateway/failure"
+	"github.com/streamgate/gateway/outcome"
 )
 
 // Info is what a request's handlers learn that belongs in its access-log
 // line. Handlers fill it in; AccessLog writes it out once the request ends.
 type Info struct {
 	RequestID string
+	// Start is when the request arrived: time to first token and
+	// durations count from it.
+	Start time.Time
 	// KeyName names the API key used (never the key itself); empty when
 	// auth is off.
 	KeyName  string
@@ -24,9 +30,9 @@ type Info struct {
 	TTFT             time.Duration
 	PromptTokens     int
 	CompletionTokens int
-	// End says how a stream ended: done, client_gone, upstream_error,
-	// shutdown; empty for requests that did not stream.
-	End string
+	// End says how a stream ended; None for requests that did not
+	// stream.
+	End outcome.End
 	// ErrorCode and Error describe a failure; Error never holds secrets.
 	ErrorCode string
 	Error     string
@@ -42,4 +48,12 @@ func Get(c *gin.Context) *Info {
 	info := &Info{}
 	c.Set(infoKey, info)
 	return info
+}
+
+// Failed records that the request was answered with e.
+func (i *Info) Failed(e *failure.Error) {
+	i.ErrorCode, i.Error = e.Code, e.Message
+	if e.Status == failure.StatusClientClosedRequest {
+		i.End = outcome.ClientGone
+	}
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/streamgate/gateway/outcome"
 )
 
 func newEngine(logs io.Writer) *gin.Engine {
@@ -28,7 +30,7 @@ func newEngine(logs io.Writer) *gin.Engine {
 	e.GET("/abort", func(c *gin.Context) { panic(http.ErrAbortHandler) })
 	e.POST("/echo", func(c *gin.Context) {
 		info := Get(c)
-		info.Model, info.Provider, info.End = "m", "p", "done"
+		info.Model, info.Provider, info.End = "m", "p", outcome.Done
 		_, err := io.ReadAll(c.Request.Body)
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {

@@ -157,3 +157,31 @@ func (m *Message) Text() string {
 type IdleNotifier interface {
 	NotifyIdle(fn func())
 }
+
+// Availability is an optional interface of Provider, for providers that
+// can be configured yet not usable (an OpenAI provider whose key is not
+// set): Unavailable says why, or is nil when the provider can serve.
+type Availability interface {
+	Unavailable() error
+}
+
+// Unusable returns why p cannot serve requests, or nil when it can.
+func Unusable(p Provider) error {
+	if a, ok := p.(Availability); ok {
+		return a.Unavailable()
+	}
+	return nil
+}
+
+// IdleCloser is an optional interface of Provider, for providers that
+// pool upstream connections.
+type IdleCloser interface {
+	CloseIdleConnections()
+}
+
+// CloseIdle drops p's idle upstream connections, if it keeps any.
+func CloseIdle(p Provider) {
+	if c, ok := p.(IdleCloser); ok {
+		c.CloseIdleConnections()
+	}
+}

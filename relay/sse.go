@@ -1,4 +1,4 @@
-package gateway
+package relay
 
 import (
 	"net/http"
@@ -6,13 +6,13 @@ import (
 	"time"
 )
 
-// sseWriter writes Server-Sent Events: every frame goes out in one Write
+// SSE writes Server-Sent Events: every frame goes out in one Write
 // followed by a flush, so nothing waits in a buffer. When no frame has gone
 // out for the heartbeat interval it sends a ": ping" comment, which keeps
 // proxies and load balancers from cutting a stream whose model is still
 // thinking. The heartbeat runs on a timer, so writes are serialised by a
 // mutex.
-type sseWriter struct {
+type SSE struct {
 	mu       sync.Mutex
 	w        http.ResponseWriter
 	rc       *http.ResponseController
@@ -29,12 +29,13 @@ type sseWriter struct {
 	deadline     time.Time
 }
 
-var pingFrame = []byte(": ping\n\n")
+// pingFrame is an SSE comment: clients ignore it, proxies see traffic.
+const pingFrame = ": ping\n\n"
 
-// startSSE sends the status line and SSE headers, and starts heartbeats
+// StartSSE sends the status line and SSE headers, and starts heartbeats
 // unless interval is 0. Writes that take longer than writeTimeout (0: no
-// limit) fail. The caller must call stop before its handler returns.
-func startSSE(w http.ResponseWriter, interval, writeTimeout time.Duration) *sseWriter {
+// limit) fail. The caller must call Stop before its handler returns.
+func StartSSE(w http.ResponseWriter, interval, writeTimeout time.Duration) *SSE {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
@@ -42,15 +43,16 @@ func startSSE(w http.ResponseWriter, interval, writeTimeout time.Duration) *sseW
 	h.Set("X-Accel-Buffering", "no")
 	h.Del("Content-Length")
 	w.WriteHeader(http.StatusOK)
-	s := &sseWriter{w: w, rc: http.NewResponseController(w), interval: interval, writeTimeout: writeTimeout}
+	s := &SSE{w: w, rc: http.NewResponseController(w), interval: interval, writeTimeout: writeTimeout}
 	if interval > 0 {
 		s.hb = time.AfterFunc(interval, s.ping)
 	}
 	return s
 }
 
-// write sends one or more complete frames and flushes them.
-func (s *sseWriter) write(frame []byte) error {
+// Write sends one or more complete frames and flushes them. After the
+// first failure (the client is gone) it fails at once.
+func (s *SSE) Write(frame []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
@@ -67,7 +69,7 @@ func (s *sseWriter) write(frame []byte) error {
 }
 
 // send writes and flushes; s.mu is held.
-func (s *sseWriter) send(frame []byte) {
+func (s *SSE) send(frame []byte) {
 	if s.writeTimeout > 0 {
 		now := time.Now()
 		if s.deadline.Sub(now) < s.writeTimeout/2 {
@@ -85,21 +87,21 @@ func (s *sseWriter) send(frame []byte) {
 	}
 }
 
-func (s *sseWriter) ping() {
+func (s *SSE) ping() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped || s.err != nil {
 		return
 	}
-	s.send(pingFrame)
+	s.send([]byte(pingFrame))
 	if s.err == nil {
 		s.hb.Reset(s.interval)
 	}
 }
 
-// stop ends heartbeats. After it returns nothing writes to w again, so the
+// Stop ends heartbeats. After it returns nothing writes to w again, so the
 // handler may return.
-func (s *sseWriter) stop() {
+func (s *SSE) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stopped = true

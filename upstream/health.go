@@ -1,19 +1,9 @@
-package gateway
+package upstream
 
 import (
-	"math/rand/v2"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
-)
-
-// Routing strategies, chosen per model.
-const (
-	strategyFallback  = "fallback"   // routes in the order configured
-	strategyWeighted  = "weighted"   // random, in proportion to weight
-	strategyLeastBusy = "least_busy" // fewest streams in flight first
-	strategyFastest   = "fastest"    // lowest recent time to first token first
 )
 
 // health is the state one deployment shares across requests.
@@ -86,57 +76,31 @@ func (h *health) snapshot() (ttft time.Duration, failures int, until time.Time, 
 	return h.ttft, h.failures, h.cooldownUntil, h.halfOpen
 }
 
-// order returns the routes of one request in the order to try them: by
-// the model's strategy, with deployments on cooldown moved to the end (so
-// they are tried only when every healthy one has failed).
-func order(routes []deployment, strategy string, now time.Time) []deployment {
-	out := slices.Clone(routes)
-	switch strategy {
-	case strategyWeighted:
-		weightedShuffle(out)
-	case strategyLeastBusy:
-		slices.SortStableFunc(out, func(a, b deployment) int {
-			return int(a.health.inflight.Load() - b.health.inflight.Load())
-		})
-	case strategyFastest:
-		// No sample yet sorts first, so that new deployments are measured.
-		slices.SortStableFunc(out, func(a, b deployment) int {
-			ta, _, _, _ := a.health.snapshot()
-			tb, _, _, _ := b.health.snapshot()
-			return int(ta - tb)
-		})
-	}
-	slices.SortStableFunc(out, func(a, b deployment) int {
-		ca, cb := a.health.coolingAt(now), b.health.coolingAt(now)
-		switch {
-		case ca == cb:
-			return 0
-		case ca:
-			return 1
-		}
-		return -1
-	})
-	return out
+// DeploymentState is a deployment as routing sees it, for operators.
+type DeploymentState struct {
+	Provider string
+	// Model is the upstream model name.
+	Model  string
+	Weight int
+	// State is healthy, cooldown or probing.
+	State               string
+	InFlight            int64
+	ConsecutiveFailures int
+	// TTFT is the moving average of time to first token.
+	TTFT time.Duration
+	// CooldownUntil is set while State is cooldown.
+	CooldownUntil time.Time
 }
 
-// weightedShuffle orders d randomly, each next pick in proportion to the
-// weights of those left.
-func weightedShuffle(d []deployment) {
-	for i := 0; i < len(d)-1; i++ {
-		total := 0
-		for _, x := range d[i:] {
-			total += x.weight
-		}
-		if total <= 0 {
-			return
-		}
-		r := rand.N(total)
-		for j := i; j < len(d); j++ {
-			if r < d[j].weight {
-				d[i], d[j] = d[j], d[i]
-				break
-			}
-			r -= d[j].weight
-		}
+func (d *deployment) state(now time.Time) DeploymentState {
+	ttft, failures, until, halfOpen := d.health.snapshot()
+	st := DeploymentState{Provider: d.providerName, Model: d.model, Weight: d.weight, State: "healthy",
+		InFlight: d.health.inflight.Load(), ConsecutiveFailures: failures, TTFT: ttft}
+	switch {
+	case now.Before(until):
+		st.State, st.CooldownUntil = "cooldown", until
+	case halfOpen || !until.IsZero():
+		st.State = "probing"
 	}
+	return st
 }

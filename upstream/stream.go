@@ -1,4 +1,4 @@
-package gateway
+package upstream
 
 import (
 	"context"
@@ -8,37 +8,45 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/streamgate/gateway/config"
+	"github.com/streamgate/gateway/failure"
 	"github.com/streamgate/gateway/limit"
-	"github.com/streamgate/gateway/middleware"
 	"github.com/streamgate/gateway/providers"
 )
 
-// Timeouts, each reported with its own code (see classify).
+// Timeouts, each reported with its own code.
 var (
-	errFirstTokenTimeout = errors.New("the upstream sent no token within first_token_timeout")
-	errIdleTimeout       = errors.New("the upstream was silent for longer than idle_timeout")
-	errStreamTimeout     = errors.New("the stream ran longer than stream_timeout")
+	ErrFirstTokenTimeout = failure.Define(http.StatusGatewayTimeout, failure.TypeServer, "upstream_first_token_timeout", "the upstream sent no token within first_token_timeout")
+	ErrIdleTimeout       = failure.Define(http.StatusGatewayTimeout, failure.TypeServer, "upstream_idle_timeout", "the upstream was silent for longer than idle_timeout")
+	ErrStreamTimeout     = failure.Define(http.StatusGatewayTimeout, failure.TypeServer, "upstream_stream_timeout", "the stream ran longer than stream_timeout")
 )
 
 // maxBackoff caps the pause between two attempts of one deployment.
 const maxBackoff = 5 * time.Second
 
-// resilientStream is what the relay reads: an upstream stream that, until
-// the first delta has been returned, replaces a failed attempt with a new
-// one (the same deployment after a backoff, or the next route), and that
+// Attempt is what routing did for one request so far.
+type Attempt struct {
+	// Provider is the provider of the current (or last) attempt.
+	Provider string
+	// Attempts counts upstream calls; Fallbacks the moves to another
+	// route.
+	Attempts, Fallbacks int
+}
+
+// Stream is what the relay reads: an upstream stream that, until the
+// first delta has been returned, replaces a failed attempt with a new one
+// (the same deployment after a backoff, or the next route), and that
 // enforces the provider's timeouts. After the first delta a failure is
 // returned as it is: nothing is retried once the client has seen text.
-type resilientStream struct {
-	s      *Server
-	parent context.Context // the request's context, shutdown included
-	req    *providers.Request
-	routes []deployment
-	retry  config.Retry
-	info   *middleware.Info
+type Stream struct {
+	r         *Registry
+	parent    context.Context // the request's context, shutdown included
+	req       *providers.Request
+	model     string
+	requestID string
+	routes    []deployment
 
 	deadline   time.Time // for attempts before the first delta
-	attempts   int
+	attempt    Attempt
 	route      int // index into routes
 	routeTries int
 	backoff    time.Duration
@@ -59,66 +67,78 @@ type resilientStream struct {
 }
 
 var (
-	_ providers.Stream       = (*resilientStream)(nil)
-	_ providers.IdleNotifier = (*resilientStream)(nil)
+	_ providers.Stream       = (*Stream)(nil)
+	_ providers.IdleNotifier = (*Stream)(nil)
 )
 
-// openResilient makes the first attempt(s). An error means every attempt
-// allowed before the stream opened failed; it is the last one's.
-func (s *Server) openResilient(ctx context.Context, req *providers.Request, routes []deployment, info *middleware.Info) (*resilientStream, error) {
-	r := &resilientStream{s: s, parent: ctx, req: req, routes: routes, retry: s.cfg.Retry, info: info,
-		deadline: time.Now().Add(s.cfg.Retry.MaxTime.Std()), backoff: s.cfg.Retry.Backoff.Std()}
-	if err := r.advance(nil); err != nil {
-		return nil, err
+// Open opens a stream of model for req under ctx, trying its routes in
+// the order of its strategy as the retry settings allow. On error, every
+// attempt allowed before the stream opened failed, and the error is the
+// last one's; Attempt says what was tried either way. requestID is for
+// logs.
+func (r *Registry) Open(ctx context.Context, req *providers.Request, model, requestID string) (*Stream, Attempt, error) {
+	s := &Stream{r: r, parent: ctx, req: req, model: model, requestID: requestID,
+		routes:   order(r.models[model], r.strategies[model], r.opts.Now()),
+		deadline: time.Now().Add(r.retry.MaxTime.Std()), backoff: r.retry.Backoff.Std()}
+	if len(s.routes) == 0 {
+		return nil, s.attempt, errors.New("upstream: no route for model " + model)
 	}
-	return r, nil
+	if err := s.advance(nil); err != nil {
+		return nil, s.attempt, err
+	}
+	return s, s.attempt, nil
 }
+
+// Attempt says what routing did so far: after the first delta, which
+// provider answered.
+func (s *Stream) Attempt() Attempt { return s.attempt }
 
 // advance starts the next attempt after lastErr (nil for the first one),
 // waiting out a backoff when it retries the same deployment. It returns
 // the error to give up with when no attempt is left.
-func (r *resilientStream) advance(lastErr error) error {
+func (s *Stream) advance(lastErr error) error {
 	for {
 		if lastErr != nil {
-			if !retryable(lastErr) || r.attempts >= r.retry.MaxAttempts || r.parent.Err() != nil {
+			if !retryable(lastErr) || s.attempt.Attempts >= s.r.retry.MaxAttempts || s.parent.Err() != nil {
 				return lastErr
 			}
-			wait, ok := r.nextRoute(lastErr)
+			wait, ok := s.nextRoute(lastErr)
 			if !ok {
 				return lastErr
 			}
 			if wait > 0 {
-				if r.onIdle != nil {
-					r.onIdle()
+				if s.onIdle != nil {
+					s.onIdle()
 				}
 				t := time.NewTimer(wait)
 				select {
 				case <-t.C:
-				case <-r.parent.Done():
+				case <-s.parent.Done():
 					t.Stop()
 					return lastErr
 				}
 			}
 		}
-		dep := r.routes[r.route]
-		r.attempts++
-		r.routeTries++
-		if err := r.pace(dep); err != nil {
+		dep := s.routes[s.route]
+		s.attempt.Attempts++
+		s.attempt.Provider = dep.providerName
+		s.routeTries++
+		if err := s.pace(dep); err != nil {
 			lastErr = err
 			continue
 		}
-		actx, cancel := context.WithCancelCause(r.parent)
-		r.req.Model = dep.model
+		actx, cancel := context.WithCancelCause(s.parent)
+		s.req.Model = dep.model
 		began := time.Now()
-		st, err := dep.provider.StreamChat(actx, r.req)
+		st, err := dep.provider.StreamChat(actx, s.req)
 		if err != nil {
 			cancel(nil)
-			r.failed(dep, err)
-			r.s.log.Debug("upstream attempt failed", "request_id", r.info.RequestID, "provider", dep.providerName, "attempt", r.attempts, "error", r.s.redact.Replace(err.Error()))
+			s.failed(dep, err)
+			s.r.opts.Log.Debug("upstream attempt failed", "request_id", s.requestID, "provider", dep.providerName, "attempt", s.attempt.Attempts, "error", s.r.opts.Redact(err.Error()))
 			lastErr = err
 			continue
 		}
-		r.start(dep, st, actx, cancel, began)
+		s.start(dep, st, actx, cancel, began)
 		return nil
 	}
 }
@@ -126,114 +146,112 @@ func (r *resilientStream) advance(lastErr error) error {
 // nextRoute chooses where the next attempt goes: the same deployment after
 // a backoff (at least the upstream's Retry-After) while it has tries left
 // and the wait fits in the time budget, otherwise the next route at once.
-func (r *resilientStream) nextRoute(lastErr error) (time.Duration, bool) {
-	remaining := time.Until(r.deadline)
+func (s *Stream) nextRoute(lastErr error) (time.Duration, bool) {
+	remaining := time.Until(s.deadline)
 	// A provider whose queue is full is not asked again: that is what its
 	// queue_timeout says.
-	var queueFull *apiError
-	sameRoute := !(errors.As(lastErr, &queueFull) && queueFull.Code == "provider_queue_full")
-	if sameRoute && r.routeTries < r.retry.AttemptsPerRoute {
-		wait := rand.N(r.backoff + 1) // full jitter
+	fe := failure.Of(lastErr)
+	sameRoute := fe == nil || fe.Code != failure.CodeQueueFull
+	if sameRoute && s.routeTries < s.r.retry.AttemptsPerRoute {
+		wait := rand.N(s.backoff + 1) // full jitter
 		var pe *providers.Error
 		if errors.As(lastErr, &pe) && pe.RetryAfter > wait {
 			wait = pe.RetryAfter
 		}
-		var ae *apiError
-		if errors.As(lastErr, &ae) && ae.RetryAfter > wait {
-			wait = ae.RetryAfter
+		if fe != nil && fe.RetryAfter > wait {
+			wait = fe.RetryAfter
 		}
 		if wait < remaining {
-			r.backoff = min(2*r.backoff, maxBackoff)
-			r.s.metrics.retries.WithLabelValues(r.routes[r.route].providerName).Inc()
+			s.backoff = min(2*s.backoff, maxBackoff)
+			s.r.opts.Observer.Retried(s.routes[s.route].providerName)
 			return wait, true
 		}
 	}
-	if r.route+1 < len(r.routes) && remaining > 0 {
-		r.route++
-		r.routeTries = 0
-		r.backoff = r.retry.Backoff.Std()
-		r.info.Fallbacks++
-		r.s.metrics.fallbacks.WithLabelValues(r.info.Model).Inc()
+	if s.route+1 < len(s.routes) && remaining > 0 {
+		s.route++
+		s.routeTries = 0
+		s.backoff = s.r.retry.Backoff.Std()
+		s.attempt.Fallbacks++
+		s.r.opts.Observer.FellBack(s.model)
 		return 0, true
 	}
 	return 0, false
 }
 
 // pace waits for the provider's turn, if it is paced.
-func (r *resilientStream) pace(dep deployment) error {
-	p := r.s.lim.pacers[dep.providerName]
+func (s *Stream) pace(dep deployment) error {
+	p := s.r.pacers[dep.providerName]
 	if p == nil {
 		return nil
 	}
-	wait, err := p.Wait(r.parent)
+	wait, err := p.Wait(s.parent)
 	if errors.Is(err, limit.ErrQueueFull) {
-		r.s.metrics.rateLimited.WithLabelValues("provider_queue").Inc()
-		return &apiError{Status: http.StatusTooManyRequests, Type: typeRateLimit, Code: "provider_queue_full", RetryAfter: wait,
+		s.r.opts.Observer.QueueFull(dep.providerName)
+		return &failure.Error{Status: http.StatusTooManyRequests, Type: failure.TypeRateLimit, Code: failure.CodeQueueFull, RetryAfter: wait,
 			Message: "provider " + dep.providerName + " is at its configured request rate and its queue is full"}
 	}
 	return err
 }
 
 // start makes st the current attempt and arms its timeouts.
-func (r *resilientStream) start(dep deployment, st providers.Stream, actx context.Context, cancel context.CancelCauseFunc, began time.Time) {
-	r.cur, r.dep, r.began, r.actx, r.cancel, r.idle = st, dep, began, actx, cancel, dep.idleTimeout
+func (s *Stream) start(dep deployment, st providers.Stream, actx context.Context, cancel context.CancelCauseFunc, began time.Time) {
+	s.cur, s.dep, s.began, s.actx, s.cancel, s.idle = st, dep, began, actx, cancel, dep.idleTimeout
 	dep.health.inflight.Add(1)
-	r.info.Provider, r.info.Attempts = dep.providerName, r.attempts
 	if dep.firstTokenTimeout > 0 {
-		r.timer = time.AfterFunc(dep.firstTokenTimeout, func() { cancel(errFirstTokenTimeout) })
+		s.timer = time.AfterFunc(dep.firstTokenTimeout, func() { cancel(ErrFirstTokenTimeout) })
 	}
 	if dep.streamTimeout > 0 {
-		r.total = time.AfterFunc(dep.streamTimeout, func() { cancel(errStreamTimeout) })
+		s.total = time.AfterFunc(dep.streamTimeout, func() { cancel(ErrStreamTimeout) })
 	}
-	r.notify()
+	s.notify()
 }
 
 // notify hands onIdle to the current stream, or arranges to call it before
 // every Recv when the stream cannot.
-func (r *resilientStream) notify() {
-	if r.onIdle == nil {
+func (s *Stream) notify() {
+	if s.onIdle == nil {
 		return
 	}
-	n, ok := r.cur.(providers.IdleNotifier)
+	n, ok := s.cur.(providers.IdleNotifier)
 	if ok {
-		n.NotifyIdle(r.onIdle)
+		n.NotifyIdle(s.onIdle)
 	}
-	r.flushEach = !ok
+	s.flushEach = !ok
 }
 
 // Recv returns the next chunk of the current attempt, moving to a new
 // attempt when one fails before the first delta.
-func (r *resilientStream) Recv() (providers.Chunk, error) {
+func (s *Stream) Recv() (providers.Chunk, error) {
 	for {
-		if r.flushEach {
-			r.onIdle() // the stream cannot say when it waits: flush every time
+		if s.flushEach {
+			s.onIdle() // the stream cannot say when it waits: flush every time
 		}
-		c, err := r.cur.Recv()
+		c, err := s.cur.Recv()
 		if err == nil {
 			if c.Content != "" || len(c.ToolCalls) > 0 {
-				if !r.delivered {
-					r.firstDelta()
-				} else if r.idle > 0 {
-					r.timer.Reset(r.idle)
+				if !s.delivered {
+					s.firstDelta()
+				} else if s.idle > 0 {
+					s.timer.Reset(s.idle)
 				}
 			}
 			return c, nil
 		}
-		if cause := context.Cause(r.actx); r.actx.Err() != nil && r.parent.Err() == nil {
-			if cause == errFirstTokenTimeout && r.delivered {
-				cause = errIdleTimeout // it fired as the first delta arrived
+		if cause := context.Cause(s.actx); s.actx.Err() != nil && s.parent.Err() == nil {
+			if cause == ErrFirstTokenTimeout && s.delivered {
+				cause = ErrIdleTimeout // it fired as the first delta arrived
 			}
 			err = cause
 		}
 		if errors.Is(err, io.EOF) {
 			return c, err
 		}
-		r.failed(r.dep, err)
-		if r.delivered {
+		s.failed(s.dep, err)
+		if s.delivered {
 			return c, err
 		}
-		r.stopAttempt()
-		if e := r.advance(err); e != nil {
+		s.stopAttempt()
+		if e := s.advance(err); e != nil {
 			return providers.Chunk{}, e
 		}
 	}
@@ -241,68 +259,68 @@ func (r *resilientStream) Recv() (providers.Chunk, error) {
 
 // firstDelta records the attempt's success and swaps the first-token
 // timeout for the idle timeout.
-func (r *resilientStream) firstDelta() {
-	r.delivered = true
-	if r.dep.health.success(time.Since(r.began)) {
-		r.s.log.Info("deployment recovered", "provider", r.dep.providerName, "model", r.dep.model)
+func (s *Stream) firstDelta() {
+	s.delivered = true
+	if s.dep.health.success(time.Since(s.began)) {
+		s.r.opts.Log.Info("deployment recovered", "provider", s.dep.providerName, "model", s.dep.model)
 	}
-	if r.timer != nil {
-		r.timer.Stop()
-		r.timer = nil
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
 	}
-	if r.idle > 0 {
-		cancel := r.cancel
-		r.timer = time.AfterFunc(r.idle, func() { cancel(errIdleTimeout) })
+	if s.idle > 0 {
+		cancel := s.cancel
+		s.timer = time.AfterFunc(s.idle, func() { cancel(ErrIdleTimeout) })
 	}
 }
 
 // failed records an upstream fault of dep (not a client's mistake, not a
 // client leaving) towards its cooldown.
-func (r *resilientStream) failed(dep deployment, err error) {
-	if r.parent.Err() == nil {
-		r.s.metrics.upstreamErrors.WithLabelValues(dep.providerName, metricCode(classify(r.parent, err))).Inc()
-	}
-	if r.parent.Err() != nil || !(retryable(err) || errors.Is(err, errIdleTimeout) || errors.Is(err, errStreamTimeout)) {
+func (s *Stream) failed(dep deployment, err error) {
+	if s.parent.Err() != nil {
 		return
 	}
-	h := r.s.cfg.Health
-	if dep.health.failure(healthPolicy{threshold: h.FailureThreshold, cooldown: h.Cooldown.Std()}, time.Now()) {
-		r.s.log.Warn("deployment on cooldown", "provider", dep.providerName, "model", dep.model,
-			"cooldown", h.Cooldown.String(), "error", r.s.redact.Replace(err.Error()))
+	s.r.opts.Observer.Failed(dep.providerName, failure.Classify(s.parent, err))
+	if !(retryable(err) || errors.Is(err, ErrIdleTimeout) || errors.Is(err, ErrStreamTimeout)) {
+		return
+	}
+	if dep.health.failure(s.r.policy, s.r.opts.Now()) {
+		s.r.opts.Log.Warn("deployment on cooldown", "provider", dep.providerName, "model", dep.model,
+			"cooldown", s.r.policy.cooldown.String(), "error", s.r.opts.Redact(err.Error()))
 	}
 }
 
-func (r *resilientStream) stopAttempt() {
-	if r.cur != nil {
-		r.dep.health.inflight.Add(-1)
+func (s *Stream) stopAttempt() {
+	if s.cur != nil {
+		s.dep.health.inflight.Add(-1)
 	}
-	if r.timer != nil {
-		r.timer.Stop()
-		r.timer = nil
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
 	}
-	if r.total != nil {
-		r.total.Stop()
-		r.total = nil
+	if s.total != nil {
+		s.total.Stop()
+		s.total = nil
 	}
-	if r.cur != nil {
-		r.cur.Close()
-		r.cur = nil
+	if s.cur != nil {
+		s.cur.Close()
+		s.cur = nil
 	}
-	if r.cancel != nil {
-		r.cancel(context.Canceled)
+	if s.cancel != nil {
+		s.cancel(context.Canceled)
 	}
 }
 
 // Close ends the current attempt.
-func (r *resilientStream) Close() error {
-	r.stopAttempt()
+func (s *Stream) Close() error {
+	s.stopAttempt()
 	return nil
 }
 
 // NotifyIdle passes fn on to every attempt's stream that can call it.
-func (r *resilientStream) NotifyIdle(fn func()) {
-	r.onIdle = fn
-	r.notify()
+func (s *Stream) NotifyIdle(fn func()) {
+	s.onIdle = fn
+	s.notify()
 }
 
 // retryable says whether a failure before the first delta is worth another
@@ -314,21 +332,19 @@ func retryable(err error) bool {
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return false
-	case errors.Is(err, errFirstTokenTimeout), errors.Is(err, providers.ErrTruncated), errors.Is(err, providers.ErrMalformed),
+	case errors.Is(err, ErrFirstTokenTimeout), errors.Is(err, providers.ErrTruncated), errors.Is(err, providers.ErrMalformed),
 		errors.Is(err, io.ErrUnexpectedEOF):
 		return true
+	case errors.Is(err, ErrIdleTimeout), errors.Is(err, ErrStreamTimeout):
+		return false
 	}
-	var ae *apiError
-	if errors.As(err, &ae) {
-		return ae.Status == http.StatusTooManyRequests || ae.Status >= 500
+	if fe := failure.Of(err); fe != nil {
+		return fe.Status == http.StatusTooManyRequests || fe.Status >= 500
 	}
 	var pe *providers.Error
 	if errors.As(err, &pe) {
 		s := pe.Status
 		return s == 0 || s == http.StatusRequestTimeout || s == http.StatusTooManyRequests || s >= 500
-	}
-	if errors.Is(err, errIdleTimeout) || errors.Is(err, errStreamTimeout) {
-		return false
 	}
 	return true // connection refused or reset, and other transport failures
 }

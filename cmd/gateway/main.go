@@ -22,11 +22,17 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gin-gonic/gin"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/streamgate/gateway/config"
 	"github.com/streamgate/gateway/gateway"
 )
 
 func main() {
+	// Process-wide settings of libraries, made once, here: gin's debug
+	// output is for development servers.
+	gin.SetMode(gin.ReleaseMode)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -74,6 +80,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	log := newLogger(cfg.Server.Log, stderr)
+	// go-redis logs reconnection attempts itself, to stderr; route them
+	// to debug level, since the stores already warn about outages. Its
+	// logger is global: set once, as the process starts serving.
+	redis.SetLogger(redisLogger{log})
 	srv, err := gateway.New(cfg, log)
 	if err != nil {
 		return err
@@ -112,4 +122,11 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// redisLogger adapts go-redis's logger to slog.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "redis: "+fmt.Sprintf(format, v...))
 }

@@ -90,3 +90,13 @@ func Prompt(msgs []providers.Message) (int, error) {
 	}
 	return n, nil
 }
+
+// Approx is a cheap guess at the size of msgs (four characters a token),
+// for reserving tokens at admission, where counting would cost too much.
+func Approx(msgs []providers.Message) int {
+	chars := 0
+	for i := range msgs {
+		chars += len(msgs[i].Text())
+	}
+	return max(1, chars/4)
+}

@@ -1,0 +1,54 @@
+package openai
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/streamgate/gateway/outcome"
+	"github.com/streamgate/gateway/providers"
+	"github.com/streamgate/gateway/providers/mock"
+	"github.com/streamgate/gateway/relay"
+)
+
+func BenchmarkChatChunkFrame(b *testing.B) {
+	f := newFormat("r", "m", 1, false)
+	c := providers.Chunk{Content: " token"}
+	buf := make([]byte, 0, 256)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = f.Chunk(buf[:0], &c)
+	}
+}
+
+// discardWriter is a flushable ResponseWriter that throws bytes away.
+type discardWriter struct{ h http.Header }
+
+func (d *discardWriter) Header() http.Header         { return d.h }
+func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (d *discardWriter) WriteHeader(int)             {}
+func (d *discardWriter) Flush()                      {}
+
+// BenchmarkRelayPerToken streams one mock stream of b.N tokens in process
+// through the relay, as POST /v1/chat/completions runs it: ns/op and
+// allocs/op are per token, gateway side only.
+func BenchmarkRelayPerToken(b *testing.B) {
+	opts := mock.Defaults()
+	opts.Tokens = b.N
+	req := &providers.Request{Messages: []providers.Message{{Role: "user", Content: "hi"}}}
+	st, err := mock.New(opts).StreamChat(context.Background(), req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := relay.StartSSE(&discardWriter{h: http.Header{}}, 15*time.Second, 0)
+	defer out.Stop()
+	p := &relay.Pump{Stream: st.(relay.IdleStream), Format: newFormat("r", "m", 1, true), Request: req, Start: time.Now()}
+	b.ReportAllocs()
+	b.ResetTimer()
+	o := relay.Relay(context.Background(), out, p, "mock", strings.NewReplacer().Replace)
+	if o.End != outcome.Done || o.Usage.CompletionTokens != b.N {
+		b.Fatalf("ended %v after %d tokens", o.End, o.Usage.CompletionTokens)
+	}
+}

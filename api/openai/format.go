@@ -1,0 +1,102 @@
+package openai
+
+import (
+	"encoding/json"
+	"strconv"
+
+	"github.com/streamgate/gateway/api"
+	"github.com/streamgate/gateway/failure"
+	"github.com/streamgate/gateway/internal/jsonstr"
+	"github.com/streamgate/gateway/providers"
+	"github.com/streamgate/gateway/relay"
+)
+
+// format is OpenAI's chat.completion.chunk stream, for
+// POST /v1/chat/completions with stream=true.
+type format struct {
+	// prefix is every chunk's bytes up to the inside of "choices":[.
+	prefix       []byte
+	includeUsage bool
+}
+
+func newFormat(requestID, model string, created int64, includeUsage bool) *format {
+	p := make([]byte, 0, 128)
+	p = append(p, `data: {"id":`...)
+	p = jsonstr.Append(p, "chatcmpl-"+requestID)
+	p = append(p, `,"object":"chat.completion.chunk","created":`...)
+	p = strconv.AppendInt(p, created, 10)
+	p = append(p, `,"model":`...)
+	p = jsonstr.Append(p, model)
+	p = append(p, `,"system_fingerprint":null,"choices":[`...)
+	return &format{prefix: p, includeUsage: includeUsage}
+}
+
+func (f *format) Opened(buf []byte, _ string) []byte {
+	buf = append(buf, f.prefix...)
+	return append(buf, `{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}`+"\n\n"...)
+}
+
+// wireToolCall is a tool-call delta in OpenAI's shape.
+type wireToolCall struct {
+	Index    int    `json:"index"`
+	ID       string `json:"id,omitempty"`
+	Type     string `json:"type,omitempty"`
+	Function struct {
+		Name      string `json:"name,omitempty"`
+		Arguments string `json:"arguments"`
+	} `json:"function"`
+}
+
+func (f *format) Chunk(buf []byte, c *providers.Chunk) []byte {
+	if c.Content == "" && len(c.ToolCalls) == 0 && c.FinishReason == "" {
+		return buf // usage alone is sent at the end, if asked for
+	}
+	buf = append(buf, f.prefix...)
+	buf = append(buf, `{"index":0,"delta":{`...)
+	sep := false
+	if c.Content != "" {
+		buf = append(buf, `"content":`...)
+		buf = jsonstr.Append(buf, c.Content)
+		sep = true
+	}
+	if len(c.ToolCalls) > 0 {
+		if sep {
+			buf = append(buf, ',')
+		}
+		calls := make([]wireToolCall, len(c.ToolCalls))
+		for i, tc := range c.ToolCalls {
+			calls[i] = wireToolCall{Index: tc.Index, ID: tc.ID, Type: tc.Type}
+			calls[i].Function.Name, calls[i].Function.Arguments = tc.Name, tc.Arguments
+		}
+		b, _ := json.Marshal(calls) // plain structs: cannot fail
+		buf = append(buf, `"tool_calls":`...)
+		buf = append(buf, b...)
+	}
+	buf = append(buf, `},"logprobs":null,"finish_reason":`...)
+	if c.FinishReason == "" {
+		buf = append(buf, "null"...)
+	} else {
+		buf = jsonstr.Append(buf, c.FinishReason)
+	}
+	return append(buf, "}]}\n\n"...)
+}
+
+func (f *format) Done(buf []byte, r *relay.Result) []byte {
+	if f.includeUsage {
+		buf = append(buf, f.prefix...)
+		buf = append(buf, `],"usage":`...)
+		buf = api.AppendUsage(buf, &r.Usage)
+		buf = append(buf, "}\n\n"...)
+	}
+	return append(buf, "data: [DONE]\n\n"...)
+}
+
+// Failed ends the stream the way OpenAI does: a data line holding an error
+// object, which the official SDKs raise as an API error. No [DONE] follows.
+func (f *format) Failed(buf []byte, e *failure.Error) []byte {
+	buf = append(buf, `data: {"error":`...)
+	buf = failure.AppendObject(buf, e)
+	return append(buf, "}\n\n"...)
+}
+
+var _ relay.Format = (*format)(nil)

@@ -1,0 +1,106 @@
+// Package openai is OpenAI's Chat Completions dialect: POST
+// /v1/chat/completions (streaming as chat.completion.chunk events ending
+// in [DONE], or one chat.completion) and GET /v1/models, with OpenAI's
+// error envelope.
+package openai
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/streamgate/gateway/api"
+	"github.com/streamgate/gateway/engine"
+	"github.com/streamgate/gateway/failure"
+	"github.com/streamgate/gateway/middleware"
+)
+
+// endpoint labels this dialect's streams in metrics.
+const endpoint = "chat"
+
+// Dialect serves OpenAI's API on an engine.
+type Dialect struct{ e *engine.Engine }
+
+// New returns the dialect on e.
+func New(e *engine.Engine) *Dialect { return &Dialect{e: e} }
+
+var _ api.Dialect = (*Dialect)(nil)
+
+// Register adds POST /chat/completions and GET /models.
+func (d *Dialect) Register(authed, _ gin.IRouter) {
+	authed.POST("/chat/completions", d.chat)
+	authed.GET("/models", d.models)
+}
+
+// WriteError answers with OpenAI's {"error":{...}}.
+func (d *Dialect) WriteError(c *gin.Context, e *failure.Error) {
+	middleware.Get(c).Failed(e)
+	failure.Write(c.Writer, e)
+}
+
+// chat serves POST /v1/chat/completions.
+func (d *Dialect) chat(c *gin.Context) {
+	var body chatRequest
+	if e := api.DecodeJSON(c.Request, &body, false); e != nil {
+		d.WriteError(c, e)
+		return
+	}
+	req, e := body.toProvider()
+	if e != nil {
+		d.WriteError(c, e)
+		return
+	}
+	call, e := d.e.Accept(c, req, body.Model)
+	if e != nil {
+		d.WriteError(c, e)
+		return
+	}
+	if !body.Stream {
+		d.complete(c, call, body.Model)
+		return
+	}
+	includeUsage := body.StreamOptions != nil && body.StreamOptions.IncludeUsage
+	f := newFormat(middleware.Get(c).RequestID, body.Model, time.Now().Unix(), includeUsage)
+	if e := call.Stream(f, endpoint); e != nil {
+		d.WriteError(c, e)
+	}
+}
+
+// complete answers stream=false with one chat.completion.
+func (d *Dialect) complete(c *gin.Context, call *engine.Call, model string) {
+	ans, res, e := call.Complete(endpoint)
+	if e != nil {
+		d.WriteError(c, e)
+		return
+	}
+	msg := gin.H{"role": "assistant", "content": ans.Content, "refusal": nil}
+	if len(ans.ToolCalls) > 0 {
+		msg["tool_calls"] = ans.ToolCalls
+		if ans.Content == "" {
+			msg["content"] = nil
+		}
+	}
+	c.JSON(http.StatusOK, gin.H{
+		"id":                 "chatcmpl-" + middleware.Get(c).RequestID,
+		"object":             "chat.completion",
+		"created":            time.Now().Unix(),
+		"model":              model,
+		"system_fingerprint": nil,
+		"choices": []gin.H{{
+			"index": 0, "message": msg, "logprobs": nil, "finish_reason": res.FinishReason,
+		}},
+		"usage": res.Usage,
+	})
+}
+
+// models serves GET /v1/models: the models the caller's key may use.
+func (d *Dialect) models(c *gin.Context) {
+	names, owners := d.e.Models(c)
+	data := make([]gin.H, 0, len(names))
+	created := d.e.Started.Unix()
+	for i, name := range names {
+		data = append(data, gin.H{"id": name, "object": "model", "created": created, "owned_by": owners[i]})
+	}
+	c.JSON(http.StatusOK, gin.H{"object": "list", "data": data})
+}

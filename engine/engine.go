@@ -1,0 +1,245 @@
+// Package engine runs a request for any API dialect: it admits it, opens
+// its upstream (with routing and retries), relays it or collects it, or
+// generates it into a resumable log, and records how it ended, once, for
+// limits, metrics and the access log. Dialects decode requests into a
+// providers.Request, hand the engine a relay.Format, and write the
+// engine's *failure.Error in their own envelope: they own no routing,
+// retries or limits.
+package engine
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/streamgate/gateway/admission"
+	"github.com/streamgate/gateway/config"
+	"github.com/streamgate/gateway/eventlog"
+	"github.com/streamgate/gateway/failure"
+	"github.com/streamgate/gateway/metrics"
+	"github.com/streamgate/gateway/middleware"
+	"github.com/streamgate/gateway/outcome"
+	"github.com/streamgate/gateway/providers"
+	"github.com/streamgate/gateway/relay"
+	"github.com/streamgate/gateway/resumable"
+	"github.com/streamgate/gateway/upstream"
+)
+
+// Engine serves one configuration.
+type Engine struct {
+	Options
+}
+
+// Options are an engine's parts; all are required.
+type Options struct {
+	Config   *config.Config
+	Log      *slog.Logger
+	Registry *upstream.Registry
+	Admitter *admission.Admitter
+	Metrics  *metrics.Metrics
+	Hub      *resumable.Hub
+	Keys     middleware.Keys
+	// Redact makes text safe to show and log.
+	Redact func(string) string
+	// Stopping is cancelled, with failure.ErrShutdown as its cause, when
+	// the streams still running must end.
+	Stopping context.Context
+	// Started is when the process started: the creation time of every
+	// model.
+	Started time.Time
+}
+
+// New returns an engine of opts.
+func New(opts Options) *Engine { return &Engine{Options: opts} }
+
+// SSE starts an event stream on w with the configured heartbeat and write
+// timeout.
+func (e *Engine) SSE(w http.ResponseWriter) *relay.SSE {
+	return relay.StartSSE(w, e.Config.Server.HeartbeatInterval.Std(), e.Config.Server.WriteTimeout.Std())
+}
+
+// AuthEnabled reports whether requests need a key.
+func (e *Engine) AuthEnabled() bool { return e.Config.Auth.AuthEnabled() }
+
+// client is who sent c.
+func client(c *gin.Context) admission.Client {
+	return admission.Client{Key: middleware.Get(c).KeyName, IP: c.ClientIP()}
+}
+
+// Models returns the models c's key may use, sorted, with the provider
+// that owns each.
+func (e *Engine) Models(c *gin.Context) (names, owners []string) {
+	cl := client(c)
+	for _, name := range e.Registry.Models() {
+		if e.Admitter.Allows(cl, name) {
+			names, owners = append(names, name), append(owners, e.Registry.Owner(name))
+		}
+	}
+	return names, owners
+}
+
+// Call is an admitted request. Exactly one of its Stream, Complete or
+// Generate runs it; each settles its admission.
+type Call struct {
+	e      *Engine
+	c      *gin.Context
+	info   *middleware.Info
+	req    *providers.Request
+	model  string
+	ticket *admission.Ticket
+}
+
+// Accept resolves req's model and admits the request within its client's
+// limits (rate-limit headers are set on c either way).
+func (e *Engine) Accept(c *gin.Context, req *providers.Request, model string) (*Call, *failure.Error) {
+	if !e.Registry.Has(model) {
+		return nil, &failure.Error{Status: http.StatusNotFound, Type: failure.TypeInvalidRequest, Code: "model_not_found",
+			Message: "model " + strconv.Quote(model) + " does not exist; GET /v1/models lists the models served"}
+	}
+	info := middleware.Get(c)
+	info.Model, info.Provider = model, e.Registry.Owner(model)
+	t, fe := e.Admitter.Admit(c.Request.Context(), c.Writer.Header(), client(c), model, req)
+	if fe != nil {
+		return nil, fe
+	}
+	return &Call{e: e, c: c, info: info, req: req, model: model, ticket: t}, nil
+}
+
+// running is an upstream call: ctx is its context, cancel ends it with a
+// cause, release frees it once the stream is over.
+type running struct {
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	release func()
+	st      *upstream.Stream
+}
+
+// open starts the upstream call under parent, cut short also by the
+// server's shutdown. While it opens the client waits: its leaving cancels
+// the call whatever parent is. On failure the admission is settled and
+// the error is ready for the client.
+func (call *Call) open(parent context.Context) (running, *failure.Error) {
+	e := call.e
+	ctx, cancel := context.WithCancelCause(parent)
+	stop := context.AfterFunc(e.Stopping, func() { cancel(context.Cause(e.Stopping)) })
+	run := running{ctx: ctx, cancel: cancel, release: func() { stop(); cancel(context.Canceled) }}
+	if rctx := call.c.Request.Context(); parent != rctx {
+		defer context.AfterFunc(rctx, func() { cancel(context.Canceled) })()
+	}
+	st, a, err := e.Registry.Open(ctx, call.req, call.model, call.info.RequestID)
+	call.info.Provider, call.info.Attempts, call.info.Fallbacks = a.Provider, a.Attempts, a.Fallbacks
+	if err != nil {
+		fe := failure.Classify(ctx, err)
+		fe.Message = e.Redact(fe.Message)
+		run.release()
+		call.ticket.Unused()
+		return run, fe
+	}
+	run.st = st
+	return run, nil
+}
+
+// finish records how a stream of endpoint ended, in info (the access
+// log), the metrics and the admission.
+func (call *Call) finish(info *middleware.Info, o relay.Outcome, a upstream.Attempt, endpoint string) {
+	info.Provider, info.Attempts, info.Fallbacks = a.Provider, a.Attempts, a.Fallbacks
+	info.TTFT, info.End = o.TTFT, o.End
+	if o.End == outcome.Done {
+		info.PromptTokens, info.CompletionTokens = o.Usage.PromptTokens, o.Usage.CompletionTokens
+	} else {
+		info.ErrorCode, info.Error = o.Err.Code, o.Cause
+	}
+	call.e.Metrics.StreamEnded(endpoint, info, time.Since(info.Start))
+	call.ticket.Settle(o.End, info.PromptTokens+info.CompletionTokens)
+}
+
+// Stream relays the call to the client as SSE in format f: the upstream
+// stream is opened first, and only then are a 200 and the SSE headers
+// sent, so a failure before that is returned for a plain HTTP error with
+// a real status. endpoint labels the metrics.
+func (call *Call) Stream(f relay.Format, endpoint string) *failure.Error {
+	run, fe := call.open(call.c.Request.Context())
+	if fe != nil {
+		return fe
+	}
+	defer run.release()
+	defer run.st.Close()
+	g := call.e.Metrics.InFlight(endpoint)
+	g.Inc()
+	defer g.Dec()
+	out := call.e.SSE(call.c.Writer)
+	defer out.Stop()
+	p := &relay.Pump{Stream: run.st, Format: f, Request: call.req, Start: call.info.Start,
+		Observer: call.e.Metrics.Stream(call.model, func() string { return run.st.Attempt().Provider }, nil)}
+	o := relay.Relay(run.ctx, out, p, run.st.Attempt().Provider, call.e.Redact)
+	call.finish(call.info, o, run.st.Attempt(), endpoint)
+	return nil
+}
+
+// Complete reads the whole answer, for clients that asked for no
+// streaming. The upstream is still streamed (one code path, cancellable
+// at any point).
+func (call *Call) Complete(endpoint string) (relay.Answer, relay.Result, *failure.Error) {
+	run, fe := call.open(call.c.Request.Context())
+	if fe != nil {
+		return relay.Answer{}, relay.Result{}, fe
+	}
+	defer run.release()
+	defer run.st.Close()
+	ans, res, err := relay.Collect(run.st, call.req)
+	o := relay.Conclude(run.ctx, res, err, call.e.Redact)
+	call.finish(call.info, o, run.st.Attempt(), endpoint)
+	if o.End != outcome.Done {
+		return relay.Answer{}, o.Result, o.Err
+	}
+	return ans, o.Result, nil
+}
+
+// Generation is a resumable stream being set up: its id and where to
+// follow it, for the dialect's format.
+type Generation struct {
+	ID        string
+	EventsURL string
+	TokenExp  int64
+}
+
+// Generate runs the call as a resumable stream: generated into a log by a
+// producer under its own context (the last-reader policy decides when
+// readers' absence cancels it), in the format newFormat returns for the
+// stream. A detached stream (nobody reads it yet) runs on a goroutine of
+// its own; otherwise the caller runs it as the primary reader
+// (Producer.RunPrimary).
+func (call *Call) Generate(newFormat func(Generation) resumable.Lines, detached bool, endpoint string) (*resumable.Producer, Generation, *failure.Error) {
+	e := call.e
+	g := Generation{ID: resumable.NewID()}
+	g.EventsURL, g.TokenExp = e.Hub.EventsURL(g.ID, time.Now())
+	f := newFormat(g)
+	// The generation does not depend on this connection.
+	run, fe := call.open(context.Background())
+	if fe != nil {
+		return nil, g, fe
+	}
+	policy, grace := resumable.Policy(e.Config, call.model, call.info.KeyName)
+	inFlight := e.Metrics.InFlight(endpoint)
+	inFlight.Inc()
+	p := e.Hub.Start(resumable.Stream{
+		ID: g.ID, EventsURL: g.EventsURL, TokenExp: g.TokenExp,
+		Meta:     eventlog.Meta{Key: call.info.KeyName, Model: call.model},
+		Pump:     relay.Pump{Stream: run.st, Format: f, Request: call.req, Start: call.info.Start},
+		Provider: run.st.Attempt().Provider,
+		Observe: func(unattended func() bool) relay.Observer {
+			return e.Metrics.Stream(call.model, func() string { return run.st.Attempt().Provider }, unattended)
+		},
+		Ctx: run.ctx, Cancel: run.cancel, Release: run.release,
+		Policy: policy, Grace: grace, Detached: detached, Info: *call.info, Redact: e.Redact,
+		OnEnd: func(o relay.Outcome, info *middleware.Info) {
+			inFlight.Dec()
+			call.finish(info, o, run.st.Attempt(), endpoint)
+		},
+	})
+	return p, g, nil
+}

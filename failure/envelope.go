@@ -1,0 +1,42 @@
+package failure
+
+import (
+	"net/http"
+
+	"github.com/streamgate/gateway/internal/jsonstr"
+)
+
+// AppendObject appends e as OpenAI's error object,
+// {"message":...,"type":...,"param":...,"code":...}: the envelope of the
+// OpenAI dialect and of the gateway's native API alike.
+func AppendObject(buf []byte, e *Error) []byte {
+	buf = append(buf, `{"message":`...)
+	buf = jsonstr.Append(buf, e.Message)
+	buf = append(buf, `,"type":`...)
+	buf = jsonstr.Append(buf, e.Type)
+	buf = append(buf, `,"param":`...)
+	if e.Param == "" {
+		buf = append(buf, "null"...)
+	} else {
+		buf = jsonstr.Append(buf, e.Param)
+	}
+	buf = append(buf, `,"code":`...)
+	buf = jsonstr.Append(buf, e.Code)
+	return append(buf, '}')
+}
+
+// Write answers with e as {"error":{...}} (AppendObject), with a
+// Retry-After header when e asks for a wait. It must only be called
+// before anything else was written.
+func Write(w http.ResponseWriter, e *Error) {
+	if s := e.RetryAfterSeconds(); s != "" {
+		w.Header().Set("Retry-After", s)
+	}
+	buf := make([]byte, 0, 256)
+	buf = append(buf, `{"error":`...)
+	buf = AppendObject(buf, e)
+	buf = append(buf, "}\n"...)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(e.Status)
+	_, _ = w.Write(buf)
+}

@@ -1,0 +1,136 @@
+package gateway
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/streamgate/gateway/admission"
+	"github.com/streamgate/gateway/api"
+	"github.com/streamgate/gateway/api/native"
+	"github.com/streamgate/gateway/api/openai"
+	"github.com/streamgate/gateway/config"
+	"github.com/streamgate/gateway/engine"
+	"github.com/streamgate/gateway/failure"
+	"github.com/streamgate/gateway/middleware"
+	"github.com/streamgate/gateway/upstream"
+)
+
+// generation is one configuration being served: its registry (providers,
+// models, deployments' health), admission policies, keys, engine and
+// routes. A request keeps the generation it started on through its
+// handler, its producer and its retries, so nothing needs locking on the
+// hot path.
+type generation struct {
+	cfg    *config.Config
+	reg    *upstream.Registry
+	keys   middleware.Keys
+	redact *strings.Replacer
+	engine *engine.Engine
+	routes *gin.Engine
+}
+
+// dialects are the inbound APIs: a new one is a package under api/ and
+// one line here.
+func dialects(e *engine.Engine) []api.Dialect {
+	return []api.Dialect{
+		native.New(e),
+		openai.New(e),
+	}
+}
+
+// build makes a generation serving cfg. prev, the generation it replaces
+// (nil for the first), lends it what is unchanged: providers with the same
+// settings (and their connections), the health of their deployments, and
+// provider pacers.
+func (s *Server) build(cfg *config.Config, prev *generation) (*generation, error) {
+	secrets := upstream.Secrets(cfg)
+	if p := cfg.RateLimit.Redis.Password.Reveal(); p != "" {
+		secrets = append(secrets, p)
+	}
+	g := &generation{cfg: cfg, keys: middleware.NewKeys(cfg.Keys), redact: newRedactor(secrets)}
+	var prevReg *upstream.Registry
+	if prev != nil {
+		prevReg = prev.reg
+	}
+	reg, err := upstream.Build(cfg, prevReg, upstream.Options{Log: s.log, Observer: s.metrics, Redact: g.redact.Replace, Now: s.now})
+	if err != nil {
+		return nil, err
+	}
+	g.reg = reg
+	s.builtMu.Lock()
+	s.built = append(s.built, reg.Fresh()...)
+	s.builtMu.Unlock()
+	g.engine = engine.New(engine.Options{
+		Config: cfg, Log: s.log, Registry: reg, Admitter: admission.New(cfg, s.store, s.metrics),
+		Metrics: s.metrics, Hub: s.hub, Keys: g.keys, Redact: g.redact.Replace, Stopping: s.stopping, Started: s.started,
+	})
+	if g.routes, err = s.routes(g); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// routes is the route table of generation g.
+func (s *Server) routes(g *generation) (*gin.Engine, error) {
+	cfg := g.cfg
+	e := gin.New()
+	e.HandleMethodNotAllowed = true
+	// Believe X-Forwarded-For only from the configured proxies (by
+	// default none: the connection's address is the client's).
+	if err := e.SetTrustedProxies(cfg.Auth.TrustedProxies); err != nil {
+		return nil, fmt.Errorf("trusted proxies: %w", err)
+	}
+	e.Use(
+		middleware.RequestID(),
+		middleware.AccessLog(s.log),
+		s.metrics.CountRequests,
+		middleware.Recovery(s.log),
+		middleware.CORS(cfg.Server.CORS.AllowedOrigins),
+		middleware.BodyLimit(cfg.Server.MaxBodyBytes),
+	)
+	for _, d := range dialects(g.engine) {
+		authed := e.Group("/v1")
+		if cfg.Auth.AuthEnabled() {
+			authed.Use(middleware.Auth(g.keys, d.WriteError))
+		}
+		d.Register(authed, e.Group("/v1"))
+	}
+	e.GET("/metrics", s.metrics.Serve)
+	admin := e.Group("/admin")
+	if cfg.Auth.AuthEnabled() {
+		admin.Use(middleware.Auth(g.keys, writeError))
+	}
+	admin.GET("/deployments", g.handleDeployments)
+	if cfg.Server.PlaygroundEnabled() {
+		servePlayground(e)
+	}
+	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	e.GET("/readyz", func(c *gin.Context) { s.handleReady(c, g) })
+	e.NoRoute(func(c *gin.Context) {
+		writeError(c, &failure.Error{Status: http.StatusNotFound, Type: failure.TypeInvalidRequest, Code: "not_found", Message: fmt.Sprintf("no route for %s %s", c.Request.Method, c.Request.URL.Path)})
+	})
+	e.NoMethod(func(c *gin.Context) {
+		writeError(c, &failure.Error{Status: http.StatusMethodNotAllowed, Type: failure.TypeInvalidRequest, Code: "method_not_allowed", Message: fmt.Sprintf("%s is not allowed on %s", c.Request.Method, c.Request.URL.Path)})
+	})
+	return e, nil
+}
+
+// writeError answers a request outside any dialect (admin, unknown
+// routes) in the gateway's default envelope.
+func writeError(c *gin.Context, e *failure.Error) {
+	middleware.Get(c).Failed(e)
+	failure.Write(c.Writer, e)
+}
+
+// newRedactor replaces every configured secret with [REDACTED]. Errors and
+// log lines go through it before they leave the process.
+func newRedactor(secrets []string) *strings.Replacer {
+	pairs := make([]string, 0, 2*len(secrets))
+	for _, s := range secrets {
+		pairs = append(pairs, s, config.Redacted)
+	}
+	return strings.NewReplacer(pairs...)
+}

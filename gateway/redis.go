@@ -1,0 +1,48 @@
+package gateway
+
+import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamgate/gateway/config"
+	"github.com/streamgate/gateway/limit"
+)
+
+// newStore returns the configured rate-limit backend. A Redis client
+// connects lazily and reconnects by itself, so an unreachable Redis at
+// start-up is handled like one lost later: by the failure mode.
+func newStore(rl config.RateLimit, log *slog.Logger) (limit.Store, error) {
+	if rl.Backend != "redis" {
+		return limit.NewMemory(rl.IdleTTL.Std(), rl.MaxClients, nil), nil
+	}
+	client, err := newRedisClient(rl.Redis, 0)
+	if err != nil {
+		return nil, err
+	}
+	return limit.NewRedis(limit.RedisOptions{
+		Client: client, LeaseTTL: rl.LeaseTTL.Std(), FailOpen: rl.FailureMode == "fail_open", Log: log,
+	}), nil
+}
+
+// newRedisClient returns a client for r that fails fast: a request waits
+// for the gateway's own fallbacks, not for retries. poolSize 0 keeps
+// go-redis's default. It is the one place Redis clients are made.
+func newRedisClient(r config.Redis, poolSize int) (*redis.Client, error) {
+	opts := &redis.Options{
+		Addr: string(r.Addr), Username: string(r.Username), Password: r.Password.Reveal(), DB: r.DB,
+		MaxRetries: 1, DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
+		PoolSize: poolSize,
+	}
+	if r.TLS {
+		roots, err := r.CertPool()
+		if err != nil {
+			return nil, fmt.Errorf("redis tls: %w", err)
+		}
+		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
+	}
+	return redis.NewClient(opts), nil
+}

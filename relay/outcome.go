@@ -1,0 +1,87 @@
+package relay
+
+import (
+	"context"
+	"errors"
+
+	"github.com/streamgate/gateway/failure"
+	"github.com/streamgate/gateway/outcome"
+)
+
+// Outcome is how a stream ended, decided once (Conclude) and read by
+// everything downstream: the terminal frame, settling limits, metrics and
+// the access log.
+type Outcome struct {
+	End outcome.End
+	Result
+	// Err is what the client is told, for every End but Done.
+	Err *failure.Error
+	// Cause is the underlying error's text (redacted), for logs.
+	Cause string
+}
+
+// Conclude derives the outcome from how a stream stopped: err nil means
+// the answer was complete. redact makes text safe to show and log.
+func Conclude(ctx context.Context, res Result, err error, redact func(string) string) Outcome {
+	o := Outcome{Result: res}
+	if err == nil {
+		o.End = outcome.Done
+		return o
+	}
+	e := failure.Classify(ctx, err)
+	if m := redact(e.Message); m != e.Message {
+		e.Message = m
+	}
+	o.Err, o.Cause = e, redact(err.Error())
+	var cg ClientGone
+	if errors.As(err, &cg) {
+		o.Err = failure.ClientClosed()
+	}
+	switch o.Err.Code {
+	case failure.CodeClientClosed:
+		o.End = outcome.ClientGone
+	case failure.CodeShutdown:
+		o.End = outcome.Shutdown
+	case failure.CodeCancelled:
+		o.End = outcome.Cancelled
+	default:
+		o.End = outcome.UpstreamError
+	}
+	return o
+}
+
+// Tell reports whether anyone is there to be told how the stream ended:
+// not when the client left.
+func (o *Outcome) Tell() bool { return o.End != outcome.ClientGone }
+
+// Terminal appends the stream's one terminal frame in f: done after a
+// complete answer, an error otherwise.
+func (o *Outcome) Terminal(buf []byte, f Format) []byte {
+	if o.End == outcome.Done {
+		return f.Done(buf, &o.Result)
+	}
+	return f.Failed(buf, o.Err)
+}
+
+// Relay writes an open stream to out, the client's connection, from the
+// opening frame to exactly one terminal frame (none when the client
+// left: there is no one to tell), and returns the outcome.
+func Relay(ctx context.Context, out *SSE, p *Pump, provider string, redact func(string) string) Outcome {
+	bp := Buffer()
+	defer Release(bp)
+	buf := p.Format.Opened((*bp)[:0], provider)
+	var res Result
+	err := out.Write(buf)
+	if err == nil {
+		buf, res, err = p.Run(buf[:0], out.Write)
+	} else {
+		err = ClientGone{err}
+	}
+	o := Conclude(ctx, res, err, redact)
+	if o.Tell() {
+		buf = o.Terminal(buf, p.Format)
+		_ = out.Write(buf)
+	}
+	*bp = buf
+	return o
+}

@@ -1,0 +1,189 @@
+// Package relay is the streaming engine's pump: it pulls chunks from an
+// upstream stream, has a dialect's Format render them, and hands complete
+// frames to a writer, flushing whenever the upstream is about to wait. It
+// derives once what the stream said about itself (finish reason, usage,
+// truncation) and how it ended (Outcome), for every dialect alike.
+package relay
+
+import (
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/streamgate/gateway/failure"
+	"github.com/streamgate/gateway/providers"
+)
+
+// Format renders one stream in a dialect's wire protocol. Each method
+// appends complete frames to buf and returns it; the relay writes what
+// they return in one piece. A method may append nothing.
+type Format interface {
+	// Opened starts the stream; provider is the one that answered.
+	Opened(buf []byte, provider string) []byte
+	Chunk(buf []byte, c *providers.Chunk) []byte
+	Done(buf []byte, r *Result) []byte
+	Failed(buf []byte, e *failure.Error) []byte
+}
+
+// Result is what a stream said about itself.
+type Result struct {
+	FinishReason   string
+	Usage          providers.Usage
+	UsageEstimated bool
+	TTFT           time.Duration
+	Duration       time.Duration
+}
+
+// IdleStream is a stream that reports when it is about to wait.
+type IdleStream interface {
+	providers.Stream
+	providers.IdleNotifier
+}
+
+// Observer is told of a stream's deltas as they pass (metrics). Its
+// methods run on the per-token path: they must not allocate.
+type Observer interface {
+	// FirstDelta is called before the first Delta, with the time to it.
+	FirstDelta(ttft time.Duration)
+	Delta(now time.Time)
+}
+
+// Pump describes one stream to relay.
+type Pump struct {
+	Stream IdleStream
+	Format Format
+	// Request is what was asked, to count its tokens should the upstream
+	// report no usage.
+	Request *providers.Request
+	// Start is when the request arrived: TTFT and duration count from it.
+	Start    time.Time
+	Observer Observer // optional
+}
+
+// maxPending caps what a relay holds while the upstream keeps sending
+// without pause: past it, frames are written even before the stream says
+// it is idle.
+const maxPending = 16 << 10
+
+// bufPool holds frame buffers: a relay appends every frame into one buffer
+// that it reuses, so that relaying a token allocates nothing.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// Buffer returns a frame buffer from the pool; give it back with Release.
+func Buffer() *[]byte { return bufPool.Get().(*[]byte) }
+
+// Release returns a buffer to the pool, keeping its storage.
+func Release(b *[]byte) { *b = (*b)[:0]; bufPool.Put(b) }
+
+// ClientGone marks a failure to write to the client.
+type ClientGone struct{ Err error }
+
+func (e ClientGone) Error() string { return "write to client: " + e.Err.Error() }
+
+func (e ClientGone) Unwrap() error { return e.Err }
+
+// Run reads the stream to its end, rendering each chunk into buf and
+// handing the frames to flush whenever the stream is about to wait
+// (frames that arrived together go out together, as a byte-copying proxy's
+// would) or maxPending bytes are held. It returns buf with the frames not
+// yet flushed (the caller appends the terminal frame to them), what the
+// stream said, and why it stopped: nil when the upstream finished,
+// ClientGone when flush failed, otherwise the upstream's error.
+func (p *Pump) Run(buf []byte, flush func([]byte) error) ([]byte, Result, error) {
+	var (
+		t tally
+		// c lives across iterations: its address goes to the format, so
+		// it escapes, and declared in the loop it would cost an
+		// allocation per token.
+		c   providers.Chunk
+		err error
+		// ferr is a flush failure inside the idle callback.
+		ferr error
+	)
+	// A stream that cannot tell when it waits is wrapped by the upstream
+	// package's stream, which then flushes before every Recv.
+	p.Stream.NotifyIdle(func() {
+		if len(buf) > 0 && ferr == nil {
+			ferr = flush(buf)
+			buf = buf[:0]
+		}
+	})
+	for err == nil {
+		c, err = p.Stream.Recv()
+		if ferr != nil {
+			err = ClientGone{ferr}
+			break
+		}
+		if err != nil {
+			break
+		}
+		if t.add(&c) {
+			now := time.Now()
+			if t.deltas == 1 {
+				t.res.TTFT = now.Sub(p.Start)
+				if p.Observer != nil {
+					p.Observer.FirstDelta(t.res.TTFT)
+				}
+			}
+			if p.Observer != nil {
+				p.Observer.Delta(now)
+			}
+		}
+		buf = p.Format.Chunk(buf, &c)
+		if len(buf) >= maxPending {
+			if ferr := flush(buf); ferr != nil {
+				err = ClientGone{ferr}
+			}
+			buf = buf[:0]
+		}
+	}
+	res, err := t.end(err, p.Request)
+	res.Duration = time.Since(p.Start)
+	return buf, res, err
+}
+
+// tally derives what a stream says about itself as its chunks pass: the
+// one place that decides finish reason, usage and truncation, for the
+// streaming and the whole-answer paths alike.
+type tally struct {
+	res      Result
+	deltas   int
+	hasUsage bool
+	// answer keeps the text relayed, to count its tokens should the
+	// upstream report no usage.
+	answer []byte
+}
+
+// add takes in a chunk; it reports whether the chunk is a delta (carries
+// content or a tool call).
+func (t *tally) add(c *providers.Chunk) bool {
+	delta := c.Content != "" || len(c.ToolCalls) > 0
+	if delta {
+		t.deltas++
+		t.answer = append(t.answer, c.Content...)
+	}
+	if c.FinishReason != "" {
+		t.res.FinishReason = c.FinishReason
+	}
+	if c.Usage != nil {
+		t.res.Usage, t.hasUsage = *c.Usage, true
+	}
+	return delta
+}
+
+// end turns the error a stream stopped with into the stream's result: a
+// stream that closed without a finish reason was cut short, whatever the
+// provider said, so a truncated answer is never reported as complete.
+func (t *tally) end(err error, req *providers.Request) (Result, error) {
+	switch {
+	case errors.Is(err, io.EOF) && t.res.FinishReason != "":
+		if !t.hasUsage {
+			t.res.Usage, t.res.UsageEstimated = CountUsage(req, t.answer, t.deltas), true
+		}
+		return t.res, nil
+	case errors.Is(err, io.EOF):
+		return t.res, providers.ErrTruncated
+	}
+	return t.res, err
+}

@@ -1,0 +1,397 @@
+package resumable
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/streamgate/gateway/config"
+	"github.com/streamgate/gateway/eventlog"
+	"github.com/streamgate/gateway/middleware"
+	"github.com/streamgate/gateway/outcome"
+	"github.com/streamgate/gateway/relay"
+)
+
+// Policy resolves the last-reader policy for a stream of model started
+// with key: the key's, else the model's, else the default.
+func Policy(cfg *config.Config, model, key string) (string, time.Duration) {
+	policy, grace := cfg.Streams.LastReader, cfg.Streams.LastReaderGrace.Std()
+	for _, p := range []config.LastReaderPolicy{cfg.Models[model].LastReaderPolicy, cfg.Keys[key].LastReaderPolicy} {
+		if p.LastReader != "" {
+			policy = p.LastReader
+		}
+		if p.LastReaderGrace != nil {
+			grace = p.LastReaderGrace.Std()
+		}
+	}
+	return policy, grace
+}
+
+// Stream is a generation about to start: what the producer runs.
+type Stream struct {
+	// ID is the stream's (NewID), EventsURL and TokenExp where to follow
+	// it (Hub.EventsURL).
+	ID        string
+	EventsURL string
+	TokenExp  int64
+	Meta      eventlog.Meta
+	// Pump is the upstream stream to relay, in Pump.Format, which must be
+	// Lines. Its Observer is set from Observe.
+	Pump relay.Pump
+	// Observe returns the stream's observer, given a func reporting that
+	// nobody reads it.
+	Observe func(unattended func() bool) relay.Observer
+	// Provider answered the opening attempt (for the opening event).
+	Provider string
+	// Ctx is the generation's, Cancel cancels it with a cause, and
+	// Release ends the upstream call once the stream is over.
+	Ctx     context.Context
+	Cancel  context.CancelCauseFunc
+	Release func()
+	// Policy and Grace are the last-reader policy (Policy).
+	Policy string
+	Grace  time.Duration
+	// Detached is a stream started with POST /v1/streams: nobody reads
+	// it yet, and its client means to come back.
+	Detached bool
+	// Info is the request's record so far; the producer keeps its own
+	// copy, which OnEnd completes.
+	Info middleware.Info
+	// Redact makes error text safe to log.
+	Redact func(string) string
+	// OnEnd is called once the terminal event is written, with how the
+	// stream ended and the producer's record, before it is reported to
+	// readers.
+	OnEnd func(o relay.Outcome, info *middleware.Info)
+}
+
+// Producer reads one upstream stream into its log, under its own context:
+// readers come and go, and the last-reader policy decides when their
+// absence cancels the upstream.
+type Producer struct {
+	h   *Hub
+	st  Stream
+	f   Lines
+	log *eventlog.Log
+	// info is the producer's own record; a reader that saw the stream
+	// end copies it into its request's (Report).
+	info middleware.Info
+	// mirrored is set while Redis holds the stream and the lease is ours.
+	mirrored atomic.Bool
+	// remote is how many readers followed the stream from other
+	// replicas when last counted.
+	remote atomic.Int64
+	// readersChanged wakes the Redis watcher (mirrored streams only).
+	readersChanged chan struct{}
+	done           chan struct{}
+
+	// primary, for POST /v1/stream, is the connection that started the
+	// stream; next is the id the next event appended will get.
+	primary *primary
+	next    int64
+
+	// mu guards the last-reader policy's state.
+	mu        sync.Mutex
+	hadReader bool
+	graceT    *time.Timer
+	ended     bool
+}
+
+// Start sets up the log and producer of st. A detached stream is
+// generated on a goroutine of its own; otherwise the caller becomes the
+// stream's primary reader and runs the producer itself (RunPrimary).
+func (h *Hub) Start(st Stream) *Producer {
+	p := &Producer{h: h, st: st, f: st.Pump.Format.(Lines), info: st.Info, next: 1,
+		readersChanged: make(chan struct{}, 1), done: make(chan struct{})}
+	if st.Observe != nil {
+		p.st.Pump.Observer = st.Observe(p.Unattended)
+	}
+	var err error
+	p.log, err = h.mem.Create(st.ID, st.Meta)
+	if err != nil { // 128 random bits do not collide
+		panic("stream id " + st.ID + ": " + err.Error())
+	}
+	if h.rds != nil {
+		rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
+		err := h.rds.Create(rctx, st.ID, st.Meta)
+		rcancel()
+		if err != nil {
+			h.log.Warn("stream kept in this replica only: redis unavailable", "stream_id", st.ID, "error", err)
+		}
+		p.mirrored.Store(err == nil)
+	}
+	_ = p.append(p.f.Opened(nil, st.Provider))
+	if !st.Detached {
+		p.primary = &primary{reader: p.log.Attach(0)}
+	}
+	h.mu.Lock()
+	h.live[st.ID] = p
+	h.mu.Unlock()
+	if p.mirrored.Load() {
+		// Readers on other replicas are counted in Redis, and the lease
+		// needs renewing: a watcher polls.
+		p.log.OnReaders(func(int) {
+			select {
+			case p.readersChanged <- struct{}{}:
+			default:
+			}
+		})
+		h.wg.Add(1)
+		go p.watch()
+	} else {
+		p.log.OnReaders(p.applyPolicy)
+	}
+	p.applyPolicy(p.log.Readers())
+	h.wg.Add(1)
+	if st.Detached {
+		go p.run()
+	}
+	return p
+}
+
+// Unattended reports that nobody reads the stream, here or elsewhere.
+func (p *Producer) Unattended() bool { return p.log.Readers() == 0 && p.remote.Load() == 0 }
+
+// primary is the connection that started a stream with POST /v1/stream.
+// The producer runs on its handler's goroutine and writes to it as it
+// appends to the log: no second goroutine, no hand-over per event. If it
+// leaves, the producer goes on (or not) by the last-reader policy.
+type primary struct {
+	out    *relay.SSE
+	reader *eventlog.Reader
+	named  bool
+	gone   atomic.Bool
+	buf    []byte // framing; the producer's goroutine only
+}
+
+// RunPrimary sends the events appended so far to out, then runs the
+// producer on this goroutine until the stream ends. It reports whether
+// the primary connection was still there at the end.
+func (p *Producer) RunPrimary(ctx context.Context, out *relay.SSE, named bool) bool {
+	pr := p.primary
+	pr.out, pr.named = out, named
+	bp := relay.Buffer()
+	pr.buf = (*bp)[:0]
+	defer func() { *bp = pr.buf; relay.Release(bp) }()
+	defer pr.reader.Detach()
+	// A client that leaves while the upstream is silent is noticed here.
+	defer context.AfterFunc(ctx, p.primaryLeft)()
+	ev, _, _, _ := p.log.Read(0)
+	var lines []byte
+	ev.Each(func(_ int64, line []byte) { lines = append(append(lines, line...), '\n') })
+	p.toPrimary(ev.First, lines)
+	p.run()
+	return !pr.gone.Load()
+}
+
+// toPrimary writes events first, first+1, ... (lines) to the primary
+// connection, if it is still there.
+func (p *Producer) toPrimary(first int64, lines []byte) {
+	pr := p.primary
+	if pr == nil || pr.out == nil || pr.gone.Load() || len(lines) == 0 {
+		return
+	}
+	buf, id := pr.buf[:0], first
+	for rest := lines; len(rest) > 0; id++ {
+		i := bytes.IndexByte(rest, '\n')
+		buf = appendEvent(buf, id, rest[:i], pr.named)
+		rest = rest[i+1:]
+	}
+	pr.buf = buf
+	if pr.out.Write(buf) != nil {
+		p.primaryLeft()
+		return
+	}
+	pr.reader.Advance(id - 1)
+}
+
+// primaryLeft detaches the primary connection, once.
+func (p *Producer) primaryLeft() {
+	if p.primary.gone.CompareAndSwap(false, true) {
+		p.primary.reader.Detach()
+		p.h.log.Debug("client left the stream", "stream_id", p.st.ID, "request_id", p.info.RequestID, "last_reader", p.st.Policy)
+	}
+}
+
+// append adds events to the log and its mirror. A mirror that says the
+// stream is over was told so by another replica (a DELETE there): the
+// upstream is cancelled. It waits while readers lagging behind hold the
+// log at its bound.
+func (p *Producer) append(lines []byte) error {
+	first := p.next
+	p.next += int64(bytes.Count(lines, []byte{'\n'}))
+	p.log.Append(lines)
+	p.toPrimary(first, lines)
+	p.log.WaitRoom(p.st.Ctx.Done())
+	if p.mirrored.Load() {
+		live, err := p.mirror(func(ctx context.Context) (bool, error) { return p.h.rds.Append(ctx, p.st.ID, lines) })
+		if err == nil && !live {
+			p.st.Cancel(ErrCancelled)
+		}
+	}
+	return nil
+}
+
+// mirror runs one Redis operation for the stream. A failure stops the
+// mirroring for good: the stream goes on here, and readers elsewhere see
+// producer_lost once the lease runs out, rather than a log with holes.
+func (p *Producer) mirror(op func(context.Context) (bool, error)) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	live, err := op(ctx)
+	if err != nil || !live {
+		if p.mirrored.Swap(false) && err != nil {
+			p.h.log.Warn("stream no longer mirrored to redis", "stream_id", p.st.ID, "error", err)
+		}
+	}
+	return live, err
+}
+
+func (p *Producer) run() {
+	h := p.h
+	defer h.wg.Done()
+	bp := relay.Buffer()
+	buf, res, err := p.st.Pump.Run((*bp)[:0], p.append)
+	o := relay.Conclude(p.st.Ctx, res, err, p.st.Redact)
+	if errors.Is(context.Cause(p.st.Ctx), ErrAbandoned) {
+		o.End = outcome.ClientGone // and nobody came back
+		h.obs.Cancelled("last_reader")
+	}
+	buf = o.Terminal(buf, p.f)
+	p.st.Pump.Stream.Close()
+	// buf holds the deltas not yet flushed, then the terminal event.
+	p.log.Finish(buf)
+	p.toPrimary(p.next, buf)
+	if p.mirrored.Load() {
+		_, _ = p.mirror(func(ctx context.Context) (bool, error) { return h.rds.Finish(ctx, p.st.ID, buf, false) })
+	}
+	*bp = buf
+	relay.Release(bp)
+	p.st.Release()
+	p.mu.Lock()
+	p.ended = true
+	if p.graceT != nil {
+		p.graceT.Stop()
+	}
+	p.mu.Unlock()
+	// The log outlives the producer by its retention: it must not keep
+	// the producer (and the upstream's buffers) alive.
+	p.log.OnReaders(nil)
+	h.mu.Lock()
+	delete(h.live, p.st.ID)
+	h.mu.Unlock()
+	p.st.OnEnd(o, &p.info)
+	close(p.done)
+	level := slog.LevelDebug
+	if p.log.Readers() == 0 {
+		level = slog.LevelInfo // no reader's access log will tell
+	}
+	if !h.log.Enabled(context.Background(), level) {
+		return
+	}
+	h.log.Log(context.Background(), level, "stream finished", "stream_id", p.st.ID, "request_id", p.info.RequestID,
+		"model", p.st.Meta.Model, "provider", p.info.Provider, "end", p.info.End.String(), "error_code", p.info.ErrorCode,
+		"prompt_tokens", p.info.PromptTokens, "completion_tokens", p.info.CompletionTokens,
+		"duration_ms", time.Since(p.st.Pump.Start).Milliseconds())
+}
+
+// Report copies the producer's outcome into a reader's access-log record,
+// once that reader has seen the terminal event (so the producer has
+// written it all).
+func (p *Producer) Report(info *middleware.Info) {
+	requestID := info.RequestID
+	*info = p.info
+	info.RequestID = requestID
+}
+
+// applyPolicy applies the last-reader policy to n readers attached.
+func (p *Producer) applyPolicy(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.ended:
+	case n > 0:
+		p.hadReader = true
+		if p.graceT != nil {
+			p.graceT.Stop()
+			p.graceT = nil
+		}
+	case p.st.Policy == config.LastReaderDrain:
+	case p.st.Policy == config.LastReaderCancel && p.hadReader && !p.st.Detached:
+		p.st.Cancel(ErrAbandoned)
+	case p.graceT == nil:
+		// continue, a stream nobody has read yet, or one started with
+		// POST /v1/streams, whose client means to resume (cancel is for
+		// clients that never do): wait for a reader.
+		p.graceT = time.AfterFunc(p.st.Grace, func() {
+			n := p.readers()
+			p.mu.Lock()
+			p.graceT = nil
+			p.mu.Unlock()
+			if n == 0 {
+				p.st.Cancel(ErrAbandoned)
+			}
+		})
+	}
+}
+
+// watch renews the Redis lease of a mirrored stream, and applies the
+// last-reader policy counting readers on every replica.
+func (p *Producer) watch() {
+	h := p.h
+	defer h.wg.Done()
+	t := time.NewTicker(h.rds.RenewInterval())
+	defer t.Stop()
+	for {
+		select {
+		case <-p.done:
+			return
+		case <-p.readersChanged:
+		case <-t.C:
+			live, err := p.mirror(func(ctx context.Context) (bool, error) { return h.rds.Renew(ctx, p.st.ID) })
+			if err == nil && !live {
+				p.st.Cancel(ErrCancelled)
+				return
+			}
+			if !p.mirrored.Load() {
+				// Redis failed: this replica's readers are all
+				// there is.
+				p.log.OnReaders(p.applyPolicy)
+				p.applyPolicy(p.log.Readers())
+				return
+			}
+		}
+		p.applyPolicy(p.readers())
+	}
+}
+
+// readers counts the readers here and, when none are, those following
+// the stream from other replicas.
+func (p *Producer) readers() int {
+	n := p.log.Readers()
+	if n == 0 && p.mirrored.Load() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		n, _ = p.h.rds.Readers(ctx, p.st.ID)
+		p.remote.Store(int64(n))
+	}
+	return n
+}
+
+// stop cancels the generation with cause, and waits until the producer has
+// written its terminal event. It reports false if the stream had ended.
+func (p *Producer) stop(cause error) bool {
+	if _, finished := p.log.Last(); finished {
+		return false
+	}
+	p.st.Cancel(cause)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+	}
+	return true
+}
