@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/streamgate/gateway/config"
+	"github.com/streamgate/gateway/internal/testclock"
 )
 
 type deploymentsStatus struct {
@@ -50,7 +52,8 @@ func TestCooldownAndRecovery(t *testing.T) {
 		sseOK(w, roleChunk, helloChunk, stopChunk)
 	})
 	_, url2 := countingUpstream(t, func(_ int32, w http.ResponseWriter, _ *http.Request) { sseOK(w, roleChunk, helloChunk, stopChunk) })
-	h := newHarness(t, routesConfig(url1, url2, ""), func(c *config.Config) {
+	clock := testclock.New(time.Now())
+	h := newHarnessWith(t, routesConfig(url1, url2, ""), []Option{WithClock(clock.Now)}, func(c *config.Config) {
 		c.Retry.AttemptsPerRoute = 1
 		c.Health = config.Health{FailureThreshold: 2, Cooldown: config.Duration(100 * time.Millisecond)}
 	})
@@ -69,15 +72,20 @@ func TestCooldownAndRecovery(t *testing.T) {
 	if st := h.deploymentState(t, "resilient", "up1"); st != "cooldown" {
 		t.Fatalf("up1 is %q after two failures", st)
 	}
-	h.logs.waitFor(t, "deployment on cooldown")
+	// Logged while the second request was served, before its answer.
+	if !strings.Contains(h.logs.String(), "deployment on cooldown") {
+		t.Error("the cooldown was not logged")
+	}
 	if p := serve(); p != "up2" || calls.Load() != 2 {
 		t.Fatalf("during the cooldown: served by %s, up1 called %d times (want up2, 2)", p, calls.Load())
 	}
-	time.Sleep(150 * time.Millisecond) // let the 100ms cooldown pass
+	clock.Add(150 * time.Millisecond) // the 100ms cooldown passes
 	if p := serve(); p != "up1" {
 		t.Fatalf("after the cooldown: served by %s, want the probed up1", p)
 	}
-	h.logs.waitFor(t, "deployment recovered")
+	if !strings.Contains(h.logs.String(), "deployment recovered") {
+		t.Error("the recovery was not logged")
+	}
 	if st := h.deploymentState(t, "resilient", "up1"); st != "healthy" {
 		t.Errorf("up1 is %q after a successful probe", st)
 	}

@@ -30,10 +30,11 @@ type Redis struct {
 	failOpen bool
 	log      *slog.Logger
 
-	mu     sync.Mutex
-	leases map[string]string // lease id → its streams key, renewed until released
-	stop   chan struct{}
-	done   chan struct{}
+	mu      sync.Mutex
+	leases  map[string]string // lease id → its streams key, renewed until released
+	stop    chan struct{}
+	done    chan struct{}
+	renewed func(n int)
 	// lastFailure limits "Redis unreachable" logging to one line a
 	// second.
 	lastFailure time.Time
@@ -48,6 +49,9 @@ type RedisOptions struct {
 	// are refused with an error.
 	FailOpen bool
 	Log      *slog.Logger
+	// Renewed, if set, is called after each round of lease renewals that
+	// renewed any, with how many; tests synchronise on it.
+	Renewed func(n int)
 }
 
 // NewRedis starts a store and its lease renewer; Close stops it.
@@ -61,7 +65,7 @@ func NewRedis(o RedisOptions) *Redis {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	r := &Redis{rdb: o.Client, prefix: o.Prefix, leaseTTL: o.LeaseTTL, failOpen: o.FailOpen, log: o.Log,
+	r := &Redis{rdb: o.Client, prefix: o.Prefix, leaseTTL: o.LeaseTTL, failOpen: o.FailOpen, log: o.Log, renewed: o.Renewed,
 		leases: map[string]string{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go r.renew()
 	return r
@@ -312,6 +316,8 @@ func (r *Redis) renew() {
 		cancel()
 		if err != nil {
 			r.log.Warn("rate limiter: renewing leases failed", "error", err.Error())
+		} else if r.renewed != nil {
+			r.renewed(len(live))
 		}
 	}
 }

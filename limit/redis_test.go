@@ -12,10 +12,14 @@ import (
 	"github.com/streamgate/gateway/internal/redistest"
 )
 
-func newRedisStore(t *testing.T, addr string, ttl time.Duration, failOpen bool) *Redis {
+func newRedisStore(t *testing.T, addr string, ttl time.Duration, failOpen bool, renewed ...func(int)) *Redis {
 	t.Helper()
 	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: 0, DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond})
-	s := NewRedis(RedisOptions{Client: c, LeaseTTL: ttl, FailOpen: failOpen, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	o := RedisOptions{Client: c, LeaseTTL: ttl, FailOpen: failOpen, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if len(renewed) > 0 {
+		o.Renewed = renewed[0]
+	}
+	s := NewRedis(o)
 	t.Cleanup(func() { s.Close() })
 	return s
 }
@@ -57,19 +61,35 @@ func TestRedisReleaseAndSettle(t *testing.T) {
 // died) holds its slots only until the lease TTL.
 func TestRedisLeaseOfDeadReplicaExpires(t *testing.T) {
 	srv := redistest.Start(t)
-	a := newRedisStore(t, srv.Addr, time.Second, false)
+	renewed := make(chan struct{}, 8)
+	a := newRedisStore(t, srv.Addr, time.Second, false, func(int) {
+		select {
+		case renewed <- struct{}{}:
+		default:
+		}
+	})
 	b := newRedisStore(t, srv.Addr, time.Second, false)
 	l := Limits{ConcurrentStreams: 1}
 	if d, _, _ := a.Admit(context.Background(), "c", l, 0); !d.Allowed {
 		t.Fatal("first stream refused")
 	}
-	// While a lives, it renews the lease past its TTL.
-	time.Sleep(1500 * time.Millisecond)
+	// While a lives, it renews the lease past its TTL: four rounds, a
+	// third of the TTL apart, outlast the lease taken at admission.
+	timeout := time.After(10 * time.Second)
+	for range 4 {
+		select {
+		case <-renewed:
+		case <-timeout:
+			t.Fatal("the live replica did not renew its lease")
+		}
+	}
 	if d, _, _ := b.Admit(context.Background(), "c", l, 0); d.Allowed {
 		t.Fatal("the slot of a live replica was taken")
 	}
 	a.Close() // a dies: no release, no renewal
-	deadline := time.Now().Add(5 * time.Second)
+	// Redis's own clock expires the lease: ask again as it runs out.
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		d, lease, err := b.Admit(context.Background(), "c", l, 0)
 		if err != nil {
@@ -79,10 +99,11 @@ func TestRedisLeaseOfDeadReplicaExpires(t *testing.T) {
 			lease.Release(0)
 			return
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-tick.C:
+		case <-timeout:
 			t.Fatal("the dead replica's slot never expired")
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
