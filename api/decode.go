@@ -6,8 +6,6 @@ package api
 import (
 	"strconv"
 
-	"github.com/gin-gonic/gin"
-
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -149,17 +147,6 @@ func DecodeContent(raw json.RawMessage, m *providers.Message) error {
 		}
 	}
 	return nil
-}
-
-// Dialect is one inbound API. The gateway registers each with one line.
-type Dialect interface {
-	// Register adds the dialect's routes: to authed, behind the
-	// dialect's own auth (when auth is on), and to open, for routes that
-	// check access themselves.
-	Register(authed, open gin.IRouter)
-	// WriteError answers with e in the dialect's envelope, before
-	// anything else was written.
-	WriteError(c *gin.Context, e *failure.Error)
 }
 
 // AppendUsage appends usage as OpenAI's usage object, which the

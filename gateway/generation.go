@@ -101,7 +101,7 @@ func (s *Server) routes(g *generation) (*gin.Engine, error) {
 	e.GET("/metrics", s.metrics.Serve)
 	admin := e.Group("/admin")
 	if cfg.Auth.AuthEnabled() {
-		admin.Use(middleware.Auth(g.keys, writeError))
+		admin.Use(middleware.Auth(g.keys, api.WriteError))
 	}
 	admin.GET("/deployments", g.handleDeployments)
 	if cfg.Server.PlaygroundEnabled() {
@@ -110,19 +110,12 @@ func (s *Server) routes(g *generation) (*gin.Engine, error) {
 	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	e.GET("/readyz", func(c *gin.Context) { s.handleReady(c, g) })
 	e.NoRoute(func(c *gin.Context) {
-		writeError(c, &failure.Error{Status: http.StatusNotFound, Type: failure.TypeInvalidRequest, Code: "not_found", Message: fmt.Sprintf("no route for %s %s", c.Request.Method, c.Request.URL.Path)})
+		api.WriteError(c, &failure.Error{Status: http.StatusNotFound, Type: failure.TypeInvalidRequest, Code: "not_found", Message: fmt.Sprintf("no route for %s %s", c.Request.Method, c.Request.URL.Path)})
 	})
 	e.NoMethod(func(c *gin.Context) {
-		writeError(c, &failure.Error{Status: http.StatusMethodNotAllowed, Type: failure.TypeInvalidRequest, Code: "method_not_allowed", Message: fmt.Sprintf("%s is not allowed on %s", c.Request.Method, c.Request.URL.Path)})
+		api.WriteError(c, &failure.Error{Status: http.StatusMethodNotAllowed, Type: failure.TypeInvalidRequest, Code: "method_not_allowed", Message: fmt.Sprintf("%s is not allowed on %s", c.Request.Method, c.Request.URL.Path)})
 	})
 	return e, nil
-}
-
-// writeError answers a request outside any dialect (admin, unknown
-// routes) in the gateway's default envelope.
-func writeError(c *gin.Context, e *failure.Error) {
-	middleware.Get(c).Failed(e)
-	failure.Write(c.Writer, e)
 }
 
 // newRedactor replaces every configured secret with [REDACTED]. Errors and

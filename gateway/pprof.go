@@ -9,7 +9,7 @@ import (
 )
 
 // servePprof serves Go's profiler on its own listener (never on the public
-// one) until ctx ends. The address was checked to be loopback.
+// one) until stop is called. The address was checked to be loopback.
 func (s *Server) servePprof(addr string) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

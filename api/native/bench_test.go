@@ -4,12 +4,12 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net/http"
 	"testing"
 	"time"
 
 	"github.com/streamgate/gateway/config"
 	"github.com/streamgate/gateway/eventlog"
+	"github.com/streamgate/gateway/internal/discard"
 	"github.com/streamgate/gateway/middleware"
 	"github.com/streamgate/gateway/outcome"
 	"github.com/streamgate/gateway/providers"
@@ -27,14 +27,6 @@ func BenchmarkNativeDeltaFrame(b *testing.B) {
 		buf = f.Chunk(buf[:0], &c)
 	}
 }
-
-// discardWriter is a flushable ResponseWriter that throws bytes away.
-type discardWriter struct{ h http.Header }
-
-func (d *discardWriter) Header() http.Header         { return d.h }
-func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
-func (d *discardWriter) WriteHeader(int)             {}
-func (d *discardWriter) Flush()                      {}
 
 type nopObserver struct{}
 
@@ -68,7 +60,7 @@ func BenchmarkRelayPerToken(b *testing.B) {
 		Redact: func(s string) string { return s },
 		OnEnd:  func(o relay.Outcome, _ *middleware.Info) { got = o },
 	})
-	out := relay.StartSSE(&discardWriter{h: http.Header{}}, 15*time.Second, 0)
+	out := relay.StartSSE(discard.New(), 15*time.Second, 0)
 	defer out.Stop()
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -44,10 +44,7 @@ func (d *Dialect) Register(authed, open gin.IRouter) {
 
 // WriteError answers with {"error":{...}}, the envelope OpenAI's API
 // uses.
-func (d *Dialect) WriteError(c *gin.Context, e *failure.Error) {
-	middleware.Get(c).Failed(e)
-	failure.Write(c.Writer, e)
-}
+func (d *Dialect) WriteError(c *gin.Context, e *failure.Error) { api.WriteError(c, e) }
 
 // accept decodes and admits a request; when it reports false it has
 // answered.

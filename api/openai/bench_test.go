@@ -2,11 +2,11 @@ package openai
 
 import (
 	"context"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/streamgate/gateway/internal/discard"
 	"github.com/streamgate/gateway/outcome"
 	"github.com/streamgate/gateway/providers"
 	"github.com/streamgate/gateway/providers/mock"
@@ -23,14 +23,6 @@ func BenchmarkChatChunkFrame(b *testing.B) {
 	}
 }
 
-// discardWriter is a flushable ResponseWriter that throws bytes away.
-type discardWriter struct{ h http.Header }
-
-func (d *discardWriter) Header() http.Header         { return d.h }
-func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
-func (d *discardWriter) WriteHeader(int)             {}
-func (d *discardWriter) Flush()                      {}
-
 // BenchmarkRelayPerToken streams one mock stream of b.N tokens in process
 // through the relay, as POST /v1/chat/completions runs it: ns/op and
 // allocs/op are per token, gateway side only.
@@ -42,7 +34,7 @@ func BenchmarkRelayPerToken(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	out := relay.StartSSE(&discardWriter{h: http.Header{}}, 15*time.Second, 0)
+	out := relay.StartSSE(discard.New(), 15*time.Second, 0)
 	defer out.Stop()
 	p := &relay.Pump{Stream: st.(relay.IdleStream), Format: newFormat("r", "m", 1, true), Request: req, Start: time.Now()}
 	b.ReportAllocs()

@@ -34,10 +34,7 @@ func (d *Dialect) Register(authed, _ gin.IRouter) {
 }
 
 // WriteError answers with OpenAI's {"error":{...}}.
-func (d *Dialect) WriteError(c *gin.Context, e *failure.Error) {
-	middleware.Get(c).Failed(e)
-	failure.Write(c.Writer, e)
-}
+func (d *Dialect) WriteError(c *gin.Context, e *failure.Error) { api.WriteError(c, e) }
 
 // chat serves POST /v1/chat/completions.
 func (d *Dialect) chat(c *gin.Context) {
