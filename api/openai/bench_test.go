@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/streamgate/gateway/internal/discard"
+	"github.com/streamgate/gateway/metrics"
 	"github.com/streamgate/gateway/outcome"
 	"github.com/streamgate/gateway/providers"
 	"github.com/streamgate/gateway/providers/mock"
@@ -24,8 +25,8 @@ func BenchmarkChatChunkFrame(b *testing.B) {
 }
 
 // BenchmarkRelayPerToken streams one mock stream of b.N tokens in process
-// through the relay, as POST /v1/chat/completions runs it: ns/op and
-// allocs/op are per token, gateway side only.
+// through the relay, as POST /v1/chat/completions runs it, metrics
+// included: ns/op and allocs/op are per token, gateway side only.
 func BenchmarkRelayPerToken(b *testing.B) {
 	opts := mock.Defaults()
 	opts.Tokens = b.N
@@ -36,7 +37,8 @@ func BenchmarkRelayPerToken(b *testing.B) {
 	}
 	out := relay.StartSSE(discard.New(), 15*time.Second, 0)
 	defer out.Stop()
-	p := &relay.Pump{Stream: st.(relay.IdleStream), Format: newFormat("r", "m", 1, true), Request: req, Start: time.Now()}
+	obs := metrics.New().Stream("m", func() string { return "mock" }, nil)
+	p := &relay.Pump{Stream: st.(relay.IdleStream), Format: newFormat("r", "m", 1, true), Request: req, Start: time.Now(), Observer: obs}
 	b.ReportAllocs()
 	b.ResetTimer()
 	o := relay.Relay(context.Background(), out, p, "mock", strings.NewReplacer().Replace)
