@@ -70,3 +70,27 @@ func (l Limits) burst() int {
 	}
 	return max(1, l.RequestsPerMinute/6)
 }
+
+// MaxTokens bounds every token count a store takes in (reservations,
+// usage): sums of client-supplied numbers saturate instead of wrapping
+// round, and no bucket can be driven further into debt than a request of
+// this size would.
+const MaxTokens = 1 << 40
+
+// clampTokens brings n into [0, MaxTokens].
+func clampTokens(n int) int { return min(max(n, 0), MaxTokens) }
+
+// maxWait bounds any wait a store reports.
+const maxWait = 24 * time.Hour
+
+// seconds converts a wait in seconds to a Duration within [0, maxWait]:
+// a float too large for a Duration would wrap round to a negative one.
+func seconds(s float64) time.Duration {
+	if !(s > 0) {
+		return 0
+	}
+	if s >= maxWait.Seconds() {
+		return maxWait
+	}
+	return time.Duration(s * float64(time.Second))
+}

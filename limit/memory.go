@@ -116,6 +116,7 @@ func (m *Memory) sweep(now time.Time) {
 
 // Admit implements Store.
 func (m *Memory) Admit(_ context.Context, key string, l Limits, reserve int) (Decision, Lease, error) {
+	reserve = clampTokens(reserve)
 	now := m.now()
 	c := m.get(key, now)
 	c.mu.Lock()
@@ -193,7 +194,7 @@ func untilFull(avail, capacity, perSecond float64) time.Duration {
 	if avail >= capacity || perSecond <= 0 {
 		return 0
 	}
-	return time.Duration((capacity - avail) / perSecond * float64(time.Second))
+	return seconds((capacity - avail) / perSecond)
 }
 
 type memoryLease struct {
@@ -214,7 +215,7 @@ func (l *memoryLease) Release(used int) {
 		if l.tokens {
 			// Give back what was reserved and not used, or take what was
 			// used beyond the reservation (the budget may go into debt).
-			l.c.tokens.add(now, float64(l.reserved-used))
+			l.c.tokens.add(now, float64(l.reserved-clampTokens(used)))
 		}
 	})
 }
@@ -256,11 +257,13 @@ func (b *bucket) take(now time.Time, n float64) (time.Duration, bool) {
 	if n > b.capacity {
 		return 0, false
 	}
-	return time.Duration((n - b.tokens) / b.rate * float64(time.Second)), false
+	return seconds((n - b.tokens) / b.rate), false
 }
 
-// add returns n tokens (n < 0 takes them), capped at the capacity.
+// add returns n tokens (n < 0 takes them), capped at the capacity. Debt
+// is bounded by one full bucket: a usage report cannot lock a client out
+// for longer than two minutes of its budget.
 func (b *bucket) add(now time.Time, n float64) {
 	b.advance(now)
-	b.tokens = math.Min(b.capacity, b.tokens+n)
+	b.tokens = math.Max(-b.capacity, math.Min(b.capacity, b.tokens+n))
 }

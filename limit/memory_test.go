@@ -3,6 +3,7 @@ package limit
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -196,5 +197,31 @@ func TestClientsBounded(t *testing.T) {
 	}
 	if admitted.Load() != 10000 {
 		t.Errorf("distinct clients were refused: %d admitted", admitted.Load())
+	}
+}
+
+// TestMemorySaturates: reservations and usage near the largest integer
+// neither wrap round nor drive a client's budget into unbounded debt, and
+// no wait is negative.
+func TestMemorySaturates(t *testing.T) {
+	clock := time.Now()
+	m := NewMemory(time.Minute, 10, func() time.Time { return clock })
+	l := Limits{TokensPerMinute: 600}
+	d, _, _ := m.Admit(context.Background(), "c", l, math.MaxInt)
+	if d.Allowed || d.RetryAfter < 0 {
+		t.Fatalf("a reservation of MaxInt: %+v", d)
+	}
+	d, lease, _ := m.Admit(context.Background(), "c", l, 10)
+	if !d.Allowed {
+		t.Fatalf("a small reservation after it: %+v", d)
+	}
+	lease.Release(math.MaxInt) // an absurd usage report
+	d, _, _ = m.Admit(context.Background(), "c", l, 10)
+	if d.Allowed || d.RetryAfter <= 0 || d.RetryAfter > 2*time.Minute+time.Second {
+		t.Fatalf("after the absurd usage: %+v (want a wait of at most two minutes of budget)", d)
+	}
+	clock = clock.Add(2*time.Minute + time.Second)
+	if d, _, _ := m.Admit(context.Background(), "c", l, 10); !d.Allowed {
+		t.Errorf("the debt did not end: %+v", d)
 	}
 }

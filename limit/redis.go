@@ -161,7 +161,7 @@ if tpm > 0 and back ~= 0 then
   local tokens, ts = tonumber(v[1]), tonumber(v[2])
   if tokens == nil then tokens, ts = tpm, now end
   if now > ts then tokens = math.min(tpm, tokens + (now - ts) * tpm / 60000) end
-  tokens = math.min(tpm, tokens + back)
+  tokens = math.max(-tpm, math.min(tpm, tokens + back))
   redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
   redis.call('PEXPIRE', KEYS[1], 120000)
 end
@@ -190,6 +190,7 @@ func (r *Redis) keys(client string) []string {
 
 // Admit implements Store.
 func (r *Redis) Admit(ctx context.Context, client string, l Limits, reserve int) (Decision, Lease, error) {
+	reserve = clampTokens(reserve)
 	id := newLeaseID()
 	keys := r.keys(client)
 	res, err := admitScript.Run(ctx, r.rdb, keys,
@@ -205,7 +206,7 @@ func (r *Redis) Admit(ctx context.Context, client string, l Limits, reserve int)
 	waitMs, _ := res[2].(int64)
 	req := parseLevel(res[3])
 	tok := parseLevel(res[4])
-	d := Decision{Allowed: allowed == 1, Kind: kind, RetryAfter: time.Duration(waitMs) * time.Millisecond, Status: status(l, req, tok)}
+	d := Decision{Allowed: allowed == 1, Kind: kind, RetryAfter: seconds(float64(waitMs) / 1000), Status: status(l, req, tok)}
 	if !d.Allowed {
 		return d, nil, nil
 	}
@@ -275,7 +276,7 @@ func (l *redisLease) Release(used int) {
 		defer cancel()
 		back := 0
 		if l.tpm > 0 {
-			back = l.reserved - used
+			back = l.reserved - clampTokens(used)
 		}
 		if err := releaseScript.Run(ctx, l.r.rdb, []string{l.keys[1], l.keys[2]}, l.id, l.tpm, back).Err(); err != nil {
 			l.r.log.Warn("rate limiter: release failed; the slot frees itself when its lease expires", "error", err.Error())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"math"
 	"testing"
 	"time"
 
@@ -130,5 +131,25 @@ func TestRedisOutage(t *testing.T) {
 		if d, _, err := s.Admit(context.Background(), "c", l, 0); err != nil || !d.Allowed {
 			t.Errorf("not recovered after Redis came back (fail open %v): %+v %v", failOpen, d, err)
 		}
+	}
+}
+
+// TestRedisSaturates: as TestMemorySaturates, with the arithmetic in Lua.
+func TestRedisSaturates(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newRedisStore(t, srv.Addr, 30*time.Second, false)
+	l := Limits{TokensPerMinute: 600}
+	d, _, err := s.Admit(context.Background(), "c", l, math.MaxInt)
+	if err != nil || d.Allowed || d.RetryAfter < 0 {
+		t.Fatalf("a reservation of MaxInt: %+v %v", d, err)
+	}
+	d, lease, _ := s.Admit(context.Background(), "c", l, 10)
+	if !d.Allowed {
+		t.Fatalf("a small reservation after it: %+v", d)
+	}
+	lease.Release(math.MaxInt)
+	d, _, err = s.Admit(context.Background(), "c", l, 10)
+	if err != nil || d.Allowed || d.RetryAfter <= 0 || d.RetryAfter > 2*time.Minute+time.Second {
+		t.Fatalf("after the absurd usage: %+v %v (want a wait of at most two minutes of budget)", d, err)
 	}
 }
