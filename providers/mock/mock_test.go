@@ -30,7 +30,9 @@ func TestDirectives(t *testing.T) {
 }
 
 func TestProviderStreams(t *testing.T) {
-	p := New(Defaults())
+	opts := Defaults()
+	opts.Directives = true
+	p := New(opts)
 	st, err := p.StreamChat(context.Background(), &providers.Request{Messages: []providers.Message{{Role: "user", Content: "a b [mock tokens=3]"}}})
 	if err != nil {
 		t.Fatal(err)

@@ -44,6 +44,9 @@ type Options struct {
 	// Reply is the text whose words are streamed, cycling if Tokens is
 	// larger than the number of words.
 	Reply string
+	// Directives lets a request's prompt change these options
+	// (WithDirectives), within bounds; off, a directive is plain text.
+	Directives bool
 
 	cut bool // Tokens was lowered to honour max_tokens
 }
@@ -86,27 +89,50 @@ func (o Options) WithDirectives(text string) (Options, error) {
 	return o, nil
 }
 
+// Bounds of what a directive may ask: a request must not be able to make
+// the mock hold a connection or stream for long.
+const (
+	MaxDirectiveTokens     = 100000
+	MaxDirectiveDelay      = 10 * time.Second
+	MaxDirectiveFirstDelay = time.Minute
+)
+
 func (o *Options) set(key, value string) error {
-	var err error
 	switch key {
 	case "tokens":
-		o.Tokens, err = strconv.Atoi(value)
+		return setInt(&o.Tokens, value, 0, MaxDirectiveTokens)
 	case "delay":
-		o.TokenDelay, err = time.ParseDuration(value)
+		return setDuration(&o.TokenDelay, value, MaxDirectiveDelay)
 	case "first_delay":
-		o.FirstTokenDelay, err = time.ParseDuration(value)
+		return setDuration(&o.FirstTokenDelay, value, MaxDirectiveFirstDelay)
 	case "fail_status":
-		o.FailStatus, err = strconv.Atoi(value)
+		return setInt(&o.FailStatus, value, 400, 599)
 	case "fail_after":
-		o.FailAfter, err = strconv.Atoi(value)
+		return setInt(&o.FailAfter, value, Off, MaxDirectiveTokens)
 	case "stall_after":
-		o.StallAfter, err = strconv.Atoi(value)
+		return setInt(&o.StallAfter, value, Off, MaxDirectiveTokens)
 	case "malformed_after":
-		o.MalformedAfter, err = strconv.Atoi(value)
-	default:
-		return fmt.Errorf("unknown key %q", key)
+		return setInt(&o.MalformedAfter, value, Off, MaxDirectiveTokens)
 	}
-	return err
+	return fmt.Errorf("unknown key %q", key)
+}
+
+func setInt(dst *int, value string, lo, hi int) error {
+	n, err := strconv.Atoi(value)
+	if err != nil || n < lo || n > hi {
+		return fmt.Errorf("want a whole number from %d to %d", lo, hi)
+	}
+	*dst = n
+	return nil
+}
+
+func setDuration(dst *time.Duration, value string, hi time.Duration) error {
+	d, err := time.ParseDuration(value)
+	if err != nil || d < 0 || d > hi {
+		return fmt.Errorf("want a duration from 0s to %s", hi)
+	}
+	*dst = d
+	return nil
 }
 
 // script is the precomputed token sequence of a reply, shared by every call

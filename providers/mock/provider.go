@@ -52,9 +52,12 @@ func (p *Provider) prepare(req *providers.Request) (Options, int, error) {
 			last = t
 		}
 	}
-	opts, err := p.opts.WithDirectives(last)
-	if err != nil {
-		return opts, 0, err
+	opts := p.opts
+	if opts.Directives {
+		var err error
+		if opts, err = opts.WithDirectives(last); err != nil {
+			return opts, 0, err
+		}
 	}
 	return opts.capped(req.MaxTokens), CountTokens(texts...), nil
 }
