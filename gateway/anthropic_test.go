@@ -100,3 +100,22 @@ func TestAnthropicErrors(t *testing.T) {
 		t.Errorf("calls %d, events %+v, last error %+v", calls.Load(), evs, last.Error)
 	}
 }
+
+// TestAnthropicPauseTurnIsNotStop: a paused turn (a long server-tool turn
+// the client must send back to continue) was reported as finished.
+func TestAnthropicPauseTurnIsNotStop(t *testing.T) {
+	_, url := countingUpstream(t, func(_ int32, w http.ResponseWriter, _ *http.Request) {
+		sseOK(w,
+			"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"c\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n",
+			"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+			"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Searching\"}}\n\n",
+			"event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+			"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"pause_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":3}}\n\n",
+			"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")
+	})
+	h := newHarness(t, anthropicConfig(url))
+	_, _, evs := h.streamNative(t, `{"model":"claude-sonnet","prompt":"search the web"}`)
+	if done := evs[len(evs)-1]; done.Type != "done" || done.FinishReason != "pause_turn" {
+		t.Errorf("ended %+v, want done with finish_reason pause_turn", done)
+	}
+}

@@ -233,9 +233,12 @@ func finishReason(r string) string {
 		return "tool_calls"
 	case "refusal":
 		return "content_filter"
-	case "", "end_turn", "stop_sequence", "pause_turn":
+	case "", "end_turn", "stop_sequence":
 		return "stop"
 	}
+	// pause_turn (a long server-tool turn paused: the client sends the
+	// answer back to continue it) is not a finished turn, and stays as
+	// Anthropic names it; so does any reason added later.
 	return r
 }
 
