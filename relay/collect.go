@@ -1,6 +1,11 @@
 package relay
 
-import "github.com/streamgate/gateway/providers"
+import (
+	"net/http"
+
+	"github.com/streamgate/gateway/failure"
+	"github.com/streamgate/gateway/providers"
+)
 
 // Answer is a whole answer, read from a stream for a client that asked
 // for no streaming.
@@ -9,12 +14,22 @@ type Answer struct {
 	ToolCalls []providers.ToolCall
 }
 
+// MaxAnswerBytes bounds a whole answer (text and tool-call arguments)
+// kept for a client that asked for no streaming.
+const MaxAnswerBytes = 16 << 20
+
+// ErrAnswerTooLarge ends a whole answer longer than MaxAnswerBytes.
+var ErrAnswerTooLarge = failure.Define(http.StatusBadGateway, failure.TypeServer, "upstream_answer_too_large",
+	"the upstream's answer is larger than the gateway keeps for a response that is not streamed (16 MiB): ask with stream: true")
+
 // Collect reads a whole stream into one answer. The upstream is still
 // streamed (one code path, cancellable at any point).
 func Collect(st providers.Stream, req *providers.Request) (Answer, Result, error) {
 	var (
 		t     tally
+		text  []byte
 		calls []providers.ToolCall
+		size  int
 		err   error
 	)
 	for err == nil {
@@ -23,7 +38,18 @@ func Collect(st providers.Stream, req *providers.Request) (Answer, Result, error
 		if err != nil {
 			break
 		}
-		t.add(&c)
+		if _, err = t.add(&c); err != nil {
+			break
+		}
+		size += len(c.Content)
+		for i := range c.ToolCalls {
+			size += len(c.ToolCalls[i].Arguments) + len(c.ToolCalls[i].Name)
+		}
+		if size > MaxAnswerBytes {
+			err = ErrAnswerTooLarge
+			break
+		}
+		text = append(text, c.Content...)
 		for _, d := range c.ToolCalls {
 			for len(calls) <= d.Index {
 				calls = append(calls, providers.ToolCall{Type: "function"})
@@ -43,5 +69,5 @@ func Collect(st providers.Stream, req *providers.Request) (Answer, Result, error
 	if err != nil {
 		return Answer{}, res, err
 	}
-	return Answer{Content: string(t.answer), ToolCalls: calls}, res, nil
+	return Answer{Content: string(text), ToolCalls: calls}, res, nil
 }

@@ -7,6 +7,7 @@ package relay
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -118,7 +119,12 @@ func (p *Pump) Run(buf []byte, flush func([]byte) error) ([]byte, Result, error)
 		if err != nil {
 			break
 		}
-		if t.add(&c) {
+		delta, aerr := t.add(&c)
+		if aerr != nil {
+			err = aerr
+			break
+		}
+		if delta {
 			now := time.Now()
 			if t.deltas == 1 {
 				t.res.TTFT = now.Sub(p.Start)
@@ -150,18 +156,38 @@ type tally struct {
 	res      Result
 	deltas   int
 	hasUsage bool
-	// answer keeps the text relayed, to count its tokens should the
-	// upstream report no usage.
+	// answer keeps the text relayed (up to maxKept), to count its tokens
+	// should the upstream report no usage; bytes is the whole length.
 	answer []byte
+	bytes  int
 }
 
+// MaxToolCalls bounds the tool calls of one answer: an upstream's index
+// outside [0, MaxToolCalls) makes the stream malformed, rather than a
+// panic or a giant allocation.
+const MaxToolCalls = 128
+
+// maxKept bounds the answer text a stream keeps for counting its tokens,
+// should the upstream report no usage; past it the tokenizer estimates
+// anyway (internal/tokens), so the rest is only measured.
+const maxKept = 256 << 10
+
 // add takes in a chunk; it reports whether the chunk is a delta (carries
-// content or a tool call).
-func (t *tally) add(c *providers.Chunk) bool {
+// content or a tool call), and fails on a chunk that cannot be part of a
+// valid answer.
+func (t *tally) add(c *providers.Chunk) (bool, error) {
 	delta := c.Content != "" || len(c.ToolCalls) > 0
 	if delta {
+		for i := range c.ToolCalls {
+			if idx := c.ToolCalls[i].Index; idx < 0 || idx >= MaxToolCalls {
+				return false, fmt.Errorf("%w: tool call index %d is outside 0..%d", providers.ErrMalformed, idx, MaxToolCalls-1)
+			}
+		}
 		t.deltas++
-		t.answer = append(t.answer, c.Content...)
+		if room := maxKept - len(t.answer); room > 0 {
+			t.answer = append(t.answer, c.Content[:min(room, len(c.Content))]...)
+		}
+		t.bytes += len(c.Content)
 	}
 	if c.FinishReason != "" {
 		t.res.FinishReason = c.FinishReason
@@ -169,18 +195,20 @@ func (t *tally) add(c *providers.Chunk) bool {
 	if c.Usage != nil {
 		t.res.Usage, t.hasUsage = *c.Usage, true
 	}
-	return delta
+	return delta, nil
 }
 
 // end turns the error a stream stopped with into the stream's result: a
 // stream that closed without a finish reason was cut short, whatever the
 // provider said, so a truncated answer is never reported as complete.
+// Usage is known however the stream ended (counted when the upstream did
+// not report it), so that what was generated is billed and settled.
 func (t *tally) end(err error, req *providers.Request) (Result, error) {
+	if !t.hasUsage {
+		t.res.Usage, t.res.UsageEstimated = CountUsage(req, t.answer, t.bytes-len(t.answer), t.deltas), true
+	}
 	switch {
 	case errors.Is(err, io.EOF) && t.res.FinishReason != "":
-		if !t.hasUsage {
-			t.res.Usage, t.res.UsageEstimated = CountUsage(req, t.answer, t.deltas), true
-		}
 		return t.res, nil
 	case errors.Is(err, io.EOF):
 		return t.res, providers.ErrTruncated
