@@ -15,7 +15,6 @@ import (
 	"github.com/streamgate/gateway/failure"
 	"github.com/streamgate/gateway/internal/tokens"
 	"github.com/streamgate/gateway/limit"
-	"github.com/streamgate/gateway/outcome"
 	"github.com/streamgate/gateway/providers"
 )
 
@@ -106,32 +105,29 @@ type Ticket struct {
 // Unused releases a ticket whose request never reached an upstream.
 func (t *Ticket) Unused() { t.lease.Release(0) }
 
-// Settle releases the ticket when the request is over: with the tokens
-// used when the answer was complete, the full reservation otherwise (a
-// stream cut short may have been billed).
-func (t *Ticket) Settle(end outcome.End, used int) {
-	if end.Complete() {
-		t.lease.Release(used)
-		return
-	}
-	t.lease.Release(t.reserved)
+// Settle releases the ticket when the request is over, charging the
+// tokens used (reported by the upstream, or counted), however the stream
+// ended: a stream cut short by the client, a timeout or shutdown was
+// billed for what it generated.
+func (t *Ticket) Settle(used int) {
+	t.lease.Release(used)
 }
 
-// Admit applies c's policy to a parsed request: the model must be allowed
-// (403), and every limit must admit it (429, before anything reaches the
-// upstream). It sets OpenAI's x-ratelimit-* headers in h. Provider pacing
-// comes later, per attempt (upstream).
-func (a *Admitter) Admit(ctx context.Context, h http.Header, c Client, model string, req *providers.Request) (*Ticket, *failure.Error) {
-	pol, client := a.policy(c)
-	if pol.models != nil && !pol.models[model] {
-		return nil, &failure.Error{Status: http.StatusForbidden, Type: failure.TypeInvalidRequest, Code: "model_not_allowed",
-			Message: fmt.Sprintf("key %q may not use model %q", c.Key, model)}
-	}
+// Admit applies c's limits to a parsed request for a model it Allows:
+// every limit must admit it (429, before anything reaches the upstream).
+// It sets OpenAI's x-ratelimit-* headers in h. Provider pacing comes
+// later, per attempt (upstream).
+func (a *Admitter) Admit(ctx context.Context, h http.Header, c Client, req *providers.Request) (*Ticket, *failure.Error) {
+	pol, _ := a.policy(c)
 	maxTokens := req.MaxTokens
 	if maxTokens == 0 {
 		maxTokens = pol.defaultMaxTokens
 	}
-	reserve := tokens.Approx(req.Messages) + maxTokens
+	return a.admit(ctx, h, c, tokens.Approx(req.Messages)+maxTokens)
+}
+
+func (a *Admitter) admit(ctx context.Context, h http.Header, c Client, reserve int) (*Ticket, *failure.Error) {
+	pol, client := a.policy(c)
 	d, lease, err := a.store.Admit(ctx, client, pol.limits, reserve)
 	if err != nil {
 		a.obs.Rejected("limiter_unavailable")
@@ -143,6 +139,13 @@ func (a *Admitter) Admit(ctx context.Context, h http.Header, c Client, model str
 		return nil, rateLimited(d, pol.limits)
 	}
 	return &Ticket{lease: lease, reserved: reserve}, nil
+}
+
+// AdmitReader admits a reader of a stream already generated: it counts
+// against c's request rate and concurrent streams, and reserves no tokens
+// (the stream's own request holds them).
+func (a *Admitter) AdmitReader(ctx context.Context, h http.Header, c Client) (*Ticket, *failure.Error) {
+	return a.admit(ctx, h, c, 0)
 }
 
 // Store is the limit store policies are applied over.

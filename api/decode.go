@@ -4,6 +4,7 @@
 package api
 
 import (
+	"reflect"
 	"strconv"
 
 	"encoding/json"
@@ -18,22 +19,28 @@ import (
 	"github.com/streamgate/gateway/providers"
 )
 
-// DecodeJSON reads the request body into v. Every failure is an apiError
-// with the status the client should see: 415 for a body that is not JSON by
-// its content type, 413 for one over the size limit, 400 otherwise.
+// DecodeJSON reads the request body into v. Every failure is a
+// *failure.Error with the status the client should see: 415 for a body
+// that is not JSON by its content type (or has none: a browser page can
+// send a POST without one and without asking first, so a body of unknown
+// type is never taken), 413 for one over the size limit, 400 otherwise,
+// each saying what was wrong in the terms of the JSON sent, with param
+// naming the field.
 func DecodeJSON(r *http.Request, v any, strict bool) *failure.Error {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
-			return &failure.Error{Status: http.StatusUnsupportedMediaType, Type: failure.TypeInvalidRequest, Code: "unsupported_media_type",
-				Message: fmt.Sprintf("Content-Type %q is not supported: send application/json", ct)}
+	ct := r.Header.Get("Content-Type")
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+		msg := "Content-Type " + failure.Quote(ct) + " is not supported: send application/json"
+		if ct == "" {
+			msg = "the request has no Content-Type: send application/json"
 		}
+		return &failure.Error{Status: http.StatusUnsupportedMediaType, Type: failure.TypeInvalidRequest, Code: "unsupported_media_type", Message: msg}
 	}
 	dec := json.NewDecoder(r.Body)
 	if strict {
 		dec.DisallowUnknownFields()
 	}
-	err := dec.Decode(v)
+	err = dec.Decode(v)
 	if err == nil && dec.Decode(new(json.RawMessage)) != io.EOF {
 		err = errors.New("unexpected data after the JSON object")
 	}
@@ -54,11 +61,87 @@ func DecodeJSON(r *http.Request, v any, strict bool) *failure.Error {
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return failure.BadRequest("invalid_json", "request body is not valid JSON: it ends too early")
 	case errors.As(err, &typ):
-		return failure.BadRequest("invalid_type", fmt.Sprintf("field %q must be %s, not %s", typ.Field, typ.Type.String(), typ.Value))
-	default:
-		return failure.BadRequest("invalid_request", strings.TrimPrefix(err.Error(), "json: "))
+		e := failure.BadRequest("invalid_type", "")
+		typ.Field = jsonPath(typ.Field)
+		if typ.Field == "" {
+			e.Message = fmt.Sprintf("the request body must be a JSON object, not %s", article(jsonValue(typ.Value)))
+		} else {
+			e.Param = typ.Field
+			e.Message = fmt.Sprintf("%s must be %s, not %s", typ.Field, article(jsonKind(typ.Type)), article(jsonValue(typ.Value)))
+		}
+		return e
 	}
+	if field, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		name, _ := strconv.Unquote(field)
+		e := failure.BadRequest("invalid_request", "unknown field "+failure.Quote(name)+" (check its spelling)")
+		e.Param = failure.Truncate(name)
+		return e
+	}
+	return failure.BadRequest("invalid_request", failure.Truncate(strings.TrimPrefix(err.Error(), "json: ")))
 }
+
+// jsonKind names the JSON type a Go type is decoded from: what a client
+// should have sent, in its own terms.
+func jsonKind(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "integer"
+	case reflect.Float32, reflect.Float64:
+		return "number"
+	case reflect.Slice, reflect.Array:
+		if t.Elem().Kind() == reflect.Uint8 && t.Name() == "RawMessage" {
+			return "JSON value"
+		}
+		return "array"
+	}
+	return "object"
+}
+
+// jsonPath drops from encoding/json's field path the names of embedded
+// Go structs (Sampling.max_tokens), which are not part of the JSON: every
+// JSON name of the API is lower case.
+func jsonPath(field string) string {
+	parts := strings.Split(field, ".")
+	out := parts[:0]
+	for _, p := range parts {
+		if p != "" && (p[0] < 'A' || p[0] > 'Z') {
+			out = append(out, p)
+		}
+	}
+	return strings.Join(out, ".")
+}
+
+// jsonValue is encoding/json's word for what it found, as JSON names it.
+func jsonValue(v string) string {
+	if v == "bool" {
+		return "boolean"
+	}
+	return v
+}
+
+// article puts "a" or "an" before a JSON type name.
+func article(kind string) string {
+	if kind == "" {
+		return kind
+	}
+	switch kind[0] {
+	case 'a', 'e', 'i', 'o', 'u':
+		return "an " + kind
+	}
+	return "a " + kind
+}
+
+// MaxOutputTokens bounds max_tokens: no model writes more, and sums of
+// client-supplied numbers stay far from overflowing.
+const MaxOutputTokens = 1 << 20
 
 // Sampling holds the generation parameters the dialects share.
 type Sampling struct {
@@ -72,16 +155,16 @@ type Sampling struct {
 // Apply validates the parameters and copies them into req.
 func (s *Sampling) Apply(req *providers.Request) *failure.Error {
 	if s.MaxTokens != nil {
-		if *s.MaxTokens < 1 {
-			return &failure.Error{Status: http.StatusBadRequest, Type: failure.TypeInvalidRequest, Code: "invalid_value", Message: fmt.Sprintf("max_tokens must be at least 1, got %d", *s.MaxTokens)}
+		if n := *s.MaxTokens; n < 1 || n > MaxOutputTokens {
+			return failure.BadParam("invalid_value", "max_tokens", fmt.Sprintf("max_tokens must be between 1 and %d, got %d", MaxOutputTokens, n))
 		}
 		req.MaxTokens = *s.MaxTokens
 	}
 	if t := s.Temperature; t != nil && (*t < 0 || *t > 2) {
-		return failure.BadRequest("invalid_value", fmt.Sprintf("temperature must be between 0 and 2, got %g", *t))
+		return failure.BadParam("invalid_value", "temperature", fmt.Sprintf("temperature must be between 0 and 2, got %g", *t))
 	}
 	if p := s.TopP; p != nil && (*p < 0 || *p > 1) {
-		return failure.BadRequest("invalid_value", fmt.Sprintf("top_p must be between 0 and 1, got %g", *p))
+		return failure.BadParam("invalid_value", "top_p", fmt.Sprintf("top_p must be between 0 and 1, got %g", *p))
 	}
 	req.Temperature, req.TopP, req.User = s.Temperature, s.TopP, s.User
 	if len(s.Stop) > 0 && string(s.Stop) != "null" {
@@ -89,10 +172,10 @@ func (s *Sampling) Apply(req *providers.Request) *failure.Error {
 		if json.Unmarshal(s.Stop, &one) == nil {
 			req.Stop = []string{one}
 		} else if err := json.Unmarshal(s.Stop, &req.Stop); err != nil {
-			return failure.BadRequest("invalid_type", "stop must be a string or an array of strings")
+			return failure.BadParam("invalid_type", "stop", "stop must be a string or an array of strings")
 		}
 		if len(req.Stop) > 4 {
-			return failure.BadRequest("invalid_value", fmt.Sprintf("stop may hold at most 4 sequences, got %d", len(req.Stop)))
+			return failure.BadParam("invalid_value", "stop", fmt.Sprintf("stop may hold at most 4 sequences, got %d", len(req.Stop)))
 		}
 	}
 	return nil
@@ -109,11 +192,11 @@ func validRole(r string) bool {
 // CheckMessages validates the roles of msgs, which must not be empty.
 func CheckMessages(msgs []providers.Message) *failure.Error {
 	if len(msgs) == 0 {
-		return failure.BadRequest("missing_messages", "messages must hold at least one message")
+		return failure.BadParam("missing_messages", "messages", "messages must hold at least one message")
 	}
 	for i := range msgs {
 		if !validRole(msgs[i].Role) {
-			return failure.BadRequest("invalid_value", fmt.Sprintf("messages[%d].role %q is not one of system, developer, user, assistant, tool", i, msgs[i].Role))
+			return failure.BadParam("invalid_value", fmt.Sprintf("messages[%d].role", i), fmt.Sprintf("messages[%d].role %s is not one of system, developer, user, assistant, tool", i, failure.Quote(msgs[i].Role)))
 		}
 	}
 	return nil
@@ -139,11 +222,11 @@ func DecodeContent(raw json.RawMessage, m *providers.Message) error {
 		return errors.New("must be a string or an array of content parts")
 	}
 	if err := json.Unmarshal(raw, &m.Parts); err != nil {
-		return fmt.Errorf("has a malformed content part: %w", err)
+		return errors.New("has a malformed content part: each part is an object with a type (text or image_url) and its fields")
 	}
 	for _, p := range m.Parts {
 		if p.Type != "text" && p.Type != "image_url" {
-			return fmt.Errorf("has a part of unsupported type %q", p.Type)
+			return fmt.Errorf("has a part of unsupported type %s", failure.Quote(p.Type))
 		}
 	}
 	return nil

@@ -84,6 +84,11 @@ type Streams struct {
 	// MaxTotalBytes bounds every log in memory together: past it,
 	// finished streams are forgotten oldest first (default 256 MiB).
 	MaxTotalBytes int64 `yaml:"max_total_bytes"`
+	// MaxReaders bounds the readers attached to one stream at once, the
+	// connection that started it included (default 4); past it, GET
+	// /v1/streams/{id} answers 429. Each reader also counts against its
+	// key's (or address's) concurrent streams and request rate.
+	MaxReaders int `yaml:"max_readers"`
 	// LeaseTTL is how soon, with backend redis, readers on other replicas
 	// learn that the replica producing a stream died (default 5s).
 	LeaseTTL Duration `yaml:"lease_ttl"`
@@ -166,6 +171,9 @@ type Key struct {
 	Models []string `yaml:"models"`
 	// Limits override rate_limit.defaults field by field.
 	Limits Limits `yaml:"limits"`
+	// Admin lets the key use the /admin endpoints (default false: they
+	// show every model, provider and upstream name).
+	Admin bool `yaml:"admin"`
 	// The key's last-reader policy overrides its model's.
 	LastReaderPolicy `yaml:",inline"`
 }
@@ -308,12 +316,14 @@ type Provider struct {
 	// Mock configures a mock provider.
 	Mock *Mock `yaml:"mock"`
 	// FirstTokenTimeout bounds the wait from the request to the first
-	// delta; it is retried like an upstream failure (default: none).
-	FirstTokenTimeout Duration `yaml:"first_token_timeout"`
-	// IdleTimeout bounds the gap between two deltas (default: none).
-	IdleTimeout Duration `yaml:"idle_timeout"`
-	// StreamTimeout bounds a whole stream (default: none).
-	StreamTimeout Duration `yaml:"stream_timeout"`
+	// delta; it is retried like an upstream failure (default 10m, for
+	// reasoning models that think for minutes; 0 disables).
+	FirstTokenTimeout *Duration `yaml:"first_token_timeout"`
+	// IdleTimeout bounds the gap between two deltas (default 5m; 0
+	// disables).
+	IdleTimeout *Duration `yaml:"idle_timeout"`
+	// StreamTimeout bounds a whole stream (default 30m; 0 disables).
+	StreamTimeout *Duration `yaml:"stream_timeout"`
 	// RequestsPerSecond paces requests to this provider, shared by all
 	// clients: a request waits its turn for up to QueueTimeout
 	// (default 5s), then gets 429. 0 means no pacing (default).
@@ -329,9 +339,36 @@ type Azure struct {
 	Deployments map[string]string `yaml:"deployments"`
 }
 
-// Mock configures the built-in mock provider. Requests may override each
-// field with a "[mock key=value ...]" directive in the prompt.
+// Default timeouts of a provider. They suit reasoning models, which may
+// think for minutes before their first token, and still free a stream's
+// slot (and its client) from an upstream that went silent for good.
+const (
+	DefaultFirstTokenTimeout = 10 * time.Minute
+	DefaultIdleTimeout       = 5 * time.Minute
+	DefaultStreamTimeout     = 30 * time.Minute
+)
+
+// Timeouts returns the provider's first-token, idle and whole-stream
+// timeouts, defaults filled in; 0 is none.
+func (p Provider) Timeouts() (firstToken, idle, stream time.Duration) {
+	get := func(d *Duration, def time.Duration) time.Duration {
+		if d == nil {
+			return def
+		}
+		return d.Std()
+	}
+	return get(p.FirstTokenTimeout, DefaultFirstTokenTimeout), get(p.IdleTimeout, DefaultIdleTimeout), get(p.StreamTimeout, DefaultStreamTimeout)
+}
+
+// Mock configures the built-in mock provider. With Directives on,
+// requests may override each field with a "[mock key=value ...]"
+// directive in the prompt.
 type Mock struct {
+	// Directives lets requests change what the mock does with "[mock
+	// ...]" in the prompt, within bounds (tokens up to 100000, delays up
+	// to 10s, first delay up to 1m, statuses 400-599). Default false: any
+	// client could otherwise make the mock stall or stream without end.
+	Directives bool `yaml:"directives"`
 	// Tokens is the reply length in tokens (default 16).
 	Tokens *int `yaml:"tokens"`
 	// TokenDelay is the pause between tokens (default 0s).
@@ -391,7 +428,7 @@ func Default() Config {
 	}, Health: Health{FailureThreshold: 3, Cooldown: Duration(30 * time.Second)},
 		Streams: Streams{Backend: "memory", TokenTTL: Duration(15 * time.Minute), Retention: Duration(5 * time.Minute),
 			LastReader: LastReaderCancel, LastReaderGrace: Duration(30 * time.Second), MaxStreamBytes: 1 << 20, MaxStreamEvents: 20000,
-			MaxTotalBytes: 256 << 20, LeaseTTL: Duration(5 * time.Second), ReconnectDelay: Duration(time.Second)},
+			MaxTotalBytes: 256 << 20, MaxReaders: 4, LeaseTTL: Duration(5 * time.Second), ReconnectDelay: Duration(time.Second)},
 		Retry: Retry{AttemptsPerRoute: 2, MaxAttempts: 4, MaxTime: Duration(30 * time.Second), Backoff: Duration(250 * time.Millisecond)},
 		RateLimit: RateLimit{Backend: "memory", FailureMode: "fail_open", LeaseTTL: Duration(30 * time.Second),
 			IdleTTL: Duration(10 * time.Minute), MaxClients: 100000}}

@@ -236,3 +236,19 @@ func TestStreamsValidation(t *testing.T) {
 		t.Errorf("streams defaults: %+v", cfg.Streams)
 	}
 }
+
+// TestProviderTimeoutDefaults: a silent upstream once held a stream and
+// its slot forever, since no timeout was set by default. Unset timeouts
+// take defaults fit for reasoning models; 0s turns one off.
+func TestProviderTimeoutDefaults(t *testing.T) {
+	cfg, err := Parse("t.yaml", []byte("auth: {enabled: false}\nproviders:\n  a: {type: mock}\n  b: {type: mock, first_token_timeout: 0s, idle_timeout: 30s}\nmodels:\n  m: {routes: [{provider: a}, {provider: b}]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, i, s := cfg.Providers["a"].Timeouts(); f != 10*time.Minute || i != 5*time.Minute || s != 30*time.Minute {
+		t.Errorf("defaults %v %v %v", f, i, s)
+	}
+	if f, i, s := cfg.Providers["b"].Timeouts(); f != 0 || i != 30*time.Second || s != 30*time.Minute {
+		t.Errorf("set %v %v %v", f, i, s)
+	}
+}

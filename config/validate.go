@@ -272,7 +272,7 @@ func (c *Config) validateLimits() []Problem {
 	}
 	for _, name := range sortedKeys(c.Providers) {
 		p := c.Providers[name]
-		if p.FirstTokenTimeout < 0 || p.IdleTimeout < 0 || p.StreamTimeout < 0 {
+		if first, idle, stream := p.Timeouts(); first < 0 || idle < 0 || stream < 0 {
 			add("providers."+name, "timeouts must not be negative")
 		}
 		if p.RequestsPerSecond < 0 {
@@ -331,6 +331,9 @@ func (c *Config) validateStreams() []Problem {
 		if d <= 0 {
 			add(field, "%s must be positive", d)
 		}
+	}
+	if st.MaxReaders < 1 {
+		add("streams.max_readers", "%d must be at least 1 (the connection that starts a stream is its first reader)", st.MaxReaders)
 	}
 	if st.MaxStreamBytes <= 0 || st.MaxStreamEvents <= 0 || st.MaxTotalBytes <= 0 {
 		add("streams", "max_stream_bytes, max_stream_events and max_total_bytes must be positive")

@@ -11,7 +11,6 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -82,6 +81,16 @@ func (e *Engine) Models(c *gin.Context) (names, owners []string) {
 	return names, owners
 }
 
+// AdmitReader admits a reader of a stream that key started ("" with auth
+// off: the reader's address is the client).
+func (e *Engine) AdmitReader(c *gin.Context, key string) (*admission.Ticket, *failure.Error) {
+	cl := client(c)
+	if key != "" {
+		cl.Key = key
+	}
+	return e.Admitter.AdmitReader(c.Request.Context(), c.Writer.Header(), cl)
+}
+
 // Call is an admitted request. Exactly one of its Stream, Complete or
 // Generate runs it; each settles its admission.
 type Call struct {
@@ -93,16 +102,19 @@ type Call struct {
 	ticket *admission.Ticket
 }
 
-// Accept resolves req's model and admits the request within its client's
-// limits (rate-limit headers are set on c either way).
+// Accept resolves req's model (404 when it is not served, or not to this
+// key) and admits the request within its client's limits (rate-limit
+// headers are set on c either way).
 func (e *Engine) Accept(c *gin.Context, req *providers.Request, model string) (*Call, *failure.Error) {
-	if !e.Registry.Has(model) {
+	// A model the key may not use is as absent as one not configured: a
+	// key learns nothing of the models it is not given.
+	if !e.Registry.Has(model) || !e.Admitter.Allows(client(c), model) {
 		return nil, &failure.Error{Status: http.StatusNotFound, Type: failure.TypeInvalidRequest, Code: "model_not_found",
-			Message: "model " + strconv.Quote(model) + " does not exist; GET /v1/models lists the models served"}
+			Param: "model", Message: "model " + failure.Quote(model) + " does not exist; GET /v1/models lists the models served"}
 	}
 	info := middleware.Get(c)
 	info.Model, info.Provider = model, e.Registry.Owner(model)
-	t, fe := e.Admitter.Admit(c.Request.Context(), c.Writer.Header(), client(c), model, req)
+	t, fe := e.Admitter.Admit(c.Request.Context(), c.Writer.Header(), client(c), req)
 	if fe != nil {
 		return nil, fe
 	}
@@ -148,13 +160,14 @@ func (call *Call) open(parent context.Context) (running, *failure.Error) {
 func (call *Call) finish(info *middleware.Info, o relay.Outcome, a upstream.Attempt, endpoint string) {
 	info.Provider, info.Attempts, info.Fallbacks = a.Provider, a.Attempts, a.Fallbacks
 	info.TTFT, info.End = o.TTFT, o.End
-	if o.End == outcome.Done {
-		info.PromptTokens, info.CompletionTokens = o.Usage.PromptTokens, o.Usage.CompletionTokens
-	} else {
+	// What was generated is counted on every ending: a stream cut short
+	// was billed too.
+	info.PromptTokens, info.CompletionTokens = o.Usage.PromptTokens, o.Usage.CompletionTokens
+	if o.End != outcome.Done {
 		info.ErrorCode, info.Error = o.Err.Code, o.Cause
 	}
 	call.e.Metrics.StreamEnded(endpoint, info, time.Since(info.Start))
-	call.ticket.Settle(o.End, info.PromptTokens+info.CompletionTokens)
+	call.ticket.Settle(info.PromptTokens + info.CompletionTokens)
 }
 
 // Stream relays the call to the client as SSE in format f: the upstream

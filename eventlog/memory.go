@@ -450,6 +450,23 @@ func (l *Log) Attach(after int64) *Reader {
 	return r
 }
 
+// TryAttach is Attach unless max readers (max > 0) are attached already.
+func (l *Log) TryAttach(after int64, max int) (*Reader, bool) {
+	r := &Reader{l: l, pos: after}
+	l.mu.Lock()
+	if max > 0 && len(l.readers) >= max {
+		l.mu.Unlock()
+		return nil, false
+	}
+	l.readers = append(l.readers, r)
+	n, fn := len(l.readers), l.onReaders
+	l.mu.Unlock()
+	if fn != nil {
+		fn(n)
+	}
+	return r, true
+}
+
 // Readers reports how many readers are attached.
 func (l *Log) Readers() int {
 	l.mu.Lock()

@@ -26,11 +26,14 @@ func AppendObject(buf []byte, e *Error) []byte {
 }
 
 // Write answers with e as {"error":{...}} (AppendObject), with a
-// Retry-After header when e asks for a wait. It must only be called
-// before anything else was written.
+// Retry-After header when e asks for a wait, and on every 429 (at least a
+// second: a client told to slow down is always told when to come back).
+// It must only be called before anything else was written.
 func Write(w http.ResponseWriter, e *Error) {
 	if s := e.RetryAfterSeconds(); s != "" {
 		w.Header().Set("Retry-After", s)
+	} else if e.Status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", "1")
 	}
 	buf := make([]byte, 0, 256)
 	buf = append(buf, `{"error":`...)

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/streamgate/gateway/providers"
 )
@@ -52,6 +53,11 @@ const (
 // BadRequest is a 400 invalid_request_error.
 func BadRequest(code, msg string) *Error {
 	return &Error{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Code: code, Message: msg}
+}
+
+// BadParam is a 400 invalid_request_error about the request field param.
+func BadParam(code, param, msg string) *Error {
+	return &Error{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Code: code, Param: param, Message: msg}
 }
 
 // ClientClosed is what a stream whose client left ends with.
@@ -187,4 +193,26 @@ func (e *Error) RetryAfterSeconds() string {
 		return ""
 	}
 	return strconv.Itoa(int((e.RetryAfter + time.Second - 1) / time.Second))
+}
+
+// maxEcho bounds what of a client's or upstream's value an error message
+// or log line repeats.
+const maxEcho = 128
+
+// Quote is strconv.Quote of s, cut to its first 128 bytes (at a rune
+// boundary, marked with "...") so that a megabyte of model name or path
+// is not echoed back whole.
+func Quote(s string) string { return strconv.Quote(Truncate(s)) }
+
+// Truncate cuts s to its first 128 bytes at a rune boundary, marked with
+// "...".
+func Truncate(s string) string {
+	if len(s) <= maxEcho {
+		return s
+	}
+	cut := maxEcho
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
 }

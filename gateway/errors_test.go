@@ -42,6 +42,11 @@ func TestBadInput(t *testing.T) {
 		{"chat bad content part", "POST", "/v1/chat/completions", "application/json", `{"model":"mock-gpt","messages":[{"role":"user","content":[{"type":"audio"}]}]}`, false, 400, "invalid_type"},
 		{"chat content number", "POST", "/v1/chat/completions", "application/json", `{"model":"mock-gpt","messages":[{"role":"user","content":5}]}`, false, 400, "invalid_type"},
 		{"bad mock directive", "POST", "/v1/stream", "application/json", `{"model":"mock-gpt","prompt":"[mock tokens=many]"}`, false, 400, "invalid_mock_directive"},
+		{"mock directive out of bounds", "POST", "/v1/stream", "application/json", `{"model":"mock-gpt","prompt":"[mock tokens=100000000]"}`, false, 400, "invalid_mock_directive"},
+		{"mock status out of bounds", "POST", "/v1/stream", "application/json", `{"model":"mock-gpt","prompt":"[mock fail_status=99]"}`, false, 400, "invalid_mock_directive"},
+		{"mock delay out of bounds", "POST", "/v1/stream", "application/json", `{"model":"mock-gpt","prompt":"[mock first_delay=1h]"}`, false, 400, "invalid_mock_directive"},
+		{"max_tokens overflowing", "POST", "/v1/stream", "application/json", `{"model":"mock-gpt","prompt":"x","max_tokens":9223372036854775807}`, false, 400, "invalid_value"},
+		{"no content type", "POST", "/v1/stream", "", `{"model":"mock-gpt","prompt":"x"}`, false, 415, "unsupported_media_type"},
 		{"unknown route", "GET", "/v1/nothing", "", ``, false, 404, "not_found"},
 		{"wrong method", "GET", "/v1/stream", "", ``, false, 405, "method_not_allowed"},
 	} {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 
@@ -88,7 +89,13 @@ func (s *Server) routes(g *generation) (*gin.Engine, error) {
 		middleware.AccessLog(s.log),
 		s.metrics.CountRequests,
 		middleware.Recovery(s.log),
+	)
+	if host, _, _ := net.SplitHostPort(s.first.Server.Listen); isLoopback(host) {
+		e.Use(middleware.LoopbackHosts())
+	}
+	e.Use(
 		middleware.CORS(cfg.Server.CORS.AllowedOrigins),
+		middleware.Origins(cfg.Server.CORS.AllowedOrigins),
 		middleware.BodyLimit(cfg.Server.MaxBodyBytes),
 	)
 	for _, d := range dialects(g.engine) {
@@ -101,7 +108,7 @@ func (s *Server) routes(g *generation) (*gin.Engine, error) {
 	e.GET("/metrics", s.metrics.Serve)
 	admin := e.Group("/admin")
 	if cfg.Auth.AuthEnabled() {
-		admin.Use(middleware.Auth(g.keys, api.WriteError))
+		admin.Use(middleware.Auth(g.keys, api.WriteError), requireAdmin(cfg.Keys))
 	}
 	admin.GET("/deployments", g.handleDeployments)
 	if cfg.Server.PlaygroundEnabled() {
@@ -110,12 +117,31 @@ func (s *Server) routes(g *generation) (*gin.Engine, error) {
 	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	e.GET("/readyz", func(c *gin.Context) { s.handleReady(c, g) })
 	e.NoRoute(func(c *gin.Context) {
-		api.WriteError(c, &failure.Error{Status: http.StatusNotFound, Type: failure.TypeInvalidRequest, Code: "not_found", Message: fmt.Sprintf("no route for %s %s", c.Request.Method, c.Request.URL.Path)})
+		api.WriteError(c, &failure.Error{Status: http.StatusNotFound, Type: failure.TypeInvalidRequest, Code: "not_found", Message: fmt.Sprintf("no route for %s %s", c.Request.Method, failure.Truncate(c.Request.URL.Path))})
 	})
 	e.NoMethod(func(c *gin.Context) {
-		api.WriteError(c, &failure.Error{Status: http.StatusMethodNotAllowed, Type: failure.TypeInvalidRequest, Code: "method_not_allowed", Message: fmt.Sprintf("%s is not allowed on %s", c.Request.Method, c.Request.URL.Path)})
+		api.WriteError(c, &failure.Error{Status: http.StatusMethodNotAllowed, Type: failure.TypeInvalidRequest, Code: "method_not_allowed", Message: fmt.Sprintf("%s is not allowed on %s", c.Request.Method, failure.Truncate(c.Request.URL.Path))})
 	})
 	return e, nil
+}
+
+// minSecret is the shortest value redacted as a secret. A shorter one (a
+// local server's key of "x" or "none") guards nothing, and replacing it
+// everywhere would mangle every message it occurs in ("ma[REDACTED]imum").
+const minSecret = 8
+
+// requireAdmin lets through only requests authenticated with an admin
+// key (keys.NAME.admin): others get 403.
+func requireAdmin(keys map[string]config.Key) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if name := middleware.Get(c).KeyName; keys[name].Admin {
+			c.Next()
+			return
+		}
+		api.WriteError(c, &failure.Error{Status: http.StatusForbidden, Type: failure.TypeInvalidRequest, Code: "admin_key_required",
+			Message: "the admin endpoints need a key with admin: true"})
+		c.Abort()
+	}
 }
 
 // newRedactor replaces every configured secret with [REDACTED]. Errors and
@@ -123,7 +149,9 @@ func (s *Server) routes(g *generation) (*gin.Engine, error) {
 func newRedactor(secrets []string) *strings.Replacer {
 	pairs := make([]string, 0, 2*len(secrets))
 	for _, s := range secrets {
-		pairs = append(pairs, s, config.Redacted)
+		if len(s) >= minSecret {
+			pairs = append(pairs, s, config.Redacted)
+		}
 	}
 	return strings.NewReplacer(pairs...)
 }

@@ -43,6 +43,7 @@ providers:
   mock:
     type: mock
     mock:
+      directives: true
       tokens: 5
 %s
 models:

@@ -280,14 +280,16 @@ func TestRequestIDPropagated(t *testing.T) {
 func TestClientThatStopsReading(t *testing.T) {
 	h := newHarness(t, newConfig("", ""), func(c *config.Config) {
 		c.Server.WriteTimeout = config.Duration(100 * time.Millisecond)
+		tokens := 10000000 // more than any socket buffer holds
+		c.Providers["mock"].Mock.Tokens = &tokens
 	})
 	conn, err := net.Dial("tcp", h.http.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	body := `{"model":"mock-gpt","prompt":"[mock tokens=10000000]"}`
-	_, err = io.WriteString(conn, "POST /v1/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "+
+	body := `{"model":"mock-gpt","prompt":"stream without end"}`
+	_, err = io.WriteString(conn, "POST /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: "+
 		strconv.Itoa(len(body))+"\r\n\r\n"+body)
 	if err != nil {
 		t.Fatal(err)

@@ -111,12 +111,16 @@ func TestAuth(t *testing.T) {
 
 func TestModelNotAllowed(t *testing.T) {
 	h := newHarness(t, keysConfig("      requests_per_minute: 600"))
+	// A model the key may not use is as absent as one that does not
+	// exist: the key cannot tell them apart.
 	resp := h.do(t, context.Background(), "POST", "/v1/chat/completions", frontendKey, `{"model":"other-model","messages":[{"role":"user","content":"x"}]}`)
-	if resp.StatusCode != 403 {
+	if resp.StatusCode != 404 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
-	if eb := readError(t, resp); eb.Error.Code != "model_not_allowed" {
-		t.Errorf("code %q", eb.Error.Code)
+	eb := readError(t, resp)
+	missing := readError(t, h.do(t, context.Background(), "POST", "/v1/chat/completions", frontendKey, `{"model":"no-such-model","messages":[{"role":"user","content":"x"}]}`))
+	if eb.Error.Code != "model_not_found" || strings.ReplaceAll(eb.Error.Message, "other-model", "X") != strings.ReplaceAll(missing.Error.Message, "no-such-model", "X") {
+		t.Errorf("not allowed %+v, missing %+v", eb.Error, missing.Error)
 	}
 	for key, want := range map[string]string{frontendKey: `"id":"mock-gpt"`, batchKey: `"id":"other-model"`} {
 		body := drainClose(h.do(t, context.Background(), "GET", "/v1/models", key, ""))

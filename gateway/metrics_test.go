@@ -103,6 +103,7 @@ func TestMetricsFollowStreams(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, newConfig(`  stalls:
     type: mock
+    mock: {directives: true}
     idle_timeout: 50ms
 `, `  slow:
     routes: [{provider: stalls}]

@@ -96,10 +96,10 @@ func TestCooldownAndRecovery(t *testing.T) {
 func twoMocks(strategy string, wa, wb int) string {
 	return newConfig(`  a:
     type: mock
-    mock: {tokens: 2, first_token_delay: 20ms}
+    mock: {directives: true, tokens: 2, first_token_delay: 20ms}
   b:
     type: mock
-    mock: {tokens: 2}
+    mock: {directives: true, tokens: 2}
 `, fmt.Sprintf(`  m:
     strategy: %s
     routes:

@@ -6,6 +6,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/streamgate/gateway/failure"
 	"github.com/streamgate/gateway/outcome"
 )
 
@@ -24,7 +25,7 @@ func AccessLog(log *slog.Logger) gin.HandlerFunc {
 		attrs = append(attrs,
 			slog.String("request_id", info.RequestID),
 			slog.String("method", c.Request.Method),
-			slog.String("path", c.Request.URL.Path),
+			slog.String("path", failure.Truncate(c.Request.URL.Path)),
 			slog.Int("status", status),
 			slog.Duration("duration", time.Since(start)),
 			slog.String("client_ip", c.ClientIP()),

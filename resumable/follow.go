@@ -70,13 +70,40 @@ type eventSource interface {
 	close()
 }
 
-func (h *Hub) source(ref Ref, f Lines) eventSource {
+// ErrTooManyReaders refuses a reader of a stream that has
+// streams.max_readers attached already.
+var ErrTooManyReaders = failure.Define(http.StatusTooManyRequests, failure.TypeRateLimit, "too_many_stream_readers",
+	"the stream has as many readers attached as streams.max_readers allows; retry when one has left")
+
+// Reader is a reader attached to a stream: Follow it, then Close it.
+type Reader struct {
+	src eventSource
+	ref Ref
+}
+
+// Close detaches the reader.
+func (r *Reader) Close() { r.src.close() }
+
+// Attach attaches a reader to ref, framed for f, unless the stream has
+// streams.max_readers attached already (ErrTooManyReaders). Readers on
+// other replicas are counted as Redis last saw them.
+func (h *Hub) Attach(ctx context.Context, ref Ref, f Lines) (*Reader, error) {
+	max := h.cfg.MaxReaders
 	if ref.log != nil {
+		r, ok := ref.log.TryAttach(0, max)
+		if !ok {
+			return nil, ErrTooManyReaders
+		}
 		h.obs.Resumed("memory")
-		return &memSource{r: ref.log.Attach(0)}
+		return &Reader{src: &memSource{r: r}, ref: ref}, nil
+	}
+	if n, err := h.rds.Readers(ctx, ref.ID); err != nil {
+		return nil, err
+	} else if max > 0 && n >= max {
+		return nil, ErrTooManyReaders
 	}
 	h.obs.Resumed("redis")
-	return &redisSource{h: h, id: ref.ID, reader: NewID(), lost: f.Failed(nil, failure.Of(ErrProducerLost))}
+	return &Reader{src: &redisSource{h: h, id: ref.ID, reader: NewID(), lost: f.Failed(nil, failure.Of(ErrProducerLost))}, ref: ref}, nil
 }
 
 // memSource reads a log in this replica's memory.
@@ -150,14 +177,13 @@ func (r *redisSource) close() {
 	_ = r.h.rds.Detach(ctx, r.id, r.reader)
 }
 
-// Follow writes the events of ref after id after to out, framed for f,
-// until the stream's terminal event, and returns how the stream ended. It
+// Follow writes the events after id after to out, framed for f, until
+// the stream's terminal event, and returns how the stream ended. It
 // returns outcome.ClientGone when it did not get there: the client left,
 // or the source failed, which the client is told in an error event without
 // an id (its resume point stays where it was).
-func (h *Hub) Follow(ctx context.Context, out *relay.SSE, ref Ref, f Lines, after int64, named bool) outcome.End {
-	src := h.source(ref, f)
-	defer src.close()
+func (r *Reader) Follow(ctx context.Context, out *relay.SSE, f Lines, after int64, named bool) outcome.End {
+	src := r.src
 	bp := relay.Buffer()
 	buf := (*bp)[:0]
 	defer func() { *bp = buf; relay.Release(bp) }()

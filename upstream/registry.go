@@ -130,6 +130,7 @@ func Build(cfg *config.Config, prev *Registry, opts Options) (*Registry, error) 
 				upstream = name
 			}
 			pc := cfg.Providers[route.Provider]
+			first, idle, total := pc.Timeouts()
 			weight := 1
 			if route.Weight != nil {
 				weight = *route.Weight
@@ -142,7 +143,7 @@ func Build(cfg *config.Config, prev *Registry, opts Options) (*Registry, error) 
 			}
 			r.models[name] = append(r.models[name], deployment{
 				providerName: route.Provider, provider: r.providers[route.Provider], model: upstream,
-				firstTokenTimeout: pc.FirstTokenTimeout.Std(), idleTimeout: pc.IdleTimeout.Std(), streamTimeout: pc.StreamTimeout.Std(),
+				firstTokenTimeout: first, idleTimeout: idle, streamTimeout: total,
 				weight: weight, health: h,
 			})
 		}
@@ -186,6 +187,7 @@ func newProvider(pc config.Provider) (providers.Provider, error) {
 			if m.Reply != "" {
 				opts.Reply = m.Reply
 			}
+			opts.Directives = m.Directives
 		}
 		return mock.New(opts), nil
 	case config.TypeAnthropic:

@@ -144,13 +144,28 @@ func (d *Dialect) streamEvents(c *gin.Context) {
 		return
 	}
 	named, _ := strconv.ParseBool(c.Query("named_events"))
+	// A reader is a stream to its client: it counts against the limits
+	// of the key the stream belongs to (or of the reader's address).
+	t, e := d.e.AdmitReader(c, ref.State.Key)
+	if e != nil {
+		d.WriteError(c, e)
+		return
+	}
+	defer t.Settle(0)
 	hub := d.e.Hub
+	f := &format{}
+	rd, err := hub.Attach(c.Request.Context(), ref, f)
+	if err != nil {
+		d.WriteError(c, failure.Classify(c.Request.Context(), err))
+		return
+	}
+	defer rd.Close()
 	out := d.e.SSE(c.Writer)
 	defer out.Stop()
 	if out.Write(hub.RetryFrame()) != nil {
 		return
 	}
-	info.End = hub.Follow(c.Request.Context(), out, ref, &format{}, after, named)
+	info.End = rd.Follow(c.Request.Context(), out, f, after, named)
 }
 
 // cancelStream serves DELETE /v1/streams/{id}: the generation stops (its
@@ -176,7 +191,7 @@ func (d *Dialect) cancelStream(c *gin.Context) {
 func (d *Dialect) find(c *gin.Context) (resumable.Ref, bool) {
 	id := c.Param("id")
 	notFound := &failure.Error{Status: http.StatusNotFound, Type: failure.TypeInvalidRequest, Code: "stream_not_found",
-		Message: "stream " + strconv.Quote(id) + " does not exist, or its retention ran out"}
+		Message: "stream " + failure.Quote(id) + " does not exist, or its retention ran out"}
 	if !resumable.ValidID(id) {
 		d.WriteError(c, notFound)
 		return resumable.Ref{}, false
@@ -234,7 +249,7 @@ func resumePoint(c *gin.Context) (int64, *failure.Error) {
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || n < 0 {
-		return 0, failure.BadRequest("invalid_last_event_id", "Last-Event-ID "+strconv.Quote(v)+" is not an event id (a non-negative integer)")
+		return 0, failure.BadRequest("invalid_last_event_id", "Last-Event-ID "+failure.Quote(v)+" is not an event id (a non-negative integer)")
 	}
 	return n, nil
 }

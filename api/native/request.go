@@ -24,10 +24,10 @@ type streamRequest struct {
 
 func (sr *streamRequest) toProvider() (*providers.Request, *failure.Error) {
 	if sr.Model == "" {
-		return nil, failure.BadRequest("missing_model", "model is required")
+		return nil, failure.BadParam("missing_model", "model", "model is required")
 	}
 	if sr.Prompt != "" && len(sr.Messages) > 0 {
-		return nil, failure.BadRequest("invalid_request", "give either prompt or messages, not both")
+		return nil, failure.BadParam("invalid_request", "prompt", "give either prompt or messages, not both")
 	}
 	req := &providers.Request{}
 	if sr.System != "" {
@@ -40,7 +40,7 @@ func (sr *streamRequest) toProvider() (*providers.Request, *failure.Error) {
 		req.Messages = append(req.Messages, providers.Message{Role: m.Role, Content: m.Content})
 	}
 	if len(sr.Messages) == 0 && sr.Prompt == "" {
-		return nil, failure.BadRequest("missing_messages", "messages (or prompt) is required")
+		return nil, failure.BadParam("missing_messages", "messages", "messages (or prompt) is required")
 	}
 	if e := api.CheckMessages(req.Messages); e != nil {
 		return nil, e

@@ -37,10 +37,10 @@ type chatMessage struct {
 
 func (cr *chatRequest) toProvider() (*providers.Request, *failure.Error) {
 	if cr.Model == "" {
-		return nil, failure.BadRequest("missing_model", "model is required")
+		return nil, failure.BadParam("missing_model", "model", "model is required")
 	}
 	if cr.N != nil && *cr.N != 1 {
-		return nil, failure.BadRequest("unsupported_value", "n must be 1: the gateway streams one choice")
+		return nil, failure.BadParam("unsupported_value", "n", "n must be 1: the gateway streams one choice")
 	}
 	req := &providers.Request{
 		Messages:   make([]providers.Message, len(cr.Messages)),
@@ -52,7 +52,7 @@ func (cr *chatRequest) toProvider() (*providers.Request, *failure.Error) {
 	for i, m := range cr.Messages {
 		pm := providers.Message{Role: m.Role, Name: m.Name, ToolCalls: m.ToolCalls, ToolCallID: m.ToolCallID}
 		if err := api.DecodeContent(m.Content, &pm); err != nil {
-			return nil, failure.BadRequest("invalid_type", fmt.Sprintf("messages[%d].content %s", i, err))
+			return nil, failure.BadParam("invalid_type", fmt.Sprintf("messages[%d].content", i), fmt.Sprintf("messages[%d].content %s", i, err))
 		}
 		req.Messages[i] = pm
 	}
