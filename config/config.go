@@ -265,10 +265,24 @@ type Server struct {
 	// PprofListen, when set, serves Go's profiler (/debug/pprof/) on this
 	// separate address, which must be a loopback one (default: off).
 	PprofListen string `yaml:"pprof_listen"`
+	// Metrics says where GET /metrics is served, and to whom.
+	Metrics Metrics `yaml:"metrics"`
 	// Playground serves the browser playground at / (default true). It
 	// is static; its calls carry the key typed into it.
 	Playground *bool `yaml:"playground"`
 	Log        Log   `yaml:"log"`
+}
+
+// Metrics keeps /metrics private: its labels name keys, models and
+// providers.
+type Metrics struct {
+	// Listen, when set, serves /metrics on this separate address only
+	// (e.g. an interface only the scraper reaches); the main listener
+	// then answers 404 for it (default: the main listener).
+	Listen string `yaml:"listen"`
+	// Token, when set, is required as "Authorization: Bearer TOKEN"
+	// (Prometheus: authorization.credentials), usually "${VAR}".
+	Token Secret `yaml:"token"`
 }
 
 // CORS configures cross-origin access for browser frontends.

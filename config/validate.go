@@ -34,6 +34,13 @@ func (c *Config) Validate() []Problem {
 			add("server.pprof_listen", "%q must be a loopback host:port such as 127.0.0.1:6060: the profiler must not be exposed", s.PprofListen)
 		}
 	}
+	if s.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(s.Metrics.Listen); err != nil {
+			add("server.metrics.listen", "%q is not a host:port address (e.g. 10.0.0.5:9090 or :9090)", s.Metrics.Listen)
+		} else if s.Metrics.Listen == s.Listen {
+			add("server.metrics.listen", "%q is server.listen itself: leave it empty to serve /metrics there", s.Metrics.Listen)
+		}
+	}
 	if s.MaxBodyBytes <= 0 {
 		add("server.max_body_bytes", "%d must be positive", s.MaxBodyBytes)
 	}

@@ -105,7 +105,9 @@ func (s *Server) routes(g *generation) (*gin.Engine, error) {
 		}
 		d.Register(authed, e.Group("/v1"))
 	}
-	e.GET("/metrics", s.metrics.Serve)
+	if cfg.Server.Metrics.Listen == "" {
+		e.GET("/metrics", s.serveMetrics(cfg.Server.Metrics))
+	}
 	admin := e.Group("/admin")
 	if cfg.Auth.AuthEnabled() {
 		admin.Use(middleware.Auth(g.keys, api.WriteError), requireAdmin(cfg.Keys))

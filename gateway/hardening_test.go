@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -325,4 +326,52 @@ func TestWholeAnswerBounded(t *testing.T) {
 	if eb := readError(t, resp); resp.StatusCode != 502 || eb.Error.Code != "upstream_answer_too_large" {
 		t.Errorf("%d %+v", resp.StatusCode, eb.Error)
 	}
+}
+
+// TestMetricsKeptPrivate: /metrics names keys, models and providers; it
+// can require a bearer token, and move to an address of its own.
+func TestMetricsKeptPrivate(t *testing.T) {
+	t.Run("token", func(t *testing.T) {
+		h := newHarness(t, newConfig("", ""), func(c *config.Config) { c.Server.Metrics.Token = "metrics-secret-123" })
+		if resp := h.do(t, context.Background(), "GET", "/metrics", "", ""); resp.StatusCode != 401 {
+			t.Errorf("without the token: %d", resp.StatusCode)
+		} else {
+			drainClose(resp)
+		}
+		if resp := h.do(t, context.Background(), "GET", "/metrics", "wrong-token", ""); resp.StatusCode != 401 {
+			t.Errorf("with a wrong token: %d", resp.StatusCode)
+		} else {
+			drainClose(resp)
+		}
+		resp := h.do(t, context.Background(), "GET", "/metrics", "metrics-secret-123", "")
+		if body := drainClose(resp); resp.StatusCode != 200 || !strings.Contains(body, "gateway_requests_total") {
+			t.Errorf("with the token: %d", resp.StatusCode)
+		}
+	})
+	t.Run("own listener", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		url, stop, wait := serving(t, newConfig("", ""), func(c *config.Config) { c.Server.Metrics.Listen = addr })
+		defer func() { stop(); _ = wait() }()
+		resp, err := http.Get(url + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if drainClose(resp); resp.StatusCode != 404 {
+			t.Errorf("/metrics on the main listener: %d", resp.StatusCode)
+		}
+		// The main listener answered, so Serve runs: it listened for
+		// metrics before it began serving.
+		resp, err = http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body := drainClose(resp); resp.StatusCode != 200 || !strings.Contains(body, "gateway_requests_total") {
+			t.Errorf("/metrics on its own listener: %d %s", resp.StatusCode, body)
+		}
+	})
 }

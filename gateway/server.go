@@ -155,6 +155,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		defer stop()
 	}
+	if sc.Metrics.Listen != "" {
+		stop, err := s.serveMetricsListener(sc.Metrics)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 
