@@ -36,15 +36,17 @@ type Observer interface {
 // Admitter holds one configuration's policies over the process's store.
 type Admitter struct {
 	store    limit.Store
+	pending  *limit.Pending
 	obs      Observer
 	defaults policy            // clients by IP, when auth is off
 	keys     map[string]policy // by key name
 }
 
-// New builds the policies of cfg over store.
-func New(cfg *config.Config, store limit.Store, obs Observer) *Admitter {
+// New builds the policies of cfg over store, and pending (the process's
+// count of requests in progress).
+func New(cfg *config.Config, store limit.Store, pending *limit.Pending, obs Observer) *Admitter {
 	rl := cfg.RateLimit
-	a := &Admitter{store: store, obs: obs, defaults: toPolicy(rl.Defaults, nil), keys: map[string]policy{}}
+	a := &Admitter{store: store, pending: pending, obs: obs, defaults: toPolicy(rl.Defaults, nil), keys: map[string]policy{}}
 	for name, k := range cfg.Keys {
 		a.keys[name] = toPolicy(rl.Defaults.Merge(k.Limits), k.Models)
 	}
@@ -94,6 +96,21 @@ func (a *Admitter) policy(c Client) (policy, string) {
 func (a *Admitter) Allows(c Client, model string) bool {
 	p, _ := a.policy(c)
 	return p.models == nil || p.models[model]
+}
+
+// Hold counts a request of c in from the moment its headers are in,
+// within c's concurrent-stream limit, before its body is read: a client
+// trickling bodies over many connections is refused as one opening too
+// many streams. Release it when the request is over.
+func (a *Admitter) Hold(c Client) (release func(), e *failure.Error) {
+	pol, client := a.policy(c)
+	release, ok := a.pending.Hold(client, pol.limits.ConcurrentStreams)
+	if !ok {
+		a.obs.Rejected(limit.KindConcurrency)
+		return nil, &failure.Error{Status: http.StatusTooManyRequests, Type: failure.TypeRateLimit, Code: "concurrency_limit_exceeded", RetryAfter: time.Second,
+			Message: fmt.Sprintf("too many requests in flight: the limit is %d", pol.limits.ConcurrentStreams)}
+	}
+	return release, nil
 }
 
 // Ticket is an admitted request's lease and what it reserved.

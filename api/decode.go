@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"os"
 	"net/http"
 	"strings"
 
@@ -54,6 +55,9 @@ func DecodeJSON(r *http.Request, v any, strict bool) *failure.Error {
 	case errors.As(err, &tooLarge):
 		return &failure.Error{Status: http.StatusRequestEntityTooLarge, Type: failure.TypeInvalidRequest, Code: "request_too_large",
 			Message: fmt.Sprintf("request body is larger than the limit of %d bytes", tooLarge.Limit)}
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return &failure.Error{Status: http.StatusRequestTimeout, Type: failure.TypeInvalidRequest, Code: "body_timeout",
+			Message: "the request body took longer than server.body_timeout to arrive"}
 	case errors.Is(err, io.EOF):
 		return failure.BadRequest("invalid_json", "request body is empty: send a JSON object")
 	case errors.As(err, &syntax):

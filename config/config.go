@@ -241,6 +241,13 @@ type Server struct {
 	// MaxBodyBytes caps request bodies; larger ones get 413
 	// (default 1048576, 1 MiB).
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// BodyTimeout bounds reading a request's body once its headers are
+	// in; a slower client gets 408 (default 30s; 0s: no limit).
+	BodyTimeout Duration `yaml:"body_timeout"`
+	// MaxPendingBodyBytes bounds the memory of all request bodies being
+	// read at once (a body of unknown length counts max_body_bytes);
+	// past it, 503 server_busy (default 64 MiB). Restart to change.
+	MaxPendingBodyBytes int64 `yaml:"max_pending_body_bytes"`
 	// HeartbeatInterval is how long a stream may be silent before a
 	// ": ping" comment is sent; 0s turns heartbeats off (default 15s).
 	HeartbeatInterval Duration `yaml:"heartbeat_interval"`
@@ -431,14 +438,16 @@ type Route struct {
 // Default returns the configuration used where the file says nothing.
 func Default() Config {
 	return Config{Server: Server{
-		Listen:            "127.0.0.1:8080",
-		MaxBodyBytes:      1 << 20,
-		HeartbeatInterval: Duration(15 * time.Second),
-		ShutdownTimeout:   Duration(30 * time.Second),
-		WriteTimeout:      Duration(30 * time.Second),
-		ReadHeaderTimeout: Duration(10 * time.Second),
-		IdleTimeout:       Duration(120 * time.Second),
-		Log:               Log{Level: "info", Format: "text"},
+		Listen:              "127.0.0.1:8080",
+		MaxBodyBytes:        1 << 20,
+		BodyTimeout:         Duration(30 * time.Second),
+		MaxPendingBodyBytes: 64 << 20,
+		HeartbeatInterval:   Duration(15 * time.Second),
+		ShutdownTimeout:     Duration(30 * time.Second),
+		WriteTimeout:        Duration(30 * time.Second),
+		ReadHeaderTimeout:   Duration(10 * time.Second),
+		IdleTimeout:         Duration(120 * time.Second),
+		Log:                 Log{Level: "info", Format: "text"},
 	}, Health: Health{FailureThreshold: 3, Cooldown: Duration(30 * time.Second)},
 		Streams: Streams{Backend: "memory", TokenTTL: Duration(15 * time.Minute), Retention: Duration(5 * time.Minute),
 			LastReader: LastReaderCancel, LastReaderGrace: Duration(30 * time.Second), MaxStreamBytes: 1 << 20, MaxStreamEvents: 20000,

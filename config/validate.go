@@ -43,6 +43,11 @@ func (c *Config) Validate() []Problem {
 	}
 	if s.MaxBodyBytes <= 0 {
 		add("server.max_body_bytes", "%d must be positive", s.MaxBodyBytes)
+	} else if s.MaxPendingBodyBytes < s.MaxBodyBytes {
+		add("server.max_pending_body_bytes", "%d is less than max_body_bytes (%d): no body could be read", s.MaxPendingBodyBytes, s.MaxBodyBytes)
+	}
+	if s.BodyTimeout < 0 {
+		add("server.body_timeout", "%s must not be negative", s.BodyTimeout)
 	}
 	for field, d := range map[string]Duration{
 		"server.heartbeat_interval":  s.HeartbeatInterval,

@@ -91,6 +91,23 @@ func (e *Engine) AdmitReader(c *gin.Context, key string) (*admission.Ticket, *fa
 	return e.Admitter.AdmitReader(c.Request.Context(), c.Writer.Header(), cl)
 }
 
+// Hold is middleware that counts each request against its client's
+// concurrency from the moment its headers are in (admission.Hold),
+// answering a refusal with write, the dialect's error writer. It goes
+// after the dialect's auth, which names the client.
+func (e *Engine) Hold(write func(*gin.Context, *failure.Error)) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		release, fe := e.Admitter.Hold(client(c))
+		if fe != nil {
+			write(c, fe)
+			c.Abort()
+			return
+		}
+		defer release()
+		c.Next()
+	}
+}
+
 // Call is an admitted request. Exactly one of its Stream, Complete or
 // Generate runs it; each settles its admission.
 type Call struct {

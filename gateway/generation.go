@@ -65,7 +65,7 @@ func (s *Server) build(cfg *config.Config, prev *generation) (*generation, error
 	s.built = append(s.built, reg.Fresh()...)
 	s.builtMu.Unlock()
 	g.engine = engine.New(engine.Options{
-		Config: cfg, Log: s.log, Registry: reg, Admitter: admission.New(cfg, s.store, s.metrics),
+		Config: cfg, Log: s.log, Registry: reg, Admitter: admission.New(cfg, s.store, s.pending, s.metrics),
 		Metrics: s.metrics, Hub: s.hub, Keys: g.keys, Redact: g.redact.Replace, Stopping: s.stopping, Started: s.started,
 	})
 	if g.routes, err = s.routes(g); err != nil {
@@ -96,13 +96,14 @@ func (s *Server) routes(g *generation) (*gin.Engine, error) {
 	e.Use(
 		middleware.CORS(cfg.Server.CORS.AllowedOrigins),
 		middleware.Origins(cfg.Server.CORS.AllowedOrigins),
-		middleware.BodyLimit(cfg.Server.MaxBodyBytes),
+		s.bodies.Limit(cfg.Server.MaxBodyBytes, cfg.Server.BodyTimeout.Std()),
 	)
 	for _, d := range dialects(g.engine) {
 		authed := e.Group("/v1")
 		if cfg.Auth.AuthEnabled() {
 			authed.Use(middleware.Auth(g.keys, d.WriteError))
 		}
+		authed.Use(g.engine.Hold(d.WriteError))
 		d.Register(authed, e.Group("/v1"))
 	}
 	if cfg.Server.Metrics.Listen == "" {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/streamgate/gateway/config"
 	"github.com/streamgate/gateway/relay"
@@ -372,6 +374,98 @@ func TestMetricsKeptPrivate(t *testing.T) {
 		}
 		if body := drainClose(resp); resp.StatusCode != 200 || !strings.Contains(body, "gateway_requests_total") {
 			t.Errorf("/metrics on its own listener: %d %s", resp.StatusCode, body)
+		}
+	})
+}
+
+// slowBody opens a connection that sends a request's headers and the
+// first bytes of its body, then nothing: a client trickling its body.
+func (h *harness) slowBody(t *testing.T, length int) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", h.http.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_, err = fmt.Fprintf(conn, "POST /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{\"model\":", length)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// waitInProgress waits until n requests are in progress (past their
+// headers), as /metrics reports.
+func (h *harness) waitInProgress(t *testing.T, n float64) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	timeout := time.After(10 * time.Second)
+	for h.metric(t, "gateway_requests_in_progress") != n {
+		select {
+		case <-tick.C:
+		case <-timeout:
+			t.Fatalf("never %v requests in progress", n)
+		}
+	}
+}
+
+// TestSlowBodies: one client IP held 150 connections, each with about a
+// megabyte of body on its way, 216 MB of heap, and never reached its
+// concurrency limit: admission came after the body. Reading a body is
+// bounded in time, counts against the client's concurrency from its
+// headers on, and all bodies being read share a memory budget.
+func TestSlowBodies(t *testing.T) {
+	t.Run("body timeout", func(t *testing.T) {
+		h := newHarness(t, newConfig("", ""), func(c *config.Config) { c.Server.BodyTimeout = config.Duration(50 * time.Millisecond) })
+		conn := h.slowBody(t, 100)
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, h.logs.String())
+		}
+		if eb := readError(t, resp); resp.StatusCode != 408 || eb.Error.Code != "body_timeout" {
+			t.Errorf("%d %+v", resp.StatusCode, eb.Error)
+		}
+	})
+	t.Run("a stream outlives the body timeout", func(t *testing.T) {
+		h := newHarness(t, newConfig("", ""), func(c *config.Config) { c.Server.BodyTimeout = config.Duration(50 * time.Millisecond) })
+		for _, tc := range []struct{ path, body string }{
+			{"/v1/stream", `{"model":"mock-gpt","prompt":"[mock tokens=5 delay=40ms]"}`},
+			{"/v1/chat/completions", `{"model":"mock-gpt","stream":true,"messages":[{"role":"user","content":"[mock tokens=5 delay=40ms]"}]}`},
+		} {
+			resp := h.post(t, context.Background(), tc.path, tc.body)
+			frames := newSSEReader(resp.Body).readAll(t)
+			resp.Body.Close()
+			if last := frames[len(frames)-1].Data; !strings.Contains(last, `"type":"done"`) && last != "[DONE]" {
+				t.Errorf("%s: a 200ms stream under a 50ms body timeout ended %q", tc.path, last)
+			}
+		}
+	})
+	t.Run("concurrency from the headers on", func(t *testing.T) {
+		h := newHarness(t, newConfig("", "")+"rate_limit:\n  defaults:\n    concurrent_streams: 2\n")
+		h.slowBody(t, 100)
+		h.slowBody(t, 100)
+		h.waitInProgress(t, 2)
+		resp := h.post(t, context.Background(), "/v1/stream", `{"model":"mock-gpt","prompt":"x"}`)
+		if eb := readError(t, resp); resp.StatusCode != 429 || eb.Error.Code != "concurrency_limit_exceeded" || resp.Header.Get("Retry-After") == "" {
+			t.Errorf("a third request while two bodies trickle in: %d %+v", resp.StatusCode, eb.Error)
+		}
+	})
+	t.Run("memory of bodies being read", func(t *testing.T) {
+		h := newHarness(t, newConfig("", ""), func(c *config.Config) { c.Server.MaxPendingBodyBytes = 2 * c.Server.MaxBodyBytes })
+		h.slowBody(t, 4096)
+		h.slowBody(t, 4096)
+		h.waitInProgress(t, 2)
+		resp := h.post(t, context.Background(), "/v1/stream", `{"model":"mock-gpt","prompt":"x"}`)
+		if eb := readError(t, resp); resp.StatusCode != 503 || eb.Error.Code != "server_busy" || resp.Header.Get("Retry-After") == "" {
+			t.Errorf("a body past the budget: %d %+v", resp.StatusCode, eb.Error)
+		}
+		// A request without a body needs none of the budget.
+		if resp := h.do(t, context.Background(), "GET", "/v1/models", "", ""); resp.StatusCode != 200 {
+			t.Errorf("GET /v1/models: %d", resp.StatusCode)
+		} else {
+			drainClose(resp)
 		}
 	})
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/streamgate/gateway/failure"
 	"github.com/streamgate/gateway/limit"
 	"github.com/streamgate/gateway/metrics"
+	"github.com/streamgate/gateway/middleware"
 	"github.com/streamgate/gateway/providers"
 	"github.com/streamgate/gateway/resumable"
 )
@@ -38,6 +39,11 @@ type Server struct {
 	first   *config.Config
 	store   limit.Store
 	hub     *resumable.Hub
+	// pending counts requests in progress per client, bodies the bytes
+	// of bodies being read: both bound what slow clients hold, across
+	// generations.
+	pending *limit.Pending
+	bodies  *middleware.Bodies
 	metrics *metrics.Metrics
 	// now is the clock of routing health and stream retention; time.Now
 	// but in tests.
@@ -66,7 +72,8 @@ func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = n
 
 // New builds a server for cfg, which must have passed validation.
 func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Server, error) {
-	s := &Server{log: log, started: time.Now(), first: cfg, metrics: metrics.New(), now: time.Now}
+	s := &Server{log: log, started: time.Now(), first: cfg, metrics: metrics.New(), now: time.Now,
+		pending: limit.NewPending(), bodies: middleware.NewBodies(cfg.Server.MaxPendingBodyBytes)}
 	for _, o := range opts {
 		o(s)
 	}
@@ -99,6 +106,10 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Server, error) 
 			Name: "gateway_stream_store_streams",
 			Help: "Stream logs held in this replica's memory, live or finished and still retained.",
 		}, func() float64 { n, _ := s.hub.Stats(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gateway_requests_in_progress",
+			Help: "API requests in progress on this replica, counted from their headers (bodies being read included).",
+		}, func() float64 { return float64(s.pending.Total()) }),
 		cooldownCollector{s},
 	)
 	if !cfg.Auth.AuthEnabled() {

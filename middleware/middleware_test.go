@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -20,7 +21,7 @@ func newEngine(logs io.Writer) *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()
 	log := slog.New(slog.NewJSONHandler(logs, nil))
-	e.Use(RequestID(), AccessLog(log), Recovery(log), BodyLimit(16))
+	e.Use(RequestID(), AccessLog(log), Recovery(log), NewBodies(1<<20).Limit(16, time.Second))
 	e.GET("/panic", func(c *gin.Context) { panic("boom") })
 	e.GET("/panic-late", func(c *gin.Context) {
 		c.Writer.WriteHeader(200)
