@@ -4,7 +4,7 @@
 
 GO ?= go
 
-.PHONY: run test test-deps vet fmt-check build bench bench-micro
+.PHONY: run test test-deps vet fmt-check build bench bench-micro fuzz
 
 run:
 	$(GO) run ./cmd/gateway
@@ -38,3 +38,17 @@ bench:
 # Hot-path micro-benchmarks with allocation counts.
 bench-micro:
 	$(GO) test -run '^$$' -bench . -benchmem ./api/... ./gateway/ ./internal/...
+
+# Every fuzz target, each for FUZZTIME (go test's -fuzztime: 60s, or 10000x).
+# Their seed corpora (f.Add, and testdata/fuzz/ with every input a target
+# ever failed on) run in every make test.
+FUZZTIME ?= 60s
+FUZZ_TARGETS = ./api/native:FuzzDecodeRequest ./api/openai:FuzzDecodeRequest \
+	./providers/openai:FuzzDecodeChunk ./providers/anthropic:FuzzStream \
+	./config:FuzzParse ./internal/jsonstr:FuzzAppend
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done

@@ -166,7 +166,10 @@ type stream struct {
 	input int64         // prompt tokens, from message_start
 	tools map[int64]int // content block index → tool call index
 	done  bool
-	once  sync.Once
+	// finished is set by the message_delta that carries the stop reason:
+	// a message_stop without one ends a truncated answer.
+	finished bool
+	once     sync.Once
 }
 
 // Recv maps Messages events onto chunks: text deltas to content, tool_use
@@ -201,6 +204,7 @@ func (s *stream) Recv() (providers.Chunk, error) {
 			if u.InputTokens > 0 {
 				in = u.InputTokens
 			}
+			s.finished = true
 			return providers.Chunk{
 				FinishReason: finishReason(string(ev.Delta.StopReason)),
 				Usage:        &providers.Usage{PromptTokens: int(in), CompletionTokens: int(u.OutputTokens), TotalTokens: int(in + u.OutputTokens)},
@@ -212,7 +216,7 @@ func (s *stream) Recv() (providers.Chunk, error) {
 	if err := s.st.Err(); err != nil {
 		return providers.Chunk{}, classify(err)
 	}
-	if !s.done {
+	if !s.done || !s.finished {
 		return providers.Chunk{}, providers.ErrTruncated
 	}
 	return providers.Chunk{}, io.EOF

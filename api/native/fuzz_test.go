@@ -1,0 +1,48 @@
+package native
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/streamgate/gateway/api"
+)
+
+// FuzzDecodeRequest decodes arbitrary bodies as POST /v1/stream does.
+// Whatever arrives: no panic; a refusal is a 4xx in the client's terms
+// (no Go type names); an accepted request has messages and bounded
+// values.
+func FuzzDecodeRequest(f *testing.F) {
+	for _, seed := range []string{
+		`{"model":"m","prompt":"hi"}`,
+		`{"model":"m","messages":[{"role":"user","content":"x"}],"system":"s","max_tokens":5,"temperature":1,"stop":["a"]}`,
+		`{"model":"m","prompt":"x","max_tokens":9223372036854775807}`,
+		`{"model":5}`, `[1,2]`, `{"model":"m","prompt":"x","temprature":1}`, `{"model":"m","stop":"x","prompt":"y"}`, ``, `{`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r, _ := http.NewRequest("POST", "/v1/stream", strings.NewReader(string(body)))
+		r.Header.Set("Content-Type", "application/json")
+		var sr streamRequest
+		e := api.DecodeJSON(r, &sr, true)
+		if e == nil {
+			req, fe := sr.toProvider()
+			if fe == nil {
+				if len(req.Messages) == 0 || req.MaxTokens < 0 || req.MaxTokens > api.MaxOutputTokens || len(req.Stop) > 4 {
+					t.Fatalf("accepted %q as %+v", body, req)
+				}
+				return
+			}
+			e = fe
+		}
+		if e.Status < 400 || e.Status > 499 || e.Message == "" || e.Code == "" {
+			t.Fatalf("refusal %+v", e)
+		}
+		for _, leak := range []string{"native.", "api.", "struct", "Sampling", "json: "} {
+			if strings.Contains(e.Message, leak) {
+				t.Fatalf("message %q names Go internals (%s)", e.Message, leak)
+			}
+		}
+	})
+}
