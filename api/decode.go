@@ -12,8 +12,8 @@ import (
 	"fmt"
 	"io"
 	"mime"
-	"os"
 	"net/http"
+	"os"
 	"strings"
 
 	"github.com/streamgate/gateway/failure"

@@ -36,9 +36,9 @@ type Server struct {
 	started time.Time
 	// first is the configuration the process started with: the settings a
 	// reload cannot change (listener, storage) are read from it.
-	first   *config.Config
-	store   limit.Store
-	hub     *resumable.Hub
+	first *config.Config
+	store limit.Store
+	hub   *resumable.Hub
 	// pending counts requests in progress per client, bodies the bytes
 	// of bodies being read: both bound what slow clients hold, across
 	// generations.
