@@ -37,12 +37,33 @@ func encoding() (*tiktoken.Tiktoken, error) {
 // word, so a long answer without spaces (an upstream can send a megabyte)
 // would pin a core for minutes. Text is therefore counted in segments of
 // at most maxSegment bytes, cut at white space where possible (where the
-// tokenizer splits anyway, so ordinary text counts the same), and past
-// maxText bytes estimated at four bytes a token.
+// tokenizer splits anyway, so ordinary text counts the same); a segment
+// holding a word longer than maxWord bytes (no natural language has one:
+// base64, minified code, a hostile upstream) is estimated at four bytes a
+// token rather than merged, and so is all text past maxText bytes. The
+// work per byte is then bounded by maxWord, whatever the text.
 const (
 	maxSegment = 1 << 10
+	maxWord    = 64
 	maxText    = 256 << 10
 )
+
+// longWord reports whether s has a run of more than maxWord bytes without
+// white space.
+func longWord(s string) bool {
+	run := 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case ' ', '\n', '\t', '\r':
+			run = 0
+		default:
+			if run++; run > maxWord {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // Count returns the number of tokens in text.
 func Count(text string) (int, error) {
@@ -66,7 +87,11 @@ func Count(text string) (int, error) {
 				}
 			}
 		}
-		n += len(tk.Encode(text[:cut], nil, nil))
+		if seg := text[:cut]; longWord(seg) {
+			n += (len(seg) + 3) / 4
+		} else {
+			n += len(tk.Encode(seg, nil, nil))
+		}
 		text = text[cut:]
 	}
 	return n, nil
@@ -83,7 +108,11 @@ func Prompt(msgs []providers.Message) (int, error) {
 	n := 3
 	for i := range msgs {
 		m := &msgs[i]
-		n += 3 + len(tk.Encode(m.Text(), nil, nil)) + len(tk.Encode(m.Role, nil, nil))
+		text, err := Count(m.Text())
+		if err != nil {
+			return 0, err
+		}
+		n += 3 + text + len(tk.Encode(m.Role, nil, nil))
 		if m.Name != "" {
 			n += 1 + len(tk.Encode(m.Name, nil, nil))
 		}

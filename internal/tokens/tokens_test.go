@@ -41,3 +41,37 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// TestLongWordsAreEstimated: text whose words are longer than any natural
+// word (an upstream can send a space every kilobyte, which defeated the
+// segments alone: each segment one quadratic word) is estimated at four
+// bytes a token, never merged; a prompt is bounded the same way.
+func TestLongWordsAreEstimated(t *testing.T) {
+	for name, text := range map[string]string{
+		"one word":            strings.Repeat("x", 100000),
+		"a space every 1 KiB": strings.Repeat(strings.Repeat("y", 1000)+" ", 100),
+		"base64-like":         strings.Repeat("QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=", 3000),
+	} {
+		if got, err := Count(text); err != nil || got != (len(text)+3)/4 && got != len(text)/4+len(text)/maxSegment+1 {
+			// Segments are estimated one by one: the total is within a
+			// token a segment of bytes/4.
+			if diff := got - len(text)/4; err != nil || diff < 0 || diff > len(text)/maxSegment+1 {
+				t.Errorf("%s: %d tokens for %d bytes, %v", name, got, len(text), err)
+			}
+		}
+	}
+	n, err := Prompt([]providers.Message{{Role: "user", Content: strings.Repeat("z", 1<<20)}})
+	if err != nil || n < 1<<18 || n > 1<<18+2000 {
+		t.Errorf("a 1 MiB one-word prompt: %d tokens, %v", n, err)
+	}
+}
+
+// BenchmarkCountHostile counts 256 KiB of words a kilobyte long: before
+// long words were estimated, about a second of CPU a stream.
+func BenchmarkCountHostile(b *testing.B) {
+	text := strings.Repeat(strings.Repeat("x", 1000)+" ", 256)
+	b.SetBytes(int64(len(text)))
+	for b.Loop() {
+		_, _ = Count(text)
+	}
+}
