@@ -112,10 +112,14 @@ func (m *Memory) Get(id string) (*Log, error) {
 	return l, nil
 }
 
-// Stats reports how many logs are held and their bytes.
+// Stats reports how many logs are held and their bytes. It drops the
+// expired ones first, so that what it reports is what is held, and so that
+// an idle gateway (no new streams) gives their memory back at every
+// metrics scrape.
 func (m *Memory) Stats() (streams int, bytes int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.expireLocked()
 	return len(m.logs), m.total.Load()
 }
 

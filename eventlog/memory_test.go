@@ -204,3 +204,20 @@ func TestMemoryReaderHoldsEvents(t *testing.T) {
 		t.Errorf("%d bytes held once the readers left, want 300", b)
 	}
 }
+
+// TestStatsExpire: an idle store (no new streams) drops expired logs when
+// asked for its figures: the gauge reports what is held, and the memory
+// comes back.
+func TestStatsExpire(t *testing.T) {
+	clock := testclock.New(time.Now())
+	m := NewMemory(MemoryOptions{MaxStreamBytes: 1 << 20, MaxStreamEvents: 100, MaxTotalBytes: 1 << 20, Retention: time.Minute, Now: clock.Now})
+	l, _ := m.Create("s", Meta{})
+	l.Finish([]byte("{\"type\":\"done\"}\n"))
+	if n, b := m.Stats(); n != 1 || b == 0 {
+		t.Fatalf("held: %d logs, %d bytes", n, b)
+	}
+	clock.Add(2 * time.Minute)
+	if n, b := m.Stats(); n != 0 || b != 0 {
+		t.Errorf("after the retention: %d logs, %d bytes still held", n, b)
+	}
+}
