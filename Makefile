@@ -4,7 +4,7 @@
 
 GO ?= go
 
-.PHONY: run test test-deps vet fmt-check build bench bench-micro fuzz
+.PHONY: run test test-deps vet fmt-check build bench bench-micro fuzz soak
 
 run:
 	$(GO) run ./cmd/gateway
@@ -34,6 +34,16 @@ build:
 bench:
 	$(GO) build -o bin/ ./cmd/gateway ./cmd/gatewaybench
 	bin/gatewaybench run -gateway bin/gateway -out docs/bench
+
+# A minute of 300 concurrent streams against an upstream that resets,
+# stalls, sends malformed chunks, 429s and in-band errors, with clients
+# that abort or stop reading; fails on any stream without exactly one
+# terminal event, a done after a broken answer, an upstream request left
+# running, or goroutines not back to their baseline. Writes
+# docs/bench/soak.json.
+soak:
+	$(GO) build -o bin/ ./cmd/gateway ./cmd/gatewaybench
+	bin/gatewaybench soak -gateway bin/gateway -out docs/bench/soak.json
 
 # Hot-path micro-benchmarks with allocation counts.
 bench-micro:

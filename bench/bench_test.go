@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -21,6 +22,43 @@ func (l testLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// buildBinaries builds the gateway and gatewaybench into a temporary
+// directory.
+func buildBinaries(t *testing.T) string {
+	t.Helper()
+	bin := t.TempDir()
+	build := exec.Command("go", "build", "-o", bin+"/", "../cmd/gateway", "../cmd/gatewaybench")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestSoakShort runs the soak briefly (the full one is make soak) on the
+// real gateway binary: every stream read to its end had exactly one
+// terminal event, none a done after a broken answer, no upstream request
+// outlived its client, goroutines and live heap came back.
+func TestSoakShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the gateway; skipped with -short")
+	}
+	bin := buildBinaries(t)
+	rep, err := (&Soak{GatewayBin: filepath.Join(bin, "gateway"), WorkDir: t.TempDir(), Concurrency: 40, Duration: 3 * time.Second, Log: testLog{t}}).Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.MarshalIndent(rep, "", "  ")
+	if rep.Violations() != 0 || rep.Read == 0 || rep.Aborted == 0 || rep.StoppedReading == 0 || rep.Done == 0 || rep.Errors == 0 {
+		t.Errorf("soak:\n%s", b)
+	}
+	for _, f := range soakFaults {
+		if rep.Faults[f] == 0 {
+			t.Errorf("fault %s never played:\n%s", f, b)
+		}
+	}
+}
+
 // TestSmokeRun runs the real benchmark, tiny: the servers are the real
 // binaries started as processes, every scenario against every target. It
 // asserts that every stream completed with every token, never timings.
@@ -28,12 +66,7 @@ func TestSmokeRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds two binaries; skipped with -short")
 	}
-	bin := t.TempDir()
-	build := exec.Command("go", "build", "-o", bin+"/", "../cmd/gateway", "../cmd/gatewaybench")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinaries(t)
 	r := &Runner{
 		GatewayBin: filepath.Join(bin, "gateway"),
 		BenchBin:   filepath.Join(bin, "gatewaybench"),

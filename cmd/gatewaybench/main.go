@@ -6,6 +6,9 @@
 //	    every scenario against each, write results.{md,json,svg} to DIR
 //	gatewaybench load -url URL [-format chat|native] [-c N] [-n N | -d DUR] [-tokens N] [-delay DUR] [-h2c]
 //	    run one load and print its result as JSON
+//	gatewaybench soak -gateway BIN [-c N] [-d DUR] [-out FILE]
+//	    run the gateway under faults and impatient clients; print what
+//	    held and what broke (and write it as JSON to FILE)
 //	gatewaybench mock [-listen ADDR] [-h2c]
 //	    the mock upstream, in OpenAI's streaming wire format
 //	gatewaybench baseline -upstream URL [-listen ADDR] [-h2c]
@@ -40,7 +43,7 @@ func main() {
 
 func run(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: gatewaybench run|load|mock|baseline [flags]")
+		return errors.New("usage: gatewaybench run|soak|load|mock|baseline [flags]")
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:0", "listen address (mock, baseline)")
@@ -85,6 +88,37 @@ func run(ctx context.Context, args []string) error {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(res)
+	case "soak":
+		gw := fs.String("gateway", "bin/gateway", "gateway binary")
+		c := fs.Int("c", 300, "concurrent streams")
+		d := fs.Duration("d", time.Minute, "how long")
+		out := fs.String("out", "", "write the report as JSON to this file")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if _, err := bench.RaiseFileLimit(); err != nil {
+			return err
+		}
+		work, err := os.MkdirTemp("", "gatewaybench-soak-")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "gateway log in %s\n", work)
+		rep, err := (&bench.Soak{GatewayBin: *gw, WorkDir: work, Concurrency: *c, Duration: *d, Log: os.Stderr}).Run(ctx)
+		if err != nil {
+			return err
+		}
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		fmt.Println(string(b))
+		if *out != "" {
+			if err := os.WriteFile(*out, append(b, '\n'), 0o644); err != nil {
+				return err
+			}
+		}
+		if v := rep.Violations(); v > 0 {
+			return fmt.Errorf("soak: %d violations", v)
+		}
+		return nil
 	case "run":
 		gw := fs.String("gateway", "bin/gateway", "gateway binary")
 		out := fs.String("out", "docs/bench", "directory for results.{md,json,svg}")
@@ -124,5 +158,5 @@ func run(ctx context.Context, args []string) error {
 		fmt.Fprintf(os.Stderr, "wrote %s/results.{md,json,svg}\n", *out)
 		return nil
 	}
-	return fmt.Errorf("unknown command %q: want run, load, mock or baseline", args[0])
+	return fmt.Errorf("unknown command %q: want run, soak, load, mock or baseline", args[0])
 }
