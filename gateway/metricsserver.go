@@ -2,11 +2,7 @@ package gateway
 
 import (
 	"crypto/subtle"
-	"fmt"
-	"net"
-	"net/http"
 	"strings"
-	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -34,21 +30,7 @@ func (s *Server) serveMetrics(mc config.Metrics) gin.HandlerFunc {
 // serveMetricsListener serves /metrics alone on its own address
 // (server.metrics.listen) until stop is called.
 func (s *Server) serveMetricsListener(mc config.Metrics) (stop func(), err error) {
-	ln, err := net.Listen("tcp", mc.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("metrics listen: %w", err)
-	}
 	e := gin.New()
 	e.GET("/metrics", s.serveMetrics(mc))
-	srv := &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(ln)
-	}()
-	s.log.Info("metrics listening", "addr", ln.Addr().String())
-	return func() {
-		_ = srv.Close()
-		<-done
-	}, nil
+	return s.serveAside("metrics", mc.Listen, e)
 }
