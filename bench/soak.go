@@ -172,7 +172,7 @@ func (s *Soak) Run(ctx context.Context) (*SoakReport, error) {
 	// the soak, and idle pooled connections are not a leak.
 	var warm sync.WaitGroup
 	for i := range s.Concurrency {
-		warm.Go(func() { soakStream(ctx, client, base, up, -(i + 1)*len(soakFaults)) })
+		warm.Go(func() { soakStream(ctx, client, base, up, -(i+1)*len(soakFaults)) })
 	}
 	// And one truncated stream: its usage is counted, which loads the
 	// tokenizer (some 30 MB, once per process).
