@@ -154,6 +154,10 @@ type Sampling struct {
 	TopP        *float32        `json:"top_p"`
 	Stop        json.RawMessage `json:"stop"`
 	User        string          `json:"user"`
+	// ReasoningEffort asks a reasoning model to think less or more:
+	// minimal, low, medium or high (OpenAI's reasoning_effort; for
+	// Anthropic, a thinking budget).
+	ReasoningEffort string `json:"reasoning_effort"`
 }
 
 // Apply validates the parameters and copies them into req.
@@ -171,6 +175,12 @@ func (s *Sampling) Apply(req *providers.Request) *failure.Error {
 		return failure.BadParam("invalid_value", "top_p", fmt.Sprintf("top_p must be between 0 and 1, got %g", *p))
 	}
 	req.Temperature, req.TopP, req.User = s.Temperature, s.TopP, s.User
+	switch s.ReasoningEffort {
+	case "", "minimal", "low", "medium", "high":
+		req.ReasoningEffort = s.ReasoningEffort
+	default:
+		return failure.BadParam("invalid_value", "reasoning_effort", "reasoning_effort must be minimal, low, medium or high, not "+failure.Quote(s.ReasoningEffort))
+	}
 	if len(s.Stop) > 0 && string(s.Stop) != "null" {
 		var one string
 		if json.Unmarshal(s.Stop, &one) == nil {
@@ -245,5 +255,10 @@ func AppendUsage(buf []byte, u *providers.Usage) []byte {
 	buf = strconv.AppendInt(buf, int64(u.CompletionTokens), 10)
 	buf = append(buf, `,"total_tokens":`...)
 	buf = strconv.AppendInt(buf, int64(u.TotalTokens), 10)
+	if u.ReasoningTokens > 0 {
+		buf = append(buf, `,"completion_tokens_details":{"reasoning_tokens":`...)
+		buf = strconv.AppendInt(buf, int64(u.ReasoningTokens), 10)
+		buf = append(buf, '}')
+	}
 	return append(buf, '}')
 }

@@ -406,6 +406,9 @@ type Mock struct {
 	MalformedAfter *int `yaml:"malformed_after"`
 	// Reply is the text streamed, one word per token.
 	Reply string `yaml:"reply"`
+	// Reasoning is how many tokens of thinking stream before the reply
+	// (default 0), as from a reasoning model.
+	Reasoning int `yaml:"reasoning"`
 }
 
 // Model is a public model name.

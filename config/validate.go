@@ -174,6 +174,9 @@ func (p Provider) validate(field, name string) []Problem {
 			if m.Tokens != nil && *m.Tokens < 0 {
 				add(field+".mock.tokens", "%d must not be negative", *m.Tokens)
 			}
+			if m.Reasoning < 0 {
+				add(field+".mock.reasoning", "%d must not be negative", m.Reasoning)
+			}
 			if m.TokenDelay < 0 || m.FirstTokenDelay < 0 {
 				add(field+".mock", "delays must not be negative")
 			}

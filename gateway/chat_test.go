@@ -22,11 +22,12 @@ func (h *harness) sdk() *goopenai.Client {
 
 // sdkStream is what a go-openai stream delivered, put together.
 type sdkStream struct {
-	text, toolID, toolName, toolArgs string
-	finish                           goopenai.FinishReason
-	usage                            *goopenai.Usage
-	chunks                           []goopenai.ChatCompletionStreamResponse
-	err                              error // what ended it, if not io.EOF
+	text, reasoning            string
+	toolID, toolName, toolArgs string
+	finish                     goopenai.FinishReason
+	usage                      *goopenai.Usage
+	chunks                     []goopenai.ChatCompletionStreamResponse
+	err                        error // what ended it, if not io.EOF
 }
 
 // streamSDK sends req through the gateway with go-openai and reads the
@@ -62,6 +63,7 @@ func readSDKStream(st *goopenai.ChatCompletionStream) sdkStream {
 		}
 		ch := chunk.Choices[0]
 		r.text += ch.Delta.Content
+		r.reasoning += ch.Delta.ReasoningContent
 		for _, tc := range ch.Delta.ToolCalls {
 			r.toolID += tc.ID
 			r.toolName += tc.Function.Name

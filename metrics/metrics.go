@@ -31,6 +31,7 @@ type Metrics struct {
 
 	requests       *prometheus.CounterVec
 	ttft           *prometheus.HistogramVec
+	ttfc           *prometheus.HistogramVec
 	gap            *prometheus.HistogramVec
 	duration       *prometheus.HistogramVec
 	tokens         *prometheus.CounterVec
@@ -66,6 +67,7 @@ func New() *Metrics {
 	}
 	m.requests = counter("gateway_requests_total", "HTTP requests by route pattern, model, provider and status.", "route", "model", "provider", "status")
 	m.ttft = histogram("gateway_time_to_first_token_seconds", "From a request's arrival to its first delta.", ttftBuckets, "model", "provider")
+	m.ttfc = histogram("gateway_time_to_first_content_seconds", "From a request's arrival to its first answer text or tool call; later than the time to first token when the model streams its thinking first.", ttftBuckets, "model", "provider")
 	m.gap = histogram("gateway_inter_token_gap_seconds", "Between consecutive deltas of a stream.", gapBuckets, "model", "provider")
 	m.duration = histogram("gateway_stream_duration_seconds", "From a stream's request to its end.", durationBuckets, "endpoint", "model", "provider")
 	m.tokens = counter("gateway_tokens_total", "Prompt and completion tokens (as reported by the upstream, or counted) by model, provider and key name.", "model", "provider", "key", "kind")
@@ -86,7 +88,7 @@ func New() *Metrics {
 		Name: "gateway_stream_producers_lost_total",
 		Help: "Streams this replica ended with producer_lost: their producing replica stopped renewing its lease.",
 	})
-	m.reg.MustRegister(m.requests, m.ttft, m.gap, m.duration, m.tokens, m.inFlight, m.endings, m.rateLimited,
+	m.reg.MustRegister(m.requests, m.ttft, m.ttfc, m.gap, m.duration, m.tokens, m.inFlight, m.endings, m.rateLimited,
 		m.upstreamErrors, m.retries, m.fallbacks, m.reloads, m.unattendedTokens, m.resumes, m.streamsCancelled, m.producersLost,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -140,6 +142,11 @@ func (o *StreamObserver) FirstDelta(ttft time.Duration) {
 	p := o.provider()
 	o.m.ttft.WithLabelValues(o.model, p).Observe(ttft.Seconds())
 	o.gap = o.m.gap.WithLabelValues(o.model, p)
+}
+
+// FirstContent records the time to the first answer content.
+func (o *StreamObserver) FirstContent(d time.Duration) {
+	o.m.ttfc.WithLabelValues(o.model, o.provider()).Observe(d.Seconds())
 }
 
 // Delta records a delta relayed at now.

@@ -50,6 +50,12 @@ type Request struct {
 	// ResponseFormat and Seed are passed through unchanged when set.
 	ResponseFormat json.RawMessage
 	Seed           *int
+	// ReasoningEffort asks a reasoning model to think less or more
+	// (OpenAI's reasoning_effort: minimal, low, medium, high).
+	ReasoningEffort string
+	// ThinkingBudget, when set, turns on Anthropic's extended thinking
+	// with this many tokens to think in.
+	ThinkingBudget int
 }
 
 // Message is one chat message.
@@ -62,6 +68,12 @@ type Message struct {
 	Name       string        `json:"name,omitempty"`
 	ToolCalls  []ToolCall    `json:"tool_calls,omitempty"`
 	ToolCallID string        `json:"tool_call_id,omitempty"`
+	// Reasoning is an assistant message's thinking, sent back so that a
+	// thinking model can go on from it (DeepSeek's reasoning_content,
+	// Anthropic's thinking block); ReasoningSignature is the signature
+	// Anthropic gave it, which must come back unchanged.
+	Reasoning          string `json:"reasoning_content,omitempty"`
+	ReasoningSignature string `json:"reasoning_signature,omitempty"`
 }
 
 // ContentPart is one part of a multi-part message.
@@ -108,6 +120,12 @@ type FunctionCall struct {
 // Chunk is one piece of a streamed answer. Most chunks carry only Content.
 type Chunk struct {
 	Content string
+	// Reasoning is a piece of the model's thinking, streamed before (or
+	// between) its answer.
+	Reasoning string
+	// ReasoningSignature is the signature that ends a thinking block
+	// (Anthropic's signature_delta), to be sent back with it.
+	ReasoningSignature string
 	// ToolCalls are partial tool calls: the first delta of a call carries
 	// its ID and name, later ones append to Arguments; Index says which
 	// call a delta belongs to.
@@ -133,6 +151,16 @@ type Usage struct {
 	PromptTokens     int `json:"prompt_tokens"`
 	CompletionTokens int `json:"completion_tokens"`
 	TotalTokens      int `json:"total_tokens"`
+	// ReasoningTokens are the completion tokens spent thinking, where the
+	// upstream reports them (part of CompletionTokens).
+	ReasoningTokens int `json:"-"`
+}
+
+// Delta reports whether c carries something the client reads: answer
+// text, thinking, or a tool call. The first delta ends a stream's
+// "before the first token" phase (retries, first-token timeout, TTFT).
+func (c *Chunk) Delta() bool {
+	return c.Content != "" || c.Reasoning != "" || c.ReasoningSignature != "" || len(c.ToolCalls) > 0
 }
 
 // Text returns the concatenated text of a message, including text parts.

@@ -10,8 +10,12 @@ import (
 // Answer is a whole answer, read from a stream for a client that asked
 // for no streaming.
 type Answer struct {
-	Content   string
-	ToolCalls []providers.ToolCall
+	Content string
+	// Reasoning is the model's thinking before (and between) its answer,
+	// and ReasoningSignature its signature (Anthropic).
+	Reasoning          string
+	ReasoningSignature string
+	ToolCalls          []providers.ToolCall
 }
 
 // MaxAnswerBytes bounds a whole answer (text and tool-call arguments)
@@ -26,11 +30,13 @@ var ErrAnswerTooLarge = failure.Define(http.StatusBadGateway, failure.TypeServer
 // streamed (one code path, cancellable at any point).
 func Collect(st providers.Stream, req *providers.Request) (Answer, Result, error) {
 	var (
-		t     tally
-		text  []byte
-		calls []providers.ToolCall
-		size  int
-		err   error
+		t         tally
+		text      []byte
+		reasoning []byte
+		signature string
+		calls     []providers.ToolCall
+		size      int
+		err       error
 	)
 	for err == nil {
 		var c providers.Chunk
@@ -41,7 +47,7 @@ func Collect(st providers.Stream, req *providers.Request) (Answer, Result, error
 		if _, err = t.add(&c); err != nil {
 			break
 		}
-		size += len(c.Content)
+		size += len(c.Content) + len(c.Reasoning)
 		for i := range c.ToolCalls {
 			size += len(c.ToolCalls[i].Arguments) + len(c.ToolCalls[i].Name)
 		}
@@ -50,6 +56,8 @@ func Collect(st providers.Stream, req *providers.Request) (Answer, Result, error
 			break
 		}
 		text = append(text, c.Content...)
+		reasoning = append(reasoning, c.Reasoning...)
+		signature += c.ReasoningSignature
 		for _, d := range c.ToolCalls {
 			for len(calls) <= d.Index {
 				calls = append(calls, providers.ToolCall{Type: "function"})
@@ -69,5 +77,5 @@ func Collect(st providers.Stream, req *providers.Request) (Answer, Result, error
 	if err != nil {
 		return Answer{}, res, err
 	}
-	return Answer{Content: string(text), ToolCalls: calls}, res, nil
+	return Answer{Content: string(text), Reasoning: string(reasoning), ReasoningSignature: signature, ToolCalls: calls}, res, nil
 }

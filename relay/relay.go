@@ -45,8 +45,12 @@ type IdleStream interface {
 // Observer is told of a stream's deltas as they pass (metrics). Its
 // methods run on the per-token path: they must not allocate.
 type Observer interface {
-	// FirstDelta is called before the first Delta, with the time to it.
+	// FirstDelta is called before the first Delta, with the time to it:
+	// thinking counts, as it is what a client sees first.
 	FirstDelta(ttft time.Duration)
+	// FirstContent is called once, with the time to the first answer
+	// text or tool call (later than FirstDelta when the model thinks).
+	FirstContent(d time.Duration)
 	Delta(now time.Time)
 }
 
@@ -101,6 +105,8 @@ func (p *Pump) Run(buf []byte, flush func([]byte) error) ([]byte, Result, error)
 		err error
 		// ferr is a flush failure inside the idle callback.
 		ferr error
+		// sawContent is set at the first answer text or tool call.
+		sawContent bool
 	)
 	// A stream that cannot tell when it waits is wrapped by the upstream
 	// package's stream, which then flushes before every Recv.
@@ -130,6 +136,12 @@ func (p *Pump) Run(buf []byte, flush func([]byte) error) ([]byte, Result, error)
 				t.res.TTFT = now.Sub(p.Start)
 				if p.Observer != nil {
 					p.Observer.FirstDelta(t.res.TTFT)
+				}
+			}
+			if !sawContent && (c.Content != "" || len(c.ToolCalls) > 0) {
+				sawContent = true
+				if p.Observer != nil {
+					p.Observer.FirstContent(now.Sub(p.Start))
 				}
 			}
 			if p.Observer != nil {
@@ -176,7 +188,7 @@ const maxKept = 256 << 10
 // content or a tool call), and fails on a chunk that cannot be part of a
 // valid answer.
 func (t *tally) add(c *providers.Chunk) (bool, error) {
-	delta := c.Content != "" || len(c.ToolCalls) > 0
+	delta := c.Delta()
 	if delta {
 		for i := range c.ToolCalls {
 			if idx := c.ToolCalls[i].Index; idx < 0 || idx >= MaxToolCalls {
@@ -184,10 +196,13 @@ func (t *tally) add(c *providers.Chunk) (bool, error) {
 			}
 		}
 		t.deltas++
-		if room := maxKept - len(t.answer); room > 0 {
-			t.answer = append(t.answer, c.Content[:min(room, len(c.Content))]...)
+		// Thinking is billed as output too: count it with the answer.
+		for _, text := range [2]string{c.Reasoning, c.Content} {
+			if room := maxKept - len(t.answer); room > 0 {
+				t.answer = append(t.answer, text[:min(room, len(text))]...)
+			}
+			t.bytes += len(text)
 		}
-		t.bytes += len(c.Content)
 	}
 	if c.FinishReason != "" {
 		t.res.FinishReason = c.FinishReason

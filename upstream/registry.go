@@ -188,6 +188,7 @@ func newProvider(pc config.Provider) (providers.Provider, error) {
 				opts.Reply = m.Reply
 			}
 			opts.Directives = m.Directives
+			opts.Reasoning = m.Reasoning
 		}
 		return mock.New(opts), nil
 	case config.TypeAnthropic:

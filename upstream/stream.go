@@ -228,7 +228,7 @@ func (s *Stream) Recv() (providers.Chunk, error) {
 		}
 		c, err := s.cur.Recv()
 		if err == nil {
-			if c.Content != "" || len(c.ToolCalls) > 0 {
+			if c.Delta() {
 				if !s.delivered {
 					s.firstDelta()
 				} else if s.idle > 0 {

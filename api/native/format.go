@@ -46,6 +46,21 @@ func (f *format) Opened(buf []byte, provider string) []byte {
 }
 
 func (f *format) Chunk(buf []byte, c *providers.Chunk) []byte {
+	if c.Reasoning != "" || c.ReasoningSignature != "" {
+		// Thinking is its own event, so a page can show it apart from
+		// the answer; the signature that ends a thinking block comes as
+		// one too, to be sent back with it.
+		buf = f.begin(buf, "reasoning")
+		if c.Reasoning != "" {
+			buf = append(buf, `,"content":`...)
+			buf = jsonstr.Append(buf, c.Reasoning)
+		}
+		if c.ReasoningSignature != "" {
+			buf = append(buf, `,"signature":`...)
+			buf = jsonstr.Append(buf, c.ReasoningSignature)
+		}
+		buf = append(buf, "}\n"...)
+	}
 	if c.Content == "" {
 		return buf
 	}

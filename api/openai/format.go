@@ -48,13 +48,33 @@ type wireToolCall struct {
 }
 
 func (f *format) Chunk(buf []byte, c *providers.Chunk) []byte {
-	if c.Content == "" && len(c.ToolCalls) == 0 && c.FinishReason == "" {
+	if !c.Delta() && c.FinishReason == "" {
 		return buf // usage alone is sent at the end, if asked for
 	}
 	buf = append(buf, f.prefix...)
 	buf = append(buf, `{"index":0,"delta":{`...)
 	sep := false
+	if c.Reasoning != "" {
+		// The field DeepSeek, vLLM and the clients of both read.
+		buf = append(buf, `"reasoning_content":`...)
+		buf = jsonstr.Append(buf, c.Reasoning)
+		sep = true
+	}
+	if c.ReasoningSignature != "" {
+		// Anthropic's thinking signature, which a client sends back with
+		// the thinking (reasoning_signature on the assistant message):
+		// the gateway's extension, as chat completions has no field for it.
+		if sep {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, `"reasoning_signature":`...)
+		buf = jsonstr.Append(buf, c.ReasoningSignature)
+		sep = true
+	}
 	if c.Content != "" {
+		if sep {
+			buf = append(buf, ',')
+		}
 		buf = append(buf, `"content":`...)
 		buf = jsonstr.Append(buf, c.Content)
 		sep = true

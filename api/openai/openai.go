@@ -5,6 +5,7 @@
 package openai
 
 import (
+	"encoding/json"
 	"net/http"
 	"time"
 
@@ -72,6 +73,12 @@ func (d *Dialect) complete(c *gin.Context, call *engine.Call, model string) {
 		return
 	}
 	msg := gin.H{"role": "assistant", "content": ans.Content, "refusal": nil}
+	if ans.Reasoning != "" {
+		msg["reasoning_content"] = ans.Reasoning
+	}
+	if ans.ReasoningSignature != "" {
+		msg["reasoning_signature"] = ans.ReasoningSignature
+	}
 	if len(ans.ToolCalls) > 0 {
 		msg["tool_calls"] = ans.ToolCalls
 		if ans.Content == "" {
@@ -87,7 +94,7 @@ func (d *Dialect) complete(c *gin.Context, call *engine.Call, model string) {
 		"choices": []gin.H{{
 			"index": 0, "message": msg, "logprobs": nil, "finish_reason": res.FinishReason,
 		}},
-		"usage": res.Usage,
+		"usage": json.RawMessage(api.AppendUsage(nil, &res.Usage)),
 	})
 }
 

@@ -33,6 +33,12 @@ type chatMessage struct {
 	Name       string               `json:"name"`
 	ToolCalls  []providers.ToolCall `json:"tool_calls"`
 	ToolCallID string               `json:"tool_call_id"`
+	// ReasoningContent is an assistant turn's thinking, sent back as the
+	// gateway streamed it (delta.reasoning_content).
+	ReasoningContent string `json:"reasoning_content"`
+	// ReasoningSignature is Anthropic's signature of that thinking, as
+	// the gateway streamed it (delta.reasoning_signature).
+	ReasoningSignature string `json:"reasoning_signature"`
 }
 
 func (cr *chatRequest) toProvider() (*providers.Request, *failure.Error) {
@@ -48,9 +54,10 @@ func (cr *chatRequest) toProvider() (*providers.Request, *failure.Error) {
 		ToolChoice: api.NullToEmpty(cr.ToolChoice),
 		Seed:       cr.Seed,
 	}
+
 	req.ResponseFormat = api.NullToEmpty(cr.ResponseFormat)
 	for i, m := range cr.Messages {
-		pm := providers.Message{Role: m.Role, Name: m.Name, ToolCalls: m.ToolCalls, ToolCallID: m.ToolCallID}
+		pm := providers.Message{Role: m.Role, Name: m.Name, ToolCalls: m.ToolCalls, ToolCallID: m.ToolCallID, Reasoning: m.ReasoningContent, ReasoningSignature: m.ReasoningSignature}
 		if err := api.DecodeContent(m.Content, &pm); err != nil {
 			return nil, failure.BadParam("invalid_type", fmt.Sprintf("messages[%d].content", i), fmt.Sprintf("messages[%d].content %s", i, err))
 		}

@@ -109,7 +109,22 @@ func (p *Provider) toParams(req *providers.Request) (sdk.MessageNewParams, error
 	if req.MaxTokens > 0 {
 		params.MaxTokens = int64(req.MaxTokens)
 	}
-	if req.Temperature != nil {
+	thinking := thinkingBudget(req)
+	if thinking > 0 {
+		// Anthropic needs max_tokens above the budget: a request that
+		// left max_tokens to the gateway gets room for an answer too; one
+		// that set it thinks within it, or not at all.
+		switch {
+		case req.MaxTokens == 0 && params.MaxTokens <= int64(thinking):
+			params.MaxTokens = int64(thinking) + int64(p.maxTokens)
+		case params.MaxTokens <= int64(thinking):
+			thinking = int(params.MaxTokens) - 1
+		}
+	}
+	if thinking >= minThinking {
+		params.Thinking = sdk.ThinkingConfigParamOfEnabled(int64(thinking))
+	} else if req.Temperature != nil {
+		// With thinking on, Anthropic accepts no temperature but 1.
 		params.Temperature = sdk.Float(float64(*req.Temperature))
 	}
 	if req.TopP != nil {
@@ -123,6 +138,12 @@ func (p *Provider) toParams(req *providers.Request) (sdk.MessageNewParams, error
 			params.Messages = append(params.Messages, sdk.NewUserMessage(sdk.NewTextBlock(m.Text())))
 		case "assistant":
 			var blocks []sdk.ContentBlockParamUnion
+			// A thinking block goes back first, with the signature
+			// Anthropic gave it, or the next turn is refused. Thinking
+			// without one (from another provider) cannot be sent.
+			if m.Reasoning != "" && m.ReasoningSignature != "" {
+				blocks = append(blocks, sdk.NewThinkingBlock(m.ReasoningSignature, m.Reasoning))
+			}
 			if t := m.Text(); t != "" {
 				blocks = append(blocks, sdk.NewTextBlock(t))
 			}
@@ -193,6 +214,14 @@ func (s *stream) Recv() (providers.Chunk, error) {
 				if ev.Delta.Text != "" {
 					return providers.Chunk{Content: ev.Delta.Text}, nil
 				}
+			case "thinking_delta":
+				if ev.Delta.Thinking != "" {
+					return providers.Chunk{Reasoning: ev.Delta.Thinking}, nil
+				}
+			case "signature_delta":
+				if ev.Delta.Signature != "" {
+					return providers.Chunk{ReasoningSignature: ev.Delta.Signature}, nil
+				}
 			case "input_json_delta":
 				if i, ok := s.tools[ev.Index]; ok && ev.Delta.PartialJSON != "" {
 					return providers.Chunk{ToolCalls: []providers.ToolCallDelta{{Index: i, Arguments: ev.Delta.PartialJSON}}}, nil
@@ -226,6 +255,28 @@ func (s *stream) Close() error {
 	var err error
 	s.once.Do(func() { err = s.st.Close() })
 	return err
+}
+
+// minThinking is the smallest thinking budget Anthropic accepts.
+const minThinking = 1024
+
+// thinkingBudget is the thinking budget req asks for: its own, or one for
+// its reasoning effort; 0 for none.
+func thinkingBudget(req *providers.Request) int {
+	if req.ThinkingBudget > 0 {
+		return max(req.ThinkingBudget, minThinking)
+	}
+	switch req.ReasoningEffort {
+	case "minimal":
+		return minThinking
+	case "low":
+		return 2048
+	case "medium":
+		return 8192
+	case "high":
+		return 24576
+	}
+	return 0
 }
 
 // finishReason maps Anthropic's stop reasons onto OpenAI's.

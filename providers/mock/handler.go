@@ -171,6 +171,18 @@ func (c *call) stream(w http.ResponseWriter, r *http.Request) {
 	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	for j := 0; j < c.opts.Reasoning; j++ {
+		if !pause(r, timer, c.opts.reasoningDelay(j)) {
+			return
+		}
+		// DeepSeek's and vLLM's field for thinking.
+		buf = append(append(buf[:0], choice...), `{"content":null,"reasoning_content":`...)
+		buf = jsonstr.Append(buf, thinking.token(j, c.opts.Reasoning))
+		buf = append(buf, `},"logprobs":null,"finish_reason":null}]}`+"\n\n"...)
+		if !send() {
+			return
+		}
+	}
 	n := c.opts.Tokens
 	for i := 0; i < n; i++ {
 		switch c.opts.at(i) {
@@ -212,13 +224,18 @@ func (c *call) stream(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *call) appendUsage(buf []byte) []byte {
-	n := c.opts.Tokens
+	n := c.opts.Tokens + c.opts.Reasoning
 	buf = append(buf, `{"prompt_tokens":`...)
 	buf = strconv.AppendInt(buf, int64(c.promptTokens), 10)
 	buf = append(buf, `,"completion_tokens":`...)
 	buf = strconv.AppendInt(buf, int64(n), 10)
 	buf = append(buf, `,"total_tokens":`...)
 	buf = strconv.AppendInt(buf, int64(c.promptTokens+n), 10)
+	if c.opts.Reasoning > 0 {
+		buf = append(buf, `,"completion_tokens_details":{"reasoning_tokens":`...)
+		buf = strconv.AppendInt(buf, int64(c.opts.Reasoning), 10)
+		buf = append(buf, '}')
+	}
 	return append(buf, '}')
 }
 
@@ -227,6 +244,13 @@ func (c *call) appendUsage(buf []byte) []byte {
 func (c *call) complete(w http.ResponseWriter, r *http.Request) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	var reasoning []byte
+	for j := 0; j < c.opts.Reasoning; j++ {
+		if !pause(r, timer, c.opts.reasoningDelay(j)) {
+			return
+		}
+		reasoning = append(reasoning, thinking.token(j, c.opts.Reasoning)...)
+	}
 	n := c.opts.Tokens
 	content := make([]byte, 0, n*8)
 	for i := 0; i < n; i++ {
@@ -252,6 +276,10 @@ func (c *call) complete(w http.ResponseWriter, r *http.Request) {
 	buf = jsonstr.Append(buf, c.model)
 	buf = append(buf, `,"system_fingerprint":"fp_mock","choices":[{"index":0,"message":{"role":"assistant","content":`...)
 	buf = jsonstr.Append(buf, string(content))
+	if len(reasoning) > 0 {
+		buf = append(buf, `,"reasoning_content":`...)
+		buf = jsonstr.Append(buf, string(reasoning))
+	}
 	buf = append(buf, `,"refusal":null},"logprobs":null,"finish_reason":"`...)
 	buf = append(buf, c.opts.finishReason()...)
 	buf = append(buf, `"}],"usage":`...)

@@ -44,6 +44,10 @@ type Options struct {
 	// Reply is the text whose words are streamed, cycling if Tokens is
 	// larger than the number of words.
 	Reply string
+	// Reasoning is how many tokens of thinking come before the reply, as
+	// a reasoning model streams them (at TokenDelay, the first after
+	// FirstTokenDelay).
+	Reasoning int
 	// Directives lets a request's prompt change these options
 	// (WithDirectives), within bounds; off, a directive is plain text.
 	Directives bool
@@ -113,6 +117,8 @@ func (o *Options) set(key, value string) error {
 		return setInt(&o.StallAfter, value, Off, MaxDirectiveTokens)
 	case "malformed_after":
 		return setInt(&o.MalformedAfter, value, Off, MaxDirectiveTokens)
+	case "reasoning":
+		return setInt(&o.Reasoning, value, 0, MaxDirectiveTokens)
 	}
 	return fmt.Errorf("unknown key %q", key)
 }
@@ -134,6 +140,13 @@ func setDuration(dst *time.Duration, value string, hi time.Duration) error {
 	*dst = d
 	return nil
 }
+
+// Thinking is the text a mock's reasoning tokens come from, one word a
+// token, cycling.
+const Thinking = "Let me think this through step by step before I answer: what is being asked, what I know, and how best to put it."
+
+// thinking is Thinking as a script, shared by every call.
+var thinking = newScript(Thinking)
 
 // script is the precomputed token sequence of a reply, shared by every call
 // with the same Reply so that streaming allocates nothing per token.
@@ -214,9 +227,17 @@ func (o *Options) at(i int) step {
 	return stepToken
 }
 
-// delay is the pause before token i.
-func (o *Options) delay(i int) time.Duration {
+// reasoningDelay is the pause before thinking token i.
+func (o *Options) reasoningDelay(i int) time.Duration {
 	if i == 0 {
+		return o.FirstTokenDelay
+	}
+	return o.TokenDelay
+}
+
+// delay is the pause before token i (after any thinking).
+func (o *Options) delay(i int) time.Duration {
+	if i == 0 && o.Reasoning == 0 {
 		return o.FirstTokenDelay
 	}
 	return o.TokenDelay

@@ -94,6 +94,7 @@ type stream struct {
 	promptTokens int
 
 	sent     int  // content tokens returned so far
+	thought  int  // reasoning tokens returned so far
 	finished bool // the finish chunk has been returned
 	timer    *time.Timer
 	onIdle   func()
@@ -104,6 +105,13 @@ type stream struct {
 func (s *stream) Recv() (providers.Chunk, error) {
 	if s.finished {
 		return providers.Chunk{}, io.EOF
+	}
+	if j := s.thought; j < s.opts.Reasoning {
+		if err := s.wait(s.opts.reasoningDelay(j)); err != nil {
+			return providers.Chunk{}, err
+		}
+		s.thought++
+		return providers.Chunk{Reasoning: thinking.token(j, s.opts.Reasoning)}, nil
 	}
 	i := s.sent
 	switch s.opts.at(i) {
@@ -120,8 +128,9 @@ func (s *stream) Recv() (providers.Chunk, error) {
 		s.finished = true
 		return providers.Chunk{FinishReason: s.opts.finishReason(), Usage: &providers.Usage{
 			PromptTokens:     s.promptTokens,
-			CompletionTokens: s.sent,
-			TotalTokens:      s.promptTokens + s.sent,
+			CompletionTokens: s.thought + s.sent,
+			TotalTokens:      s.promptTokens + s.thought + s.sent,
+			ReasoningTokens:  s.thought,
 		}}, nil
 	}
 	if err := s.wait(s.opts.delay(i)); err != nil {

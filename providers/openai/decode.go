@@ -43,6 +43,16 @@ type fullChunk struct {
 	Error *goopenai.APIError `json:"error"`
 }
 
+// openRouterReasoning is the thinking OpenRouter sends as
+// choices[0].delta.reasoning, which go-openai does not know.
+type openRouterReasoning struct {
+	Choices []struct {
+		Delta struct {
+			Reasoning *string `json:"reasoning"`
+		} `json:"delta"`
+	} `json:"choices"`
+}
+
 // decodeFull decodes with encoding/json; it also recognises an error object
 // sent in place of a chunk.
 func decodeFull(data []byte, c *providers.Chunk) error {
@@ -56,6 +66,13 @@ func decodeFull(data []byte, c *providers.Chunk) error {
 	if len(f.Choices) > 0 {
 		ch := &f.Choices[0]
 		c.Content = ch.Delta.Content
+		c.Reasoning = ch.Delta.ReasoningContent
+		if c.Reasoning == "" {
+			var or openRouterReasoning
+			if json.Unmarshal(data, &or) == nil && len(or.Choices) > 0 && or.Choices[0].Delta.Reasoning != nil {
+				c.Reasoning = *or.Choices[0].Delta.Reasoning
+			}
+		}
 		c.FinishReason = string(ch.FinishReason)
 		for _, tc := range ch.Delta.ToolCalls {
 			d := providers.ToolCallDelta{ID: tc.ID, Type: string(tc.Type), Name: tc.Function.Name, Arguments: tc.Function.Arguments}
@@ -67,6 +84,9 @@ func decodeFull(data []byte, c *providers.Chunk) error {
 	}
 	if u := f.Usage; u != nil {
 		c.Usage = &providers.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.TotalTokens}
+		if d := u.CompletionTokensDetails; d != nil {
+			c.Usage.ReasoningTokens = d.ReasoningTokens
+		}
 	}
 	return nil
 }
@@ -209,7 +229,7 @@ func (s *scanner) chunk(c *providers.Chunk) error {
 func (s *scanner) choices(c *providers.Chunk) error {
 	// Fields of a previous "choices" do not survive this one, as with
 	// encoding/json.
-	c.Content, c.FinishReason = "", ""
+	c.Content, c.Reasoning, c.FinishReason = "", "", ""
 	if s.peek() == 'n' {
 		return s.literal("null")
 	}
@@ -262,14 +282,14 @@ func (s *scanner) choice(c *providers.Chunk) error {
 		switch k {
 		case "delta":
 			if s.peek() == 'n' {
-				c.Content = ""
+				c.Content, c.Reasoning = "", ""
 				return s.literal("null")
 			}
 			var seen once
 			return s.object(func(key []byte) error {
-				k, err := known(key, "content", "tool_calls", "function_call")
+				k, err := known(key, "content", "reasoning_content", "reasoning", "tool_calls", "function_call")
 				if err == nil {
-					err = seen.see(k, "content")
+					err = seen.see(k, "content", "reasoning_content", "reasoning")
 				}
 				if err != nil {
 					return err
@@ -277,6 +297,17 @@ func (s *scanner) choice(c *providers.Chunk) error {
 				switch k {
 				case "content":
 					c.Content, err = s.optString()
+					return err
+				case "reasoning_content", "reasoning":
+					// Both in one delta: which wins is the full
+					// decoder's rule.
+					if seen&(1<<1) != 0 && seen&(1<<2) != 0 {
+						return errFallback
+					}
+					var r string
+					if r, err = s.optString(); r != "" || k == "reasoning_content" {
+						c.Reasoning = r
+					}
 					return err
 				case "tool_calls", "function_call":
 					if s.peek() == 'n' {
@@ -305,9 +336,12 @@ func (s *scanner) usage(c *providers.Chunk) error {
 	}
 	var seen once
 	err := s.object(func(key []byte) error {
-		k, err := known(key, "prompt_tokens", "completion_tokens", "total_tokens")
+		k, err := known(key, "prompt_tokens", "completion_tokens", "total_tokens", "completion_tokens_details")
 		if err == nil {
 			err = seen.see(k, "prompt_tokens", "completion_tokens", "total_tokens")
+		}
+		if k == "completion_tokens_details" {
+			return errFallback // once a stream, in its last chunk: decode it fully
 		}
 		if err != nil || k == "" {
 			if err == nil {

@@ -33,6 +33,10 @@ var chunkSeeds = []string{
 	` { "choices" : [ { "delta" : { "content" : "spaced" } , "finish_reason" : "length" } ] } `,
 	`{"usage":{"prompt_tokens":1.5}}`,
 	`{"choices":[{"delta":{"content":"x"}}],"usage":{}}`,
+	`{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":null,"reasoning_content":"Let me think"},"finish_reason":null}]}`,
+	`{"id":"c","choices":[{"index":0,"delta":{"reasoning":"hmm","content":""},"finish_reason":null}]}`,
+	`{"id":"c","choices":[{"index":0,"delta":{"reasoning":"a","reasoning_content":"b"},"finish_reason":null}]}`,
+	`{"id":"c","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":30,"total_tokens":39,"completion_tokens_details":{"reasoning_tokens":20}}}`,
 }
 
 func TestDecodeChunkShapes(t *testing.T) {

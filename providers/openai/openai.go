@@ -202,6 +202,9 @@ func toUpstream(req *providers.Request) (goopenai.ChatCompletionRequest, error) 
 		User:          req.User,
 		Seed:          req.Seed,
 		StreamOptions: &goopenai.StreamOptions{IncludeUsage: true},
+		// Passed as the client sent it; a model without reasoning
+		// refuses it with a 400 the client sees.
+		ReasoningEffort: req.ReasoningEffort,
 	}
 	if req.Temperature != nil {
 		out.Temperature = *req.Temperature
@@ -215,7 +218,10 @@ func toUpstream(req *providers.Request) (goopenai.ChatCompletionRequest, error) 
 		out.TopP = *req.TopP
 	}
 	for i, m := range req.Messages {
-		cm := goopenai.ChatCompletionMessage{Role: m.Role, Content: m.Content, Name: m.Name, ToolCallID: m.ToolCallID}
+		// An assistant turn's thinking goes back as reasoning_content:
+		// DeepSeek's thinking mode with tools refuses a follow-up without
+		// it.
+		cm := goopenai.ChatCompletionMessage{Role: m.Role, Content: m.Content, Name: m.Name, ToolCallID: m.ToolCallID, ReasoningContent: m.Reasoning}
 		for _, part := range m.Parts {
 			p := goopenai.ChatMessagePart{Type: goopenai.ChatMessagePartType(part.Type), Text: part.Text}
 			if part.ImageURL != nil {
@@ -308,7 +314,7 @@ func (s *stream) Recv() (providers.Chunk, error) {
 		if c.FinishReason != "" {
 			s.finished = true
 		}
-		if c.Content == "" && c.FinishReason == "" && c.Usage == nil && len(c.ToolCalls) == 0 {
+		if !c.Delta() && c.FinishReason == "" && c.Usage == nil {
 			continue
 		}
 		return c, nil
