@@ -164,6 +164,36 @@ func TestPlaygroundInBrowser(t *testing.T) {
 	artifact(t, "playground-phone-dark.png", shot)
 }
 
+// TestPlaygroundShowsThinking: a reasoning model's thinking appears as it
+// streams, apart from the answer, which follows it.
+func TestPlaygroundShowsThinking(t *testing.T) {
+	ctx := browser(t)
+	h := newHarness(t, newConfig("", ""))
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(h.http.URL+"/"),
+		chromedp.WaitReady(`#model option[value="mock-gpt"]`),
+		chromedp.SendKeys("#prompt", "Think first [mock reasoning=6 tokens=4 delay=40ms]"),
+		chromedp.Click("#send"),
+		// The thinking shows while the answer has not begun.
+		chromedp.Poll[chromedp.Void](`(() => { const r = document.querySelector('.msg[data-state="streaming"] .thinking .reasoning'); const c = document.querySelector('.msg[data-state="streaming"] .content'); return r && r.textContent.split(" ").length >= 2 && c && c.textContent === ""; })()`),
+		chromedp.WaitVisible(`.msg[data-state="done"]`),
+	)
+	if err != nil {
+		t.Fatalf("thinking: %v", err)
+	}
+	// Collapsed once the answer began: its text is still there.
+	thought, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('.msg[data-state="done"] .thinking .reasoning').textContent`))
+	answer, _ := chromedp.Run(ctx, chromedp.Text(`.msg[data-state="done"] .content`))
+	if thought != "Let me think this through step" || len(strings.Fields(answer)) != 4 || strings.Contains(answer, "think") {
+		t.Errorf("thinking %q, answer %q", thought, answer)
+	}
+	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	artifact(t, "playground-thinking.png", shot)
+}
+
 // cutProxy is a reverse proxy in front of the gateway that drops the
 // first connection following a stream (GET /v1/streams/...) once it has
 // carried cutAfter events: a network that fails mid-answer.

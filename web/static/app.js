@@ -48,6 +48,20 @@ function addMessage(role, text) {
   return el;
 }
 
+// addThinking puts a collapsible "Thinking" block before the answer.
+function addThinking(msg, content) {
+  const el = document.createElement("details");
+  el.className = "thinking";
+  el.open = true;
+  const summary = document.createElement("summary");
+  summary.textContent = "Thinking";
+  const body = document.createElement("span");
+  body.className = "reasoning";
+  el.append(summary, body);
+  msg.insertBefore(el, content);
+  return el;
+}
+
 function note(msg, cls, text) {
   const el = document.createElement("span");
   el.className = cls;
@@ -88,6 +102,8 @@ async function send(prompt) {
   let first = 0;
   let deltas = 0;
   let text = "";
+  let thought = "";
+  let thinking = null;
   const live = () => {
     const now = performance.now();
     $("ttft").textContent = first ? ms(first - started) : ms(now - started) + "…";
@@ -123,9 +139,18 @@ async function send(prompt) {
         for (const line of frame.split("\n")) {
           if (!line.startsWith("data: ")) continue; // ": ping", "id: N"
           const ev = JSON.parse(line.slice(6));
-          if (ev.type === "delta") {
+          if (ev.type === "reasoning" && ev.content) {
+            // Thinking, shown apart from the answer as it arrives.
             if (!first) first = performance.now();
             deltas++;
+            thinking = thinking || addThinking(msg, content);
+            thought += ev.content;
+            thinking.querySelector(".reasoning").textContent = thought;
+            msg.scrollIntoView({ block: "end" });
+          } else if (ev.type === "delta") {
+            if (!first) first = performance.now();
+            deltas++;
+            if (thinking && !text) thinking.open = false; // the answer begins
             text += ev.content;
             content.textContent = text;
             msg.scrollIntoView({ block: "end" });
