@@ -255,6 +255,16 @@ func AppendUsage(buf []byte, u *providers.Usage) []byte {
 	buf = strconv.AppendInt(buf, int64(u.CompletionTokens), 10)
 	buf = append(buf, `,"total_tokens":`...)
 	buf = strconv.AppendInt(buf, int64(u.TotalTokens), 10)
+	if u.CachedTokens > 0 || u.CacheWriteTokens > 0 {
+		buf = append(buf, `,"prompt_tokens_details":{"cached_tokens":`...)
+		buf = strconv.AppendInt(buf, int64(u.CachedTokens), 10)
+		if u.CacheWriteTokens > 0 {
+			// Anthropic's cache writes: no field in OpenAI's shape.
+			buf = append(buf, `,"cache_write_tokens":`...)
+			buf = strconv.AppendInt(buf, int64(u.CacheWriteTokens), 10)
+		}
+		buf = append(buf, '}')
+	}
 	if u.ReasoningTokens > 0 {
 		buf = append(buf, `,"completion_tokens_details":{"reasoning_tokens":`...)
 		buf = strconv.AppendInt(buf, int64(u.ReasoningTokens), 10)

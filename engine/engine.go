@@ -180,6 +180,7 @@ func (call *Call) finish(info *middleware.Info, o relay.Outcome, a upstream.Atte
 	// What was generated is counted on every ending: a stream cut short
 	// was billed too.
 	info.PromptTokens, info.CompletionTokens = o.Usage.PromptTokens, o.Usage.CompletionTokens
+	info.CachedTokens, info.ReasoningTokens = o.Usage.CachedTokens, o.Usage.ReasoningTokens
 	if o.End != outcome.Done {
 		info.ErrorCode, info.Error = o.Err.Code, o.Cause
 	}

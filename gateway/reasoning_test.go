@@ -242,3 +242,51 @@ func TestAnthropicThinkingRelayed(t *testing.T) {
 		t.Errorf("assistant turn sent upstream: %v", msgs[1])
 	}
 }
+
+// TestCachedPromptTokens: a cached Claude prompt counted 7 tokens instead
+// of 107 (Anthropic counts cache reads apart from input_tokens). Cached
+// tokens are part of the prompt, reported in usage and metrics, from both
+// providers.
+func TestCachedPromptTokens(t *testing.T) {
+	_, aurl := countingUpstream(t, func(_ int32, w http.ResponseWriter, _ *http.Request) {
+		ev := func(name, data string) string { return "event: " + name + "\ndata: " + data + "\n\n" }
+		sseOK(w,
+			ev("message_start", `{"type":"message_start","message":{"id":"m","type":"message","role":"assistant","content":[],"model":"c","usage":{"input_tokens":7,"cache_read_input_tokens":100,"cache_creation_input_tokens":0,"output_tokens":1}}}`),
+			ev("content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hi"}}`),
+			ev("message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":3}}`),
+			ev("message_stop", `{"type":"message_stop"}`))
+	})
+	_, ourl := countingUpstream(t, func(_ int32, w http.ResponseWriter, _ *http.Request) {
+		sseOK(w, roleChunk, helloChunk,
+			`data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":1200,"completion_tokens":2,"total_tokens":1202,"prompt_tokens_details":{"cached_tokens":1024}}}`+"\n\ndata: [DONE]\n\n")
+	})
+	op, om := openAIUpstream(ourl, "sk-test-0123456789")
+	h := newHarness(t, strings.Replace(anthropicConfig(aurl), "providers:\n", "providers:\n"+op, 1)+strings.Replace(om, "  up-model:", "  up-model:", 1))
+	for _, tc := range []struct {
+		model          string
+		prompt, cached int
+	}{{"claude-sonnet", 107, 100}, {"up-model", 1200, 1024}} {
+		resp := h.post(t, context.Background(), "/v1/chat/completions", `{"model":"`+tc.model+`","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"x"}]}`)
+		var usage struct {
+			PromptTokens        int `json:"prompt_tokens"`
+			PromptTokensDetails struct {
+				CachedTokens int `json:"cached_tokens"`
+			} `json:"prompt_tokens_details"`
+		}
+		for _, f := range newSSEReader(resp.Body).readAll(t) {
+			var c struct {
+				Usage *json.RawMessage `json:"usage"`
+			}
+			if json.Unmarshal([]byte(f.Data), &c) == nil && c.Usage != nil {
+				_ = json.Unmarshal(*c.Usage, &usage)
+			}
+		}
+		resp.Body.Close()
+		if usage.PromptTokens != tc.prompt || usage.PromptTokensDetails.CachedTokens != tc.cached {
+			t.Errorf("%s: usage %+v, want prompt %d with %d cached", tc.model, usage, tc.prompt, tc.cached)
+		}
+		if v := h.metric(t, "gateway_tokens_total", "model", tc.model, "kind", "cached_prompt"); v != float64(tc.cached) {
+			t.Errorf("%s: cached_prompt tokens metric %v", tc.model, v)
+		}
+	}
+}

@@ -70,7 +70,7 @@ func New() *Metrics {
 	m.ttfc = histogram("gateway_time_to_first_content_seconds", "From a request's arrival to its first answer text or tool call; later than the time to first token when the model streams its thinking first.", ttftBuckets, "model", "provider")
 	m.gap = histogram("gateway_inter_token_gap_seconds", "Between consecutive deltas of a stream.", gapBuckets, "model", "provider")
 	m.duration = histogram("gateway_stream_duration_seconds", "From a stream's request to its end.", durationBuckets, "endpoint", "model", "provider")
-	m.tokens = counter("gateway_tokens_total", "Prompt and completion tokens (as reported by the upstream, or counted) by model, provider and key name.", "model", "provider", "key", "kind")
+	m.tokens = counter("gateway_tokens_total", "Tokens by model, provider, key name and kind: prompt and completion (as reported by the upstream, or counted), and the parts of them the upstream reports: cached_prompt (read from its prompt cache), reasoning (spent thinking).", "model", "provider", "key", "kind")
 	m.inFlight = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "gateway_streams_in_flight", Help: "Streams being generated, by endpoint."}, []string{"endpoint"})
 	m.endings = counter("gateway_stream_endings_total", "Streams ended, by endpoint and how: done, client_gone, upstream_error, timeout, cancelled, shutdown.", "endpoint", "reason")
 	m.rateLimited = counter("gateway_rate_limit_rejections_total", "Requests refused by a limit: requests, tokens, concurrency, provider_queue, limiter_unavailable.", "limit")
@@ -177,6 +177,12 @@ func (m *Metrics) StreamEnded(endpoint string, info *middleware.Info, d time.Dur
 	if info.PromptTokens > 0 || info.CompletionTokens > 0 {
 		m.tokens.WithLabelValues(info.Model, info.Provider, info.KeyName, "prompt").Add(float64(info.PromptTokens))
 		m.tokens.WithLabelValues(info.Model, info.Provider, info.KeyName, "completion").Add(float64(info.CompletionTokens))
+	}
+	if info.CachedTokens > 0 {
+		m.tokens.WithLabelValues(info.Model, info.Provider, info.KeyName, "cached_prompt").Add(float64(info.CachedTokens))
+	}
+	if info.ReasoningTokens > 0 {
+		m.tokens.WithLabelValues(info.Model, info.Provider, info.KeyName, "reasoning").Add(float64(info.ReasoningTokens))
 	}
 }
 

@@ -44,6 +44,12 @@ func AccessLog(log *slog.Logger) gin.HandlerFunc {
 		}
 		if info.PromptTokens > 0 || info.CompletionTokens > 0 {
 			attrs = append(attrs, slog.Int("prompt_tokens", info.PromptTokens), slog.Int("completion_tokens", info.CompletionTokens))
+			if info.CachedTokens > 0 {
+				attrs = append(attrs, slog.Int("cached_tokens", info.CachedTokens))
+			}
+			if info.ReasoningTokens > 0 {
+				attrs = append(attrs, slog.Int("reasoning_tokens", info.ReasoningTokens))
+			}
 		}
 		if info.End != outcome.None {
 			attrs = append(attrs, slog.String("end", info.End.String()))

@@ -30,6 +30,11 @@ type Info struct {
 	TTFT             time.Duration
 	PromptTokens     int
 	CompletionTokens int
+	// CachedTokens (of the prompt, read from the upstream's cache) and
+	// ReasoningTokens (of the completion, spent thinking), where the
+	// upstream reports them.
+	CachedTokens    int
+	ReasoningTokens int
 	// End says how a stream ended; None for requests that did not
 	// stream.
 	End outcome.End

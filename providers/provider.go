@@ -154,6 +154,11 @@ type Usage struct {
 	// ReasoningTokens are the completion tokens spent thinking, where the
 	// upstream reports them (part of CompletionTokens).
 	ReasoningTokens int `json:"-"`
+	// CachedTokens are prompt tokens read from the upstream's prompt
+	// cache, CacheWriteTokens those written to it (Anthropic); both are
+	// part of PromptTokens.
+	CachedTokens     int `json:"-"`
+	CacheWriteTokens int `json:"-"`
 }
 
 // Delta reports whether c carries something the client reads: answer

@@ -184,7 +184,9 @@ func (p *Provider) toParams(req *providers.Request) (sdk.MessageNewParams, error
 
 type stream struct {
 	st    *ssestream.Stream[sdk.MessageStreamEventUnion]
-	input int64         // prompt tokens, from message_start
+	// input, cacheRead and cacheWrite are the prompt's tokens, from
+	// message_start: Anthropic counts cached ones apart from input_tokens.
+	input, cacheRead, cacheWrite int64
 	tools map[int64]int // content block index → tool call index
 	done  bool
 	// finished is set by the message_delta that carries the stop reason:
@@ -201,7 +203,8 @@ func (s *stream) Recv() (providers.Chunk, error) {
 		ev := s.st.Current()
 		switch ev.Type {
 		case "message_start":
-			s.input = ev.Message.Usage.InputTokens
+			u := ev.Message.Usage
+			s.input, s.cacheRead, s.cacheWrite = u.InputTokens, u.CacheReadInputTokens, u.CacheCreationInputTokens
 		case "content_block_start":
 			if ev.ContentBlock.Type == "tool_use" {
 				i := len(s.tools)
@@ -229,14 +232,24 @@ func (s *stream) Recv() (providers.Chunk, error) {
 			}
 		case "message_delta":
 			u := ev.Usage
-			in := s.input
+			// message_delta may repeat the prompt's counts; they win.
 			if u.InputTokens > 0 {
-				in = u.InputTokens
+				s.input = u.InputTokens
 			}
+			if u.CacheReadInputTokens > 0 {
+				s.cacheRead = u.CacheReadInputTokens
+			}
+			if u.CacheCreationInputTokens > 0 {
+				s.cacheWrite = u.CacheCreationInputTokens
+			}
+			// The whole prompt, cached parts included, as OpenAI counts
+			// prompt_tokens and as the gateway's token limits count it.
+			in := s.input + s.cacheRead + s.cacheWrite
 			s.finished = true
 			return providers.Chunk{
 				FinishReason: finishReason(string(ev.Delta.StopReason)),
-				Usage:        &providers.Usage{PromptTokens: int(in), CompletionTokens: int(u.OutputTokens), TotalTokens: int(in + u.OutputTokens)},
+				Usage: &providers.Usage{PromptTokens: int(in), CompletionTokens: int(u.OutputTokens), TotalTokens: int(in + u.OutputTokens),
+					CachedTokens: int(s.cacheRead), CacheWriteTokens: int(s.cacheWrite)},
 			}, nil
 		case "message_stop":
 			s.done = true

@@ -87,6 +87,9 @@ func decodeFull(data []byte, c *providers.Chunk) error {
 		if d := u.CompletionTokensDetails; d != nil {
 			c.Usage.ReasoningTokens = d.ReasoningTokens
 		}
+		if d := u.PromptTokensDetails; d != nil {
+			c.Usage.CachedTokens = d.CachedTokens
+		}
 	}
 	return nil
 }
@@ -336,11 +339,11 @@ func (s *scanner) usage(c *providers.Chunk) error {
 	}
 	var seen once
 	err := s.object(func(key []byte) error {
-		k, err := known(key, "prompt_tokens", "completion_tokens", "total_tokens", "completion_tokens_details")
+		k, err := known(key, "prompt_tokens", "completion_tokens", "total_tokens", "completion_tokens_details", "prompt_tokens_details")
 		if err == nil {
 			err = seen.see(k, "prompt_tokens", "completion_tokens", "total_tokens")
 		}
-		if k == "completion_tokens_details" {
+		if k == "completion_tokens_details" || k == "prompt_tokens_details" {
 			return errFallback // once a stream, in its last chunk: decode it fully
 		}
 		if err != nil || k == "" {
