@@ -69,16 +69,49 @@ func client(c *gin.Context) admission.Client {
 	return admission.Client{Key: middleware.Get(c).KeyName, IP: c.ClientIP()}
 }
 
-// Models returns the models c's key may use, sorted, with the provider
-// that owns each.
-func (e *Engine) Models(c *gin.Context) (names, owners []string) {
+// Model is a model as a client may learn of it.
+type Model struct {
+	Name, Owner string
+	// Unavailable says why the model cannot answer now; "" when it can.
+	Unavailable string
+}
+
+// Models returns the models c's key may use: those that can answer now
+// first (a client that takes the first model gets one that works), each
+// group sorted by name.
+func (e *Engine) Models(c *gin.Context) []Model {
 	cl := client(c)
+	var ready, not []Model
 	for _, name := range e.Registry.Models() {
-		if e.Admitter.Allows(cl, name) {
-			names, owners = append(names, name), append(owners, e.Registry.Owner(name))
+		if !e.Admitter.Allows(cl, name) {
+			continue
+		}
+		m := Model{Name: name, Owner: e.Registry.Owner(name)}
+		if err := e.Registry.Unavailable(name); err != nil {
+			m.Unavailable = e.Redact(err.Error())
+			not = append(not, m)
+			continue
+		}
+		ready = append(ready, m)
+	}
+	return append(ready, not...)
+}
+
+// Model returns model if c's key may use it.
+func (e *Engine) Model(c *gin.Context, name string) (Model, *failure.Error) {
+	for _, m := range e.Models(c) {
+		if m.Name == name {
+			return m, nil
 		}
 	}
-	return names, owners
+	return Model{}, notFound(name)
+}
+
+// notFound is the answer for a model that is not served, or not to this
+// key: the two look the same.
+func notFound(model string) *failure.Error {
+	return &failure.Error{Status: http.StatusNotFound, Type: failure.TypeInvalidRequest, Code: "model_not_found", Param: "model",
+		Message: "model " + failure.Quote(model) + " does not exist; GET /v1/models lists the models served"}
 }
 
 // AdmitReader admits a reader of a stream that key started ("" with auth
@@ -126,8 +159,7 @@ func (e *Engine) Accept(c *gin.Context, req *providers.Request, model string) (*
 	// A model the key may not use is as absent as one not configured: a
 	// key learns nothing of the models it is not given.
 	if !e.Registry.Has(model) || !e.Admitter.Allows(client(c), model) {
-		return nil, &failure.Error{Status: http.StatusNotFound, Type: failure.TypeInvalidRequest, Code: "model_not_found",
-			Param: "model", Message: "model " + failure.Quote(model) + " does not exist; GET /v1/models lists the models served"}
+		return nil, notFound(model)
 	}
 	info := middleware.Get(c)
 	info.Model, info.Provider = model, e.Registry.Owner(model)

@@ -210,3 +210,26 @@ func TestChatStreamErrorSurfacesInSDK(t *testing.T) {
 		t.Errorf("text before the error = %q", text)
 	}
 }
+
+// TestModelsAvailableFirst: the shipped config listed gpt-4o-mini first,
+// which answers 503 without a key, so a client that takes the first model
+// failed. Models that can answer come first; the others say why not; one
+// model can be fetched by id (the SDK's GetModel).
+func TestModelsAvailableFirst(t *testing.T) {
+	h := newHarness(t, newConfig("  openai:\n    type: openai\n    api_key: ${GATEWAY_TEST_UNSET_KEY}\n", "  aaa-gpt:\n    routes: [{provider: openai, model: gpt-4o-mini}]\n"))
+	list, err := h.sdk().ListModels(context.Background())
+	if err != nil || len(list.Models) != 2 || list.Models[0].ID != "mock-gpt" || list.Models[1].ID != "aaa-gpt" {
+		t.Fatalf("models %+v, %v: want mock-gpt (usable) before aaa-gpt (no key)", list.Models, err)
+	}
+	body := drainClose(h.do(t, context.Background(), "GET", "/v1/models", "", ""))
+	if !strings.Contains(body, `"available":false`) || !strings.Contains(body, `"unavailable_reason":"provider unavailable: its api_key is empty`) {
+		t.Errorf("the unusable model does not say why: %s", body)
+	}
+	m, err := h.sdk().GetModel(context.Background(), "mock-gpt")
+	if err != nil || m.ID != "mock-gpt" || m.OwnedBy != "mock" {
+		t.Errorf("GetModel: %+v, %v", m, err)
+	}
+	if _, err := h.sdk().GetModel(context.Background(), "nope"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("GetModel of an unknown model: %v", err)
+	}
+}

@@ -257,6 +257,22 @@ func (r *Registry) Owner(model string) string {
 	return ""
 }
 
+// Unavailable says why model cannot answer now (none of its routes'
+// providers is usable: a key not set), or is nil when it can.
+func (r *Registry) Unavailable(model string) error {
+	var why error
+	for _, d := range r.models[model] {
+		err := providers.Unusable(d.provider)
+		if err == nil {
+			return nil
+		}
+		if why == nil {
+			why = err
+		}
+	}
+	return why
+}
+
 // Strategy names model's routing strategy.
 func (r *Registry) Strategy(model string) string { return r.strategies[model].Name() }
 

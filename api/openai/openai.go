@@ -28,10 +28,11 @@ func New(e *engine.Engine) *Dialect { return &Dialect{e: e} }
 
 var _ api.Dialect = (*Dialect)(nil)
 
-// Register adds POST /chat/completions and GET /models.
+// Register adds POST /chat/completions, GET /models and GET /models/{id}.
 func (d *Dialect) Register(authed, _ gin.IRouter) {
 	authed.POST("/chat/completions", d.chat)
 	authed.GET("/models", d.models)
+	authed.GET("/models/:id", d.getModel)
 }
 
 // WriteError answers with OpenAI's {"error":{...}}.
@@ -98,13 +99,33 @@ func (d *Dialect) complete(c *gin.Context, call *engine.Call, model string) {
 	})
 }
 
-// models serves GET /v1/models: the models the caller's key may use.
+// models serves GET /v1/models: the models the caller's key may use,
+// those that can answer now first.
 func (d *Dialect) models(c *gin.Context) {
-	names, owners := d.e.Models(c)
-	data := make([]gin.H, 0, len(names))
-	created := d.e.Started.Unix()
-	for i, name := range names {
-		data = append(data, gin.H{"id": name, "object": "model", "created": created, "owned_by": owners[i]})
+	models := d.e.Models(c)
+	data := make([]gin.H, 0, len(models))
+	for _, m := range models {
+		data = append(data, d.model(m))
 	}
 	c.JSON(http.StatusOK, gin.H{"object": "list", "data": data})
+}
+
+// getModel serves GET /v1/models/{id}.
+func (d *Dialect) getModel(c *gin.Context) {
+	m, e := d.e.Model(c, c.Param("id"))
+	if e != nil {
+		d.WriteError(c, e)
+		return
+	}
+	c.JSON(http.StatusOK, d.model(m))
+}
+
+// model is OpenAI's model object, with "available" (and why not) added:
+// SDKs ignore fields they do not know.
+func (d *Dialect) model(m engine.Model) gin.H {
+	o := gin.H{"id": m.Name, "object": "model", "created": d.e.Started.Unix(), "owned_by": m.Owner, "available": m.Unavailable == ""}
+	if m.Unavailable != "" {
+		o["unavailable_reason"] = m.Unavailable
+	}
+	return o
 }
