@@ -145,7 +145,7 @@ func Classify(ctx context.Context, err error) *Error {
 
 // FromProvider maps what a provider classified to what the client sees.
 func FromProvider(pe *providers.Error) *Error {
-	e := &Error{Status: http.StatusBadGateway, Type: TypeServer, Code: pe.Code, Message: pe.Message, RetryAfter: pe.RetryAfter}
+	e := &Error{Status: http.StatusBadGateway, Type: TypeServer, Code: pe.Code, Param: pe.Param, Message: pe.Message, RetryAfter: pe.RetryAfter}
 	switch s := pe.Status; {
 	case s == 0:
 		// Failed inside an open stream: the upstream's own words.

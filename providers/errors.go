@@ -18,6 +18,8 @@ type Error struct {
 	// Message is safe to show to the client: providers never put upstream
 	// credentials in it.
 	Message string
+	// Param names the request parameter at fault, when one is.
+	Param string
 	// RetryAfter is the delay the upstream asked for, if any.
 	RetryAfter time.Duration
 	// Err is the underlying cause, for logs and errors.Is.
@@ -45,3 +47,10 @@ var (
 	// configured (for example, no API key was given).
 	ErrUnavailable = errors.New("provider unavailable")
 )
+
+// Unsupported is the error of a provider asked for a parameter it cannot
+// honour: a 400 naming it, never a request sent without it.
+func Unsupported(param, provider string) *Error {
+	return &Error{Status: 400, Code: "unsupported_parameter", Param: param,
+		Message: param + " is not supported by this model's provider (" + provider + "); remove it, or use a model served by an OpenAI-compatible provider"}
+}

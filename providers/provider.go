@@ -56,6 +56,51 @@ type Request struct {
 	// ThinkingBudget, when set, turns on Anthropic's extended thinking
 	// with this many tokens to think in.
 	ThinkingBudget int
+	// ParallelToolCalls false asks for at most one tool call a turn.
+	ParallelToolCalls *bool
+	// OpenAI holds parameters of OpenAI's chat completions that only
+	// upstreams speaking that API take as they are. A provider that
+	// cannot honour one refuses the request with Unsupported, naming it:
+	// nothing a client asked for is dropped without a word.
+	OpenAI OpenAIParams
+}
+
+// OpenAIParams are chat-completions parameters passed to OpenAI-compatible
+// upstreams unchanged.
+type OpenAIParams struct {
+	FrequencyPenalty *float32          `json:"frequency_penalty,omitempty"`
+	PresencePenalty  *float32          `json:"presence_penalty,omitempty"`
+	LogProbs         bool              `json:"logprobs,omitempty"`
+	TopLogProbs      *int              `json:"top_logprobs,omitempty"`
+	LogitBias        map[string]int    `json:"logit_bias,omitempty"`
+	Store            *bool             `json:"store,omitempty"`
+	Metadata         map[string]string `json:"metadata,omitempty"`
+	ServiceTier      string            `json:"service_tier,omitempty"`
+	Prediction       json.RawMessage   `json:"prediction,omitempty"`
+	Verbosity        string            `json:"verbosity,omitempty"`
+	SafetyIdentifier string            `json:"safety_identifier,omitempty"`
+}
+
+// Set names the parameters of p that are set, in their API's words.
+func (p *OpenAIParams) Set() []string {
+	var out []string
+	add := func(set bool, name string) {
+		if set {
+			out = append(out, name)
+		}
+	}
+	add(p.FrequencyPenalty != nil, "frequency_penalty")
+	add(p.PresencePenalty != nil, "presence_penalty")
+	add(p.LogProbs, "logprobs")
+	add(p.TopLogProbs != nil, "top_logprobs")
+	add(len(p.LogitBias) > 0, "logit_bias")
+	add(p.Store != nil && *p.Store, "store")
+	add(len(p.Metadata) > 0, "metadata")
+	add(p.ServiceTier != "", "service_tier")
+	add(len(p.Prediction) > 0, "prediction")
+	add(p.Verbosity != "", "verbosity")
+	add(p.SafetyIdentifier != "", "safety_identifier")
+	return out
 }
 
 // Message is one chat message.

@@ -9,8 +9,12 @@ import (
 	"github.com/streamgate/gateway/providers"
 )
 
-// chatRequest is the body of POST /v1/chat/completions. Fields the gateway
-// does not know are ignored, as SDKs send many.
+// chatRequest is the body of POST /v1/chat/completions. Every parameter
+// of OpenAI's API has a fate (docs/request-fields.md): read here, passed on
+// to OpenAI-compatible upstreams (providers.OpenAIParams), or refused with
+// a 400 naming it; so is any parameter the API does not have, as OpenAI
+// itself refuses it. Inside messages and tools, fields are not checked:
+// SDKs send back what responses held (refusal, annotations).
 type chatRequest struct {
 	Model         string        `json:"model"`
 	Messages      []chatMessage `json:"messages"`
@@ -21,10 +25,72 @@ type chatRequest struct {
 	MaxCompletionTokens *int `json:"max_completion_tokens"`
 	N                   *int `json:"n"`
 	api.Sampling
-	Tools          []providers.Tool `json:"tools"`
-	ToolChoice     json.RawMessage  `json:"tool_choice"`
-	ResponseFormat json.RawMessage  `json:"response_format"`
-	Seed           *int             `json:"seed"`
+	Tools             []providers.Tool `json:"tools"`
+	ToolChoice        json.RawMessage  `json:"tool_choice"`
+	ResponseFormat    json.RawMessage  `json:"response_format"`
+	Seed              *int             `json:"seed"`
+	ParallelToolCalls *bool            `json:"parallel_tool_calls"`
+	providers.OpenAIParams
+	// Parameters the gateway cannot relay (audio, web search, the
+	// deprecated functions): refused if set.
+	Modalities       []string        `json:"modalities"`
+	Audio            json.RawMessage `json:"audio"`
+	WebSearchOptions json.RawMessage `json:"web_search_options"`
+	Functions        json.RawMessage `json:"functions"`
+	FunctionCall     json.RawMessage `json:"function_call"`
+	PromptCacheKey   json.RawMessage `json:"prompt_cache_key"`
+}
+
+// UnmarshalJSON decodes the body and refuses top-level parameters that
+// OpenAI's API does not have.
+func (cr *chatRequest) UnmarshalJSON(b []byte) error {
+	type plain chatRequest
+	if err := json.Unmarshal(b, (*plain)(cr)); err != nil {
+		return err
+	}
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(b, &keys); err != nil {
+		return err
+	}
+	for k := range keys {
+		if !chatParam(k) {
+			return fmt.Errorf("json: unknown field %q", k)
+		}
+	}
+	return nil
+}
+
+// chatParam reports whether name is a parameter of OpenAI's chat
+// completions that the gateway decodes.
+func chatParam(name string) bool {
+	switch name {
+	case "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "n",
+		"temperature", "top_p", "stop", "user", "reasoning_effort", "tools", "tool_choice", "response_format",
+		"seed", "parallel_tool_calls", "frequency_penalty", "presence_penalty", "logprobs", "top_logprobs",
+		"logit_bias", "store", "metadata", "service_tier", "prediction", "verbosity", "safety_identifier",
+		"modalities", "audio", "web_search_options", "functions", "function_call", "prompt_cache_key":
+		return true
+	}
+	return false
+}
+
+// refused names the first parameter set that the gateway cannot relay.
+func (cr *chatRequest) refused() string {
+	switch {
+	case len(cr.Modalities) > 0 && !(len(cr.Modalities) == 1 && cr.Modalities[0] == "text"):
+		return "modalities"
+	case len(api.NullToEmpty(cr.Audio)) > 0:
+		return "audio"
+	case len(api.NullToEmpty(cr.WebSearchOptions)) > 0:
+		return "web_search_options"
+	case len(api.NullToEmpty(cr.Functions)) > 0:
+		return "functions"
+	case len(api.NullToEmpty(cr.FunctionCall)) > 0:
+		return "function_call"
+	case len(api.NullToEmpty(cr.PromptCacheKey)) > 0:
+		return "prompt_cache_key"
+	}
+	return ""
 }
 
 type chatMessage struct {
@@ -48,11 +114,19 @@ func (cr *chatRequest) toProvider() (*providers.Request, *failure.Error) {
 	if cr.N != nil && *cr.N != 1 {
 		return nil, failure.BadParam("unsupported_value", "n", "n must be 1: the gateway streams one choice")
 	}
+	if p := cr.refused(); p != "" {
+		return nil, failure.BadParam("unsupported_parameter", p, p+" is not supported by the gateway (audio, web search and the deprecated functions are not relayed; use tools)")
+	}
+	if n := cr.TopLogProbs; n != nil && (*n < 0 || *n > 20) {
+		return nil, failure.BadParam("invalid_value", "top_logprobs", fmt.Sprintf("top_logprobs must be between 0 and 20, got %d", *n))
+	}
 	req := &providers.Request{
-		Messages:   make([]providers.Message, len(cr.Messages)),
-		Tools:      cr.Tools,
-		ToolChoice: api.NullToEmpty(cr.ToolChoice),
-		Seed:       cr.Seed,
+		Messages:          make([]providers.Message, len(cr.Messages)),
+		Tools:             cr.Tools,
+		ToolChoice:        api.NullToEmpty(cr.ToolChoice),
+		Seed:              cr.Seed,
+		ParallelToolCalls: cr.ParallelToolCalls,
+		OpenAI:            cr.OpenAIParams,
 	}
 
 	req.ResponseFormat = api.NullToEmpty(cr.ResponseFormat)

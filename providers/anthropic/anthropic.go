@@ -16,6 +16,7 @@ import (
 
 	sdk "github.com/anthropics/anthropic-sdk-go"
 	"github.com/anthropics/anthropic-sdk-go/option"
+	"github.com/anthropics/anthropic-sdk-go/packages/param"
 	"github.com/anthropics/anthropic-sdk-go/packages/ssestream"
 
 	"github.com/streamgate/gateway/providers"
@@ -94,6 +95,10 @@ func (p *Provider) StreamChat(ctx context.Context, req *providers.Request) (prov
 	}
 	params, err := p.toParams(req)
 	if err != nil {
+		var pe *providers.Error
+		if errors.As(err, &pe) {
+			return nil, pe
+		}
 		return nil, &providers.Error{Status: http.StatusBadRequest, Code: "invalid_request", Message: err.Error(), Err: err}
 	}
 	st := p.client.Messages.NewStreaming(ctx, params)
@@ -106,6 +111,30 @@ func (p *Provider) StreamChat(ctx context.Context, req *providers.Request) (prov
 
 func (p *Provider) toParams(req *providers.Request) (sdk.MessageNewParams, error) {
 	params := sdk.MessageNewParams{Model: sdk.Model(req.Model), MaxTokens: int64(p.maxTokens), StopSequences: req.Stop}
+	// What the Messages API has no equivalent for is refused, never
+	// dropped (docs/request-fields.md).
+	if set := req.OpenAI.Set(); len(set) > 0 {
+		return params, providers.Unsupported(set[0], "anthropic")
+	}
+	if req.Seed != nil {
+		return params, providers.Unsupported("seed", "anthropic")
+	}
+	if rf := req.ResponseFormat; len(rf) > 0 {
+		var f struct {
+			Type string `json:"type"`
+		}
+		if json.Unmarshal(rf, &f) != nil || f.Type != "text" {
+			return params, providers.Unsupported("response_format", "anthropic")
+		}
+	}
+	if req.User != "" {
+		params.Metadata = sdk.MetadataParam{UserID: sdk.String(req.User)}
+	}
+	tc, err := toolChoice(req)
+	if err != nil {
+		return params, err
+	}
+	params.ToolChoice = tc
 	if req.MaxTokens > 0 {
 		params.MaxTokens = int64(req.MaxTokens)
 	}
@@ -268,6 +297,50 @@ func (s *stream) Close() error {
 	var err error
 	s.once.Do(func() { err = s.st.Close() })
 	return err
+}
+
+// toolChoice translates OpenAI's tool_choice ("auto", "none", "required",
+// or a function by name) and parallel_tool_calls onto Anthropic's.
+func toolChoice(req *providers.Request) (sdk.ToolChoiceUnionParam, error) {
+	var tc sdk.ToolChoiceUnionParam
+	one := req.ParallelToolCalls != nil && !*req.ParallelToolCalls
+	disable := func() param.Opt[bool] {
+		if one {
+			return sdk.Bool(true)
+		}
+		return param.Opt[bool]{}
+	}
+	raw := req.ToolChoice
+	if len(raw) == 0 {
+		if one {
+			tc.OfAuto = &sdk.ToolChoiceAutoParam{DisableParallelToolUse: disable()}
+		}
+		return tc, nil
+	}
+	var word string
+	if json.Unmarshal(raw, &word) == nil {
+		switch word {
+		case "auto":
+			tc.OfAuto = &sdk.ToolChoiceAutoParam{DisableParallelToolUse: disable()}
+		case "none":
+			tc.OfNone = &sdk.ToolChoiceNoneParam{}
+		case "required":
+			tc.OfAny = &sdk.ToolChoiceAnyParam{DisableParallelToolUse: disable()}
+		default:
+			return tc, &providers.Error{Status: http.StatusBadRequest, Code: "invalid_value", Param: "tool_choice", Message: "tool_choice must be auto, none, required or a function"}
+		}
+		return tc, nil
+	}
+	var fn struct {
+		Function struct {
+			Name string `json:"name"`
+		} `json:"function"`
+	}
+	if json.Unmarshal(raw, &fn) != nil || fn.Function.Name == "" {
+		return tc, &providers.Error{Status: http.StatusBadRequest, Code: "invalid_value", Param: "tool_choice", Message: "tool_choice must be auto, none, required or {\"type\":\"function\",\"function\":{\"name\":...}}"}
+	}
+	tc.OfTool = &sdk.ToolChoiceToolParam{Name: fn.Function.Name, DisableParallelToolUse: disable()}
+	return tc, nil
 }
 
 // minThinking is the smallest thinking budget Anthropic accepts.

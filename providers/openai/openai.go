@@ -204,7 +204,36 @@ func toUpstream(req *providers.Request) (goopenai.ChatCompletionRequest, error) 
 		StreamOptions: &goopenai.StreamOptions{IncludeUsage: true},
 		// Passed as the client sent it; a model without reasoning
 		// refuses it with a 400 the client sees.
-		ReasoningEffort: req.ReasoningEffort,
+		ReasoningEffort:  req.ReasoningEffort,
+		LogProbs:         req.OpenAI.LogProbs,
+		LogitBias:        req.OpenAI.LogitBias,
+		Metadata:         req.OpenAI.Metadata,
+		ServiceTier:      goopenai.ServiceTier(req.OpenAI.ServiceTier),
+		Verbosity:        req.OpenAI.Verbosity,
+		SafetyIdentifier: req.OpenAI.SafetyIdentifier,
+	}
+	o := &req.OpenAI
+	if o.FrequencyPenalty != nil {
+		out.FrequencyPenalty = *o.FrequencyPenalty
+	}
+	if o.PresencePenalty != nil {
+		out.PresencePenalty = *o.PresencePenalty
+	}
+	if o.TopLogProbs != nil {
+		out.TopLogProbs = *o.TopLogProbs
+	}
+	if o.Store != nil {
+		out.Store = *o.Store
+	}
+	if len(o.Prediction) > 0 {
+		var p goopenai.Prediction
+		if err := json.Unmarshal(o.Prediction, &p); err != nil {
+			return out, fmt.Errorf("prediction: %w", err)
+		}
+		out.Prediction = &p
+	}
+	if req.ParallelToolCalls != nil {
+		out.ParallelToolCalls = *req.ParallelToolCalls
 	}
 	if req.Temperature != nil {
 		out.Temperature = *req.Temperature

@@ -1,0 +1,121 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// TestRequestFieldFates: every chat-completions parameter is passed on,
+// translated, or refused with a 400 naming it; none is dropped without a
+// word (they were: seed, tool_choice and user never reached Anthropic).
+func TestRequestFieldFates(t *testing.T) {
+	var mu sync.Mutex
+	got := map[string]map[string]any{}
+	record := func(name string) func(int32, http.ResponseWriter, *http.Request) {
+		return func(_ int32, w http.ResponseWriter, r *http.Request) {
+			var b map[string]any
+			_ = decodeBody(r, &b)
+			mu.Lock()
+			got[name] = b
+			mu.Unlock()
+			if name == "openai" {
+				sseOK(w, roleChunk, helloChunk, stopChunk)
+				return
+			}
+			sseOK(w, strings.SplitAfter("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"c\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n"+
+				"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n"+
+				"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":1}}\n\n"+
+				"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n", "\n\n")...)
+		}
+	}
+	anthropicCalls, aurl := countingUpstream(t, record("anthropic"))
+	_, ourl := countingUpstream(t, record("openai"))
+	op, om := openAIUpstream(ourl, "sk-test-0123456789")
+	h := newHarness(t, strings.Replace(anthropicConfig(aurl), "providers:\n", "providers:\n"+op, 1)+om)
+	tools := `"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]`
+	msgs := `"messages":[{"role":"user","content":"x"}]`
+
+	// Passed on to an OpenAI-compatible upstream as sent.
+	body := `{"model":"up-model","stream":true,` + msgs + `,` + tools + `,"tool_choice":"required","parallel_tool_calls":false,"seed":7,` +
+		`"frequency_penalty":0.5,"presence_penalty":0.25,"logprobs":true,"top_logprobs":3,"logit_bias":{"42":-100},"store":true,` +
+		`"metadata":{"team":"a"},"service_tier":"flex","verbosity":"low","safety_identifier":"u-1","user":"u","response_format":{"type":"json_object"}}`
+	if resp := h.post(t, context.Background(), "/v1/chat/completions", body); resp.StatusCode != 200 {
+		t.Fatalf("openai: %d %s", resp.StatusCode, drainClose(resp))
+	} else {
+		drainClose(resp)
+	}
+	mu.Lock()
+	o := got["openai"]
+	mu.Unlock()
+	for field, want := range map[string]string{
+		"tool_choice": "required", "parallel_tool_calls": "false", "seed": "7", "frequency_penalty": "0.5", "presence_penalty": "0.25",
+		"logprobs": "true", "top_logprobs": "3", "logit_bias": "map[42:-100]", "store": "true", "metadata": "map[team:a]",
+		"service_tier": "flex", "verbosity": "low", "safety_identifier": "u-1", "user": "u", "response_format": "map[type:json_object]",
+	} {
+		if v := strings.TrimSpace(fmtValue(o[field])); v != want {
+			t.Errorf("openai upstream %s = %q, want %q", field, v, want)
+		}
+	}
+
+	// Translated for Anthropic: tool_choice, parallel_tool_calls, user.
+	body = `{"model":"claude-sonnet","stream":true,` + msgs + `,` + tools + `,"tool_choice":"required","parallel_tool_calls":false,"user":"u-9"}`
+	if resp := h.post(t, context.Background(), "/v1/chat/completions", body); resp.StatusCode != 200 {
+		t.Fatalf("anthropic: %d %s", resp.StatusCode, drainClose(resp))
+	} else {
+		drainClose(resp)
+	}
+	mu.Lock()
+	a := got["anthropic"]
+	mu.Unlock()
+	if tc, _ := a["tool_choice"].(map[string]any); tc["type"] != "any" || tc["disable_parallel_tool_use"] != true {
+		t.Errorf("anthropic tool_choice %v", a["tool_choice"])
+	}
+	if md, _ := a["metadata"].(map[string]any); md["user_id"] != "u-9" {
+		t.Errorf("anthropic metadata %v", a["metadata"])
+	}
+
+	// Refused where the provider has no equivalent, before any upstream
+	// call; refused everywhere when the gateway cannot relay it, and for
+	// parameters OpenAI's API does not have.
+	before := anthropicCalls.Load()
+	for _, tc := range []struct{ model, extra, param, code string }{
+		{"claude-sonnet", `"frequency_penalty":1`, "frequency_penalty", "unsupported_parameter"},
+		{"claude-sonnet", `"seed":1`, "seed", "unsupported_parameter"},
+		{"claude-sonnet", `"logprobs":true`, "logprobs", "unsupported_parameter"},
+		{"claude-sonnet", `"response_format":{"type":"json_object"}`, "response_format", "unsupported_parameter"},
+		{"up-model", `"audio":{"voice":"alloy","format":"mp3"}`, "audio", "unsupported_parameter"},
+		{"up-model", `"modalities":["text","audio"]`, "modalities", "unsupported_parameter"},
+		{"up-model", `"functions":[{"name":"f"}]`, "functions", "unsupported_parameter"},
+		{"up-model", `"temprature":1`, "temprature", "invalid_request"},
+	} {
+		resp := h.post(t, context.Background(), "/v1/chat/completions", `{"model":"`+tc.model+`",`+msgs+`,`+tc.extra+`}`)
+		eb := readError(t, resp)
+		if resp.StatusCode != 400 || eb.Error.Code != tc.code || eb.Error.Param == nil || *eb.Error.Param != tc.param {
+			t.Errorf("%s %s: %d %+v", tc.model, tc.extra, resp.StatusCode, eb.Error)
+		}
+	}
+	if n := anthropicCalls.Load(); n != before {
+		t.Errorf("refused requests reached Anthropic (%d calls)", n-before)
+	}
+	// modalities: ["text"] is what every request gets anyway: accepted.
+	if resp := h.post(t, context.Background(), "/v1/chat/completions", `{"model":"up-model",`+msgs+`,"modalities":["text"]}`); resp.StatusCode != 200 {
+		t.Errorf("modalities text: %d %s", resp.StatusCode, drainClose(resp))
+	} else {
+		drainClose(resp)
+	}
+}
+
+func fmtValue(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "<absent>"
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	}
+	return fmt.Sprint(v)
+}
