@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/streamgate/gateway/config"
 )
 
 // TestRequestFieldFates: every chat-completions parameter is passed on,
@@ -118,4 +120,39 @@ func fmtValue(v any) string {
 		return strconv.FormatFloat(x, 'f', -1, 64)
 	}
 	return fmt.Sprint(v)
+}
+
+// TestAnthropicImages: image parts were dropped on the way to Anthropic;
+// they become image blocks, from data URLs and from URLs.
+func TestAnthropicImages(t *testing.T) {
+	var mu sync.Mutex
+	var got map[string]any
+	_, url := countingUpstream(t, func(_ int32, w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		_ = decodeBody(r, &got)
+		mu.Unlock()
+		sseOK(w, strings.SplitAfter("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"c\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n"+
+			"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"a cat\"}}\n\n"+
+			"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}}\n\n"+
+			"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n", "\n\n")...)
+	})
+	h := newHarness(t, anthropicConfig(url), func(c *config.Config) { c.Server.MaxBodyBytes = 1 << 16 })
+	body := `{"model":"claude-sonnet","messages":[{"role":"user","content":[{"type":"text","text":"what is this?"},` +
+		`{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBORw0KGgo="}},{"type":"image_url","image_url":{"url":"https://example.com/cat.jpg"}}]}]}`
+	if resp := h.post(t, context.Background(), "/v1/chat/completions", body); resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, drainClose(resp))
+	} else {
+		drainClose(resp)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	content := got["messages"].([]any)[0].(map[string]any)["content"].([]any)
+	if len(content) != 3 {
+		t.Fatalf("content sent %v", content)
+	}
+	b64 := content[1].(map[string]any)["source"].(map[string]any)
+	u := content[2].(map[string]any)["source"].(map[string]any)
+	if b64["type"] != "base64" || b64["media_type"] != "image/png" || b64["data"] != "iVBORw0KGgo=" || u["type"] != "url" || u["url"] != "https://example.com/cat.jpg" {
+		t.Errorf("image sources %v %v", b64, u)
+	}
 }

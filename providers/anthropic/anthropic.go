@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -164,7 +165,11 @@ func (p *Provider) toParams(req *providers.Request) (sdk.MessageNewParams, error
 		case "system", "developer":
 			params.System = append(params.System, sdk.TextBlockParam{Text: m.Text()})
 		case "user":
-			params.Messages = append(params.Messages, sdk.NewUserMessage(sdk.NewTextBlock(m.Text())))
+			blocks, err := userBlocks(&m)
+			if err != nil {
+				return params, err
+			}
+			params.Messages = append(params.Messages, sdk.NewUserMessage(blocks...))
 		case "assistant":
 			var blocks []sdk.ContentBlockParamUnion
 			// A thinking block goes back first, with the signature
@@ -297,6 +302,37 @@ func (s *stream) Close() error {
 	var err error
 	s.once.Do(func() { err = s.st.Close() })
 	return err
+}
+
+// userBlocks translates a user message's content: text, and images (a
+// base64 data URL becomes a base64 source, any other URL a URL source).
+func userBlocks(m *providers.Message) ([]sdk.ContentBlockParamUnion, error) {
+	if len(m.Parts) == 0 {
+		return []sdk.ContentBlockParamUnion{sdk.NewTextBlock(m.Content)}, nil
+	}
+	var blocks []sdk.ContentBlockParamUnion
+	for _, part := range m.Parts {
+		switch {
+		case part.Type == "text":
+			blocks = append(blocks, sdk.NewTextBlock(part.Text))
+		case part.Type == "image_url" && part.ImageURL != nil:
+			url := part.ImageURL.URL
+			if rest, ok := strings.CutPrefix(url, "data:"); ok {
+				meta, data, ok := strings.Cut(rest, ",")
+				mediaType, isBase64 := strings.CutSuffix(meta, ";base64")
+				if !ok || !isBase64 {
+					return nil, &providers.Error{Status: http.StatusBadRequest, Code: "invalid_value", Param: "image_url",
+						Message: "an image data URL must be base64 (data:image/png;base64,...)"}
+				}
+				blocks = append(blocks, sdk.NewImageBlockBase64(mediaType, data))
+				continue
+			}
+			blocks = append(blocks, sdk.NewImageBlock(sdk.URLImageSourceParam{URL: url}))
+		default:
+			return nil, providers.Unsupported("content part "+part.Type, "anthropic")
+		}
+	}
+	return blocks, nil
 }
 
 // toolChoice translates OpenAI's tool_choice ("auto", "none", "required",
