@@ -217,12 +217,12 @@ func (p *Provider) toParams(req *providers.Request) (sdk.MessageNewParams, error
 }
 
 type stream struct {
-	st    *ssestream.Stream[sdk.MessageStreamEventUnion]
+	st *ssestream.Stream[sdk.MessageStreamEventUnion]
 	// input, cacheRead and cacheWrite are the prompt's tokens, from
 	// message_start: Anthropic counts cached ones apart from input_tokens.
 	input, cacheRead, cacheWrite int64
-	tools map[int64]int // content block index → tool call index
-	done  bool
+	tools                        map[int64]int // content block index → tool call index
+	done                         bool
 	// finished is set by the message_delta that carries the stop reason:
 	// a message_stop without one ends a truncated answer.
 	finished bool
