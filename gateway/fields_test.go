@@ -3,10 +3,8 @@ package gateway
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/streamgate/gateway/config"
@@ -16,27 +14,8 @@ import (
 // translated, or refused with a 400 naming it; none is dropped without a
 // word (they were: seed, tool_choice and user never reached Anthropic).
 func TestRequestFieldFates(t *testing.T) {
-	var mu sync.Mutex
-	got := map[string]map[string]any{}
-	record := func(name string) func(int32, http.ResponseWriter, *http.Request) {
-		return func(_ int32, w http.ResponseWriter, r *http.Request) {
-			var b map[string]any
-			_ = decodeBody(r, &b)
-			mu.Lock()
-			got[name] = b
-			mu.Unlock()
-			if name == "openai" {
-				sseOK(w, roleChunk, helloChunk, stopChunk)
-				return
-			}
-			sseOK(w, strings.SplitAfter("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"c\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n"+
-				"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n"+
-				"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":1}}\n\n"+
-				"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n", "\n\n")...)
-		}
-	}
-	anthropicCalls, aurl := countingUpstream(t, record("anthropic"))
-	_, ourl := countingUpstream(t, record("openai"))
+	arec, anthropicCalls, aurl := recordingUpstream(t, anthropicText("hi")...)
+	orec, _, ourl := recordingUpstream(t, roleChunk, helloChunk, stopChunk)
 	op, om := openAIUpstream(ourl, "sk-test-0123456789")
 	h := newHarness(t, strings.Replace(anthropicConfig(aurl), "providers:\n", "providers:\n"+op, 1)+om)
 	tools := `"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]`
@@ -51,9 +30,7 @@ func TestRequestFieldFates(t *testing.T) {
 	} else {
 		drainClose(resp)
 	}
-	mu.Lock()
-	o := got["openai"]
-	mu.Unlock()
+	o := orec.last()
 	for field, want := range map[string]string{
 		"tool_choice": "required", "parallel_tool_calls": "false", "seed": "7", "frequency_penalty": "0.5", "presence_penalty": "0.25",
 		"logprobs": "true", "top_logprobs": "3", "logit_bias": "map[42:-100]", "store": "true", "metadata": "map[team:a]",
@@ -71,9 +48,7 @@ func TestRequestFieldFates(t *testing.T) {
 	} else {
 		drainClose(resp)
 	}
-	mu.Lock()
-	a := got["anthropic"]
-	mu.Unlock()
+	a := arec.last()
 	if tc, _ := a["tool_choice"].(map[string]any); tc["type"] != "any" || tc["disable_parallel_tool_use"] != true {
 		t.Errorf("anthropic tool_choice %v", a["tool_choice"])
 	}
@@ -125,17 +100,7 @@ func fmtValue(v any) string {
 // TestAnthropicImages: image parts were dropped on the way to Anthropic;
 // they become image blocks, from data URLs and from URLs.
 func TestAnthropicImages(t *testing.T) {
-	var mu sync.Mutex
-	var got map[string]any
-	_, url := countingUpstream(t, func(_ int32, w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		_ = decodeBody(r, &got)
-		mu.Unlock()
-		sseOK(w, strings.SplitAfter("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"c\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n"+
-			"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"a cat\"}}\n\n"+
-			"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}}\n\n"+
-			"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n", "\n\n")...)
-	})
+	rec, _, url := recordingUpstream(t, anthropicText("a cat")...)
 	h := newHarness(t, anthropicConfig(url), func(c *config.Config) { c.Server.MaxBodyBytes = 1 << 16 })
 	body := `{"model":"claude-sonnet","messages":[{"role":"user","content":[{"type":"text","text":"what is this?"},` +
 		`{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBORw0KGgo="}},{"type":"image_url","image_url":{"url":"https://example.com/cat.jpg"}}]}]}`
@@ -144,9 +109,7 @@ func TestAnthropicImages(t *testing.T) {
 	} else {
 		drainClose(resp)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	content := got["messages"].([]any)[0].(map[string]any)["content"].([]any)
+	content := rec.last()["messages"].([]any)[0].(map[string]any)["content"].([]any)
 	if len(content) != 3 {
 		t.Fatalf("content sent %v", content)
 	}

@@ -11,8 +11,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -344,4 +346,56 @@ func newStreamRequest(ctx context.Context, base, key, body string) (*http.Reques
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+key)
 	return req, nil
+}
+
+// recorded keeps the JSON bodies of the requests an upstream received.
+type recorded struct {
+	mu     sync.Mutex
+	bodies []map[string]any
+}
+
+// last is the body of the latest request.
+func (r *recorded) last() map[string]any {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.bodies) == 0 {
+		return nil
+	}
+	return r.bodies[len(r.bodies)-1]
+}
+
+// first is the body of the first request.
+func (r *recorded) first() map[string]any {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.bodies) == 0 {
+		return nil
+	}
+	return r.bodies[0]
+}
+
+// recordingUpstream answers every request with frames (as SSE) and
+// records its body; it counts calls too.
+func recordingUpstream(t *testing.T, frames ...string) (*recorded, *atomic.Int32, string) {
+	t.Helper()
+	rec := &recorded{}
+	calls, url := countingUpstream(t, func(_ int32, w http.ResponseWriter, r *http.Request) {
+		var b map[string]any
+		_ = decodeBody(r, &b)
+		rec.mu.Lock()
+		rec.bodies = append(rec.bodies, b)
+		rec.mu.Unlock()
+		sseOK(w, frames...)
+	})
+	return rec, calls, url
+}
+
+// anthropicText is a short Anthropic stream answering text.
+func anthropicText(text string) []string {
+	return []string{
+		"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"c\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n",
+		"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":" + strconv.Quote(text) + "}}\n\n",
+		"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":1}}\n\n",
+		"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+	}
 }

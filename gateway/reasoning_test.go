@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	goopenai "github.com/sashabaranov/go-openai"
@@ -27,16 +26,7 @@ var deepSeekChunks = []string{
 // client saw pings for the whole thinking phase. It is relayed as it
 // arrives, on both endpoints, counted in usage, and accepted back.
 func TestReasoningRelayed(t *testing.T) {
-	var mu sync.Mutex
-	var bodies []map[string]any
-	_, url := countingUpstream(t, func(_ int32, w http.ResponseWriter, r *http.Request) {
-		var b map[string]any
-		_ = decodeBody(r, &b)
-		mu.Lock()
-		bodies = append(bodies, b)
-		mu.Unlock()
-		sseOK(w, deepSeekChunks...)
-	})
+	rec, _, url := recordingUpstream(t, deepSeekChunks...)
 	p, m := openAIUpstream(url, "sk-test-0123456789")
 	h := newHarness(t, newConfig(p, m))
 
@@ -83,12 +73,10 @@ func TestReasoningRelayed(t *testing.T) {
 		`{"role":"tool","tool_call_id":"call_0","content":"sunny"}]}`
 	resp := h.post(t, context.Background(), "/v1/chat/completions", follow)
 	drainClose(resp)
-	mu.Lock()
-	defer mu.Unlock()
-	if eff := bodies[0]["reasoning_effort"]; eff != "high" {
+	if eff := rec.first()["reasoning_effort"]; eff != "high" {
 		t.Errorf("reasoning_effort upstream %v", eff)
 	}
-	last := bodies[len(bodies)-1]["messages"].([]any)
+	last := rec.last()["messages"].([]any)
 	if a := last[1].(map[string]any); a["reasoning_content"] != "The user wants the weather." {
 		t.Errorf("assistant turn sent upstream %v", a)
 	}
@@ -177,16 +165,7 @@ func anthropicThinking() []string {
 // as a thinking block with the signature unchanged.
 func TestAnthropicThinkingRelayed(t *testing.T) {
 	const signature = "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"
-	var mu sync.Mutex
-	var bodies []map[string]any
-	_, url := countingUpstream(t, func(_ int32, w http.ResponseWriter, r *http.Request) {
-		var b map[string]any
-		_ = decodeBody(r, &b)
-		mu.Lock()
-		bodies = append(bodies, b)
-		mu.Unlock()
-		sseOK(w, anthropicThinking()...)
-	})
+	rec, _, url := recordingUpstream(t, anthropicThinking()...)
 	h := newHarness(t, anthropicConfig(url))
 	_, _, evs := h.streamNative(t, `{"model":"claude-sonnet","prompt":"weather?","reasoning_effort":"medium"}`)
 	var types []string
@@ -230,12 +209,10 @@ func TestAnthropicThinkingRelayed(t *testing.T) {
 		`{"role":"assistant","content":"Let me check.","reasoning_content":"I should look up the weather.","reasoning_signature":%q,"tool_calls":[{"id":"toolu_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}}]},`+
 		`{"role":"tool","tool_call_id":"toolu_1","content":"sunny"}]}`, signature)
 	drainClose(h.post(t, context.Background(), "/v1/chat/completions", follow))
-	mu.Lock()
-	defer mu.Unlock()
-	if th, _ := bodies[0]["thinking"].(map[string]any); th["type"] != "enabled" || th["budget_tokens"] != 8192.0 {
-		t.Errorf("reasoning_effort medium sent as thinking %v", bodies[0]["thinking"])
+	if th, _ := rec.first()["thinking"].(map[string]any); th["type"] != "enabled" || th["budget_tokens"] != 8192.0 {
+		t.Errorf("reasoning_effort medium sent as thinking %v", rec.first()["thinking"])
 	}
-	msgs := bodies[len(bodies)-1]["messages"].([]any)
+	msgs := rec.last()["messages"].([]any)
 	blocks := msgs[1].(map[string]any)["content"].([]any)
 	first := blocks[0].(map[string]any)
 	if first["type"] != "thinking" || first["signature"] != signature || first["thinking"] != "I should look up the weather." {
