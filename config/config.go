@@ -423,8 +423,34 @@ type Model struct {
 	Strategy string `yaml:"strategy"`
 	// Routes are the deployments serving this model.
 	Routes []Route `yaml:"routes"`
+	// Drop names request parameters removed before the request goes
+	// upstream, for models that refuse them (a reasoning model that
+	// takes no temperature): one of OverridableParams.
+	Drop []string `yaml:"drop"`
+	// Force sets request parameters whatever the client sent: one of
+	// OverridableParams each, with a value of its type.
+	Force Force `yaml:"force"`
 	// The model's last-reader policy overrides streams.last_reader.
 	LastReaderPolicy `yaml:",inline"`
+}
+
+// OverridableParams are the request parameters a model may drop or
+// force.
+func OverridableParams() []string {
+	return []string{"temperature", "top_p", "max_tokens", "reasoning_effort", "seed", "frequency_penalty", "presence_penalty", "stop", "user"}
+}
+
+// Force is the parameters a model forces.
+type Force struct {
+	Temperature      *float32 `yaml:"temperature"`
+	TopP             *float32 `yaml:"top_p"`
+	MaxTokens        *int     `yaml:"max_tokens"`
+	ReasoningEffort  string   `yaml:"reasoning_effort"`
+	Seed             *int     `yaml:"seed"`
+	FrequencyPenalty *float32 `yaml:"frequency_penalty"`
+	PresencePenalty  *float32 `yaml:"presence_penalty"`
+	Stop             []string `yaml:"stop"`
+	User             string   `yaml:"user"`
 }
 
 // Route sends a model to a provider.

@@ -75,6 +75,7 @@ func TestProblemsAreReported(t *testing.T) {
 			[]string{`providers.m.type: "bad"`, `"nope" is not a configured provider`, "2 problem(s)"}},
 		{"public pprof", strings.Replace(good, "  listen: 127.0.0.1:9090\n", "  listen: 127.0.0.1:9090\n  pprof_listen: 0.0.0.0:6060\n", 1), []string{`line 3: server.pprof_listen: "0.0.0.0:6060" must be a loopback host:port`}},
 		{"bad strategy", strings.Replace(good, "    routes:\n", "    strategy: round_robin\n    routes:\n", 1), []string{`models.a.strategy: "round_robin" is not one of fallback, weighted, least_busy, fastest`}},
+		{"bad override", strings.Replace(good, "    routes:\n", "    drop: [temprature]\n    force: {reasoning_effort: extreme}\n    routes:\n", 1), []string{`models.a.drop: "temprature" is not one of temperature`, `models.a.force.reasoning_effort: "extreme" is not one of minimal`}},
 		{"syntax error", "server:\n  listen: [unclosed\n", []string{"line"}},
 		{"empty file", "", []string{"file is empty"}},
 	} {

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -96,6 +97,17 @@ func (c *Config) Validate() []Problem {
 	for _, name := range sortedKeys(c.Models) {
 		m := c.Models[name]
 		field := "models." + name
+		for _, d := range m.Drop {
+			if !slices.Contains(OverridableParams(), d) {
+				add(field+".drop", "%q is not one of %s", d, strings.Join(OverridableParams(), ", "))
+			}
+		}
+		if f := m.Force; f.MaxTokens != nil && (*f.MaxTokens < 1 || *f.MaxTokens > 1<<20) {
+			add(field+".force.max_tokens", "%d is not between 1 and 1048576", *f.MaxTokens)
+		}
+		if f := m.Force; f.ReasoningEffort != "" && !slices.Contains([]string{"minimal", "low", "medium", "high"}, f.ReasoningEffort) {
+			add(field+".force.reasoning_effort", "%q is not one of minimal, low, medium, high", f.ReasoningEffort)
+		}
 		if strings.TrimSpace(name) == "" {
 			add(field, "model name must not be empty")
 		}

@@ -163,6 +163,7 @@ func (e *Engine) Accept(c *gin.Context, req *providers.Request, model string) (*
 	}
 	info := middleware.Get(c)
 	info.Model, info.Provider = model, e.Registry.Owner(model)
+	override(req, e.Config.Models[model])
 	t, fe := e.Admitter.Admit(c.Request.Context(), c.Writer.Header(), client(c), req)
 	if fe != nil {
 		return nil, fe
@@ -305,4 +306,59 @@ func (call *Call) Generate(newFormat func(Generation) resumable.Lines, detached 
 		},
 	})
 	return p, g, nil
+}
+
+// override applies a model's drop and force settings to req, before
+// admission (a forced max_tokens is what is reserved).
+func override(req *providers.Request, m config.Model) {
+	for _, p := range m.Drop {
+		switch p {
+		case "temperature":
+			req.Temperature = nil
+		case "top_p":
+			req.TopP = nil
+		case "max_tokens":
+			req.MaxTokens = 0
+		case "reasoning_effort":
+			req.ReasoningEffort = ""
+		case "seed":
+			req.Seed = nil
+		case "frequency_penalty":
+			req.OpenAI.FrequencyPenalty = nil
+		case "presence_penalty":
+			req.OpenAI.PresencePenalty = nil
+		case "stop":
+			req.Stop = nil
+		case "user":
+			req.User = ""
+		}
+	}
+	f := m.Force
+	if f.Temperature != nil {
+		req.Temperature = f.Temperature
+	}
+	if f.TopP != nil {
+		req.TopP = f.TopP
+	}
+	if f.MaxTokens != nil {
+		req.MaxTokens = *f.MaxTokens
+	}
+	if f.ReasoningEffort != "" {
+		req.ReasoningEffort = f.ReasoningEffort
+	}
+	if f.Seed != nil {
+		req.Seed = f.Seed
+	}
+	if f.FrequencyPenalty != nil {
+		req.OpenAI.FrequencyPenalty = f.FrequencyPenalty
+	}
+	if f.PresencePenalty != nil {
+		req.OpenAI.PresencePenalty = f.PresencePenalty
+	}
+	if len(f.Stop) > 0 {
+		req.Stop = f.Stop
+	}
+	if f.User != "" {
+		req.User = f.User
+	}
 }

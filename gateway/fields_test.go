@@ -119,3 +119,26 @@ func TestAnthropicImages(t *testing.T) {
 		t.Errorf("image sources %v %v", b64, u)
 	}
 }
+
+// TestModelOverrides: a model can drop parameters its upstream refuses
+// and force others, whatever the client sent.
+func TestModelOverrides(t *testing.T) {
+	rec, _, url := recordingUpstream(t, roleChunk, helloChunk, stopChunk)
+	p, m := openAIUpstream(url, "sk-test-0123456789")
+	h := newHarness(t, newConfig(p, m+"    drop: [temperature, seed]\n    force: {reasoning_effort: low, max_tokens: 77}\n"))
+	resp := h.post(t, context.Background(), "/v1/chat/completions", `{"model":"up-model","messages":[{"role":"user","content":"x"}],"temperature":0.3,"seed":5,"top_p":0.9,"max_tokens":9}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, drainClose(resp))
+	}
+	drainClose(resp)
+	b := rec.last()
+	if _, ok := b["temperature"]; ok {
+		t.Errorf("temperature sent: %v", b["temperature"])
+	}
+	if _, ok := b["seed"]; ok {
+		t.Errorf("seed sent: %v", b["seed"])
+	}
+	if b["reasoning_effort"] != "low" || b["max_tokens"] != 77.0 || b["top_p"] != 0.9 {
+		t.Errorf("forced and kept: %v", b)
+	}
+}
