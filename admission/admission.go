@@ -158,6 +158,12 @@ func (a *Admitter) admit(ctx context.Context, h http.Header, c Client, reserve i
 	return &Ticket{lease: lease, reserved: reserve}, nil
 }
 
+// AdmitTokens admits a request that is no stream of tokens (embeddings):
+// it reserves reserve tokens and takes a request and a slot as any other.
+func (a *Admitter) AdmitTokens(ctx context.Context, h http.Header, c Client, reserve int) (*Ticket, *failure.Error) {
+	return a.admit(ctx, h, c, reserve)
+}
+
 // AdmitReader admits a reader of a stream already generated: it counts
 // against c's request rate and concurrent streams, and reserves no tokens
 // (the stream's own request holds them).

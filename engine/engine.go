@@ -308,6 +308,46 @@ func (call *Call) Generate(newFormat func(Generation) resumable.Lines, detached 
 	return p, g, nil
 }
 
+// Embed computes embeddings of req.Input with model, for c: the model must
+// be served to c's key, the request is admitted within c's limits
+// (reserving its input's tokens), routed with fallback, and recorded
+// under endpoint.
+func (e *Engine) Embed(c *gin.Context, model string, req *providers.EmbedRequest, endpoint string) (*providers.Embeddings, *failure.Error) {
+	if !e.Registry.Has(model) || !e.Admitter.Allows(client(c), model) {
+		return nil, notFound(model)
+	}
+	info := middleware.Get(c)
+	info.Model, info.Provider = model, e.Registry.Owner(model)
+	reserve := 0
+	for _, in := range req.Input {
+		reserve += (len(in) + 3) / 4
+	}
+	t, fe := e.Admitter.AdmitTokens(c.Request.Context(), c.Writer.Header(), client(c), reserve)
+	if fe != nil {
+		return nil, fe
+	}
+	ctx, cancel := context.WithCancelCause(c.Request.Context())
+	defer cancel(nil)
+	stop := context.AfterFunc(e.Stopping, func() { cancel(context.Cause(e.Stopping)) })
+	defer stop()
+	out, a, err := e.Registry.Embed(ctx, req, model, info.RequestID)
+	info.Provider, info.Attempts, info.Fallbacks = a.Provider, a.Attempts, a.Fallbacks
+	if err != nil {
+		if a.Attempts == 0 {
+			t.Unused()
+		} else {
+			t.Settle(reserve) // the upstream may have billed it
+		}
+		fe := failure.Classify(ctx, err)
+		fe.Message = e.Redact(fe.Message)
+		return nil, fe
+	}
+	info.End, info.PromptTokens = outcome.Done, out.Usage.PromptTokens
+	e.Metrics.StreamEnded(endpoint, info, time.Since(info.Start))
+	t.Settle(out.Usage.PromptTokens)
+	return out, nil
+}
+
 // override applies a model's drop and force settings to req, before
 // admission (a forced max_tokens is what is reserved).
 func override(req *providers.Request, m config.Model) {

@@ -263,3 +263,25 @@ func CloseIdle(p Provider) {
 		c.CloseIdleConnections()
 	}
 }
+
+// Embedder is an optional interface of Provider, for providers that
+// compute embeddings.
+type Embedder interface {
+	Embed(ctx context.Context, req *EmbedRequest) (*Embeddings, error)
+}
+
+// EmbedRequest asks for one vector per input.
+type EmbedRequest struct {
+	// Model is the upstream model name (after routing).
+	Model string
+	Input []string
+	// Dimensions, when set, asks for vectors of this length.
+	Dimensions int
+	User       string
+}
+
+// Embeddings are the vectors of an EmbedRequest, in its order.
+type Embeddings struct {
+	Vectors [][]float32
+	Usage   Usage
+}

@@ -1,7 +1,7 @@
 // Package openai is OpenAI's Chat Completions dialect: POST
 // /v1/chat/completions (streaming as chat.completion.chunk events ending
-// in [DONE], or one chat.completion) and GET /v1/models, with OpenAI's
-// error envelope.
+// in [DONE], or one chat.completion), POST /v1/embeddings and GET
+// /v1/models, with OpenAI's error envelope.
 package openai
 
 import (
@@ -28,11 +28,13 @@ func New(e *engine.Engine) *Dialect { return &Dialect{e: e} }
 
 var _ api.Dialect = (*Dialect)(nil)
 
-// Register adds POST /chat/completions, GET /models and GET /models/{id}.
+// Register adds POST /chat/completions, POST /embeddings, GET /models and
+// GET /models/{id}.
 func (d *Dialect) Register(authed, _ gin.IRouter) {
 	authed.POST("/chat/completions", d.chat)
 	authed.GET("/models", d.models)
 	authed.GET("/models/:id", d.getModel)
+	authed.POST("/embeddings", d.embeddings)
 }
 
 // WriteError answers with OpenAI's {"error":{...}}.

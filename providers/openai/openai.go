@@ -415,3 +415,36 @@ func classify(err error, retryAfter time.Duration) error {
 	}
 	return err
 }
+
+var _ providers.Embedder = (*Provider)(nil)
+
+// Embed computes embeddings with the upstream's /embeddings.
+func (p *Provider) Embed(ctx context.Context, req *providers.EmbedRequest) (*providers.Embeddings, error) {
+	if p.unavailable != nil {
+		return nil, &providers.Error{Status: http.StatusServiceUnavailable, Code: "provider_not_configured", Message: p.unavailable.Error(), Err: p.unavailable}
+	}
+	c := &call{}
+	resp, err := p.client.CreateEmbeddings(context.WithValue(ctx, callKey{}, c), goopenai.EmbeddingRequestStrings{
+		Input: req.Input, Model: goopenai.EmbeddingModel(req.Model), Dimensions: req.Dimensions, User: req.User,
+		// Asked for as floats: not every OpenAI-compatible server
+		// speaks base64 (the gateway encodes it for clients itself).
+		EncodingFormat: goopenai.EmbeddingEncodingFormatFloat,
+	})
+	if err != nil {
+		return nil, classify(err, c.retryAfter)
+	}
+	out := &providers.Embeddings{Vectors: make([][]float32, len(req.Input)),
+		Usage: providers.Usage{PromptTokens: resp.Usage.PromptTokens, TotalTokens: resp.Usage.TotalTokens}}
+	for _, d := range resp.Data {
+		if d.Index < 0 || d.Index >= len(out.Vectors) {
+			return nil, fmt.Errorf("%w: embedding index %d of %d inputs", providers.ErrMalformed, d.Index, len(req.Input))
+		}
+		out.Vectors[d.Index] = d.Embedding
+	}
+	for i, v := range out.Vectors {
+		if v == nil {
+			return nil, fmt.Errorf("%w: no embedding for input %d", providers.ErrMalformed, i)
+		}
+	}
+	return out, nil
+}
