@@ -58,6 +58,12 @@ type Request struct {
 	ThinkingBudget int
 	// ParallelToolCalls false asks for at most one tool call a turn.
 	ParallelToolCalls *bool
+	// Prompt, when set, is a raw prompt for a legacy completion (POST
+	// /v1/completions): sent as it is, with no chat template, to an
+	// upstream that completes text; Messages is then empty. Suffix is
+	// the text after the insertion point, for fill-in-the-middle.
+	Prompt string
+	Suffix string
 	// OpenAI holds parameters of OpenAI's chat completions that only
 	// upstreams speaking that API take as they are. A provider that
 	// cannot honour one refuses the request with Unsupported, naming it:

@@ -113,7 +113,11 @@ func (f *format) Done(buf []byte, r *relay.Result) []byte {
 
 // Failed ends the stream the way OpenAI does: a data line holding an error
 // object, which the official SDKs raise as an API error. No [DONE] follows.
-func (f *format) Failed(buf []byte, e *failure.Error) []byte {
+func (f *format) Failed(buf []byte, e *failure.Error) []byte { return appendErrorData(buf, e) }
+
+// appendErrorData appends an error object as a data line: how OpenAI's
+// streams (chat and legacy completions alike) end when they fail.
+func appendErrorData(buf []byte, e *failure.Error) []byte {
 	buf = append(buf, `data: {"error":`...)
 	buf = failure.AppendObject(buf, e)
 	return append(buf, "}\n\n"...)

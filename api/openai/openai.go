@@ -35,6 +35,7 @@ func (d *Dialect) Register(authed, _ gin.IRouter) {
 	authed.GET("/models", d.models)
 	authed.GET("/models/:id", d.getModel)
 	authed.POST("/embeddings", d.embeddings)
+	authed.POST("/completions", d.completions)
 }
 
 // WriteError answers with OpenAI's {"error":{...}}.

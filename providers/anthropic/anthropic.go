@@ -117,6 +117,11 @@ func (p *Provider) toParams(req *providers.Request) (sdk.MessageNewParams, error
 	if set := req.OpenAI.Set(); len(set) > 0 {
 		return params, providers.Unsupported(set[0], "anthropic")
 	}
+	if req.Prompt != "" {
+		// A raw prompt is no conversation: completing it as one would
+		// not be what a completion client asked for.
+		return params, providers.Unsupported("prompt", "anthropic")
+	}
 	if req.Seed != nil {
 		return params, providers.Unsupported("seed", "anthropic")
 	}

@@ -43,8 +43,11 @@ func (p *Provider) StreamChat(ctx context.Context, req *providers.Request) (prov
 
 // prepare applies the request's directives and max_tokens to the options.
 func (p *Provider) prepare(req *providers.Request) (Options, int, error) {
-	texts := make([]string, 0, len(req.Messages))
-	last := ""
+	texts := make([]string, 0, len(req.Messages)+1)
+	last := req.Prompt // a legacy completion's raw prompt
+	if last != "" {
+		texts = append(texts, last)
+	}
 	for i := range req.Messages {
 		t := req.Messages[i].Text()
 		texts = append(texts, t)

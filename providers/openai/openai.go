@@ -64,6 +64,19 @@ type Provider struct {
 	http        *http.Client
 	unavailable error
 	maxLine     int
+	// legacy says where, and as whom, legacy completions are sent; nil
+	// for Azure (whose deployments serve chat).
+	legacy *legacyTarget
+}
+
+// legacyTarget is what a legacy completion request is sent with:
+// go-openai refuses by name models it takes for chat models on
+// /completions, which is the upstream's to decide.
+type legacyTarget struct {
+	url     string
+	apiKey  string
+	org     string
+	headers map[string]string
 }
 
 // New builds a provider. A provider for OpenAI's own API (or Azure) without
@@ -106,6 +119,9 @@ func New(opts Options) (*Provider, error) {
 	cfg.HTTPClient = &doer{client: httpClient, headers: opts.Headers}
 
 	p := &Provider{client: goopenai.NewClientWithConfig(cfg), http: httpClient, maxLine: opts.MaxLineBytes}
+	if opts.Azure == nil {
+		p.legacy = &legacyTarget{url: strings.TrimRight(opts.BaseURL, "/") + "/completions", apiKey: opts.APIKey, org: opts.Organization, headers: opts.Headers}
+	}
 	if opts.APIKey == "" && (opts.Azure != nil || strings.HasPrefix(opts.BaseURL, "https://api.openai.com")) {
 		p.unavailable = fmt.Errorf("%w: its api_key is empty (set the environment variable config.yaml names, e.g. OPENAI_API_KEY, and restart)", providers.ErrUnavailable)
 	}
@@ -172,6 +188,9 @@ func parseRetryAfter(v string) time.Duration {
 func (p *Provider) StreamChat(ctx context.Context, req *providers.Request) (providers.Stream, error) {
 	if p.unavailable != nil {
 		return nil, &providers.Error{Status: http.StatusServiceUnavailable, Code: "provider_not_configured", Message: p.unavailable.Error(), Err: p.unavailable}
+	}
+	if req.Prompt != "" {
+		return p.complete(ctx, req)
 	}
 	creq, err := toUpstream(req)
 	if err != nil {
@@ -297,6 +316,8 @@ func toUpstream(req *providers.Request) (goopenai.ChatCompletionRequest, error) 
 type stream struct {
 	body   io.ReadCloser
 	events *eventReader
+	// legacy streams text_completion chunks (POST /completions).
+	legacy bool
 	done   bool // "data: [DONE]" was read
 	// finished means a finish reason was seen.
 	finished bool
@@ -333,7 +354,11 @@ func (s *stream) Recv() (providers.Chunk, error) {
 			}
 			break
 		}
-		if err := decodeChunk(data, &c); err != nil {
+		decode := decodeChunk
+		if s.legacy {
+			decode = decodeLegacy
+		}
+		if err := decode(data, &c); err != nil {
 			var pe *providers.Error
 			if errors.As(err, &pe) {
 				return providers.Chunk{}, err
@@ -447,4 +472,96 @@ func (p *Provider) Embed(ctx context.Context, req *providers.EmbedRequest) (*pro
 		}
 	}
 	return out, nil
+}
+
+// complete streams a legacy completion of req.Prompt from the upstream's
+// /completions: the raw prompt, no chat template (code completion,
+// vLLM's base models).
+func (p *Provider) complete(ctx context.Context, req *providers.Request) (providers.Stream, error) {
+	creq := goopenai.CompletionRequest{
+		Model: req.Model, Prompt: req.Prompt, Suffix: req.Suffix, MaxTokens: req.MaxTokens, Stop: req.Stop, User: req.User, Seed: req.Seed,
+		Stream: true, StreamOptions: &goopenai.StreamOptions{IncludeUsage: true},
+		LogitBias: req.OpenAI.LogitBias, Metadata: req.OpenAI.Metadata,
+	}
+	if req.Temperature != nil {
+		creq.Temperature = max(*req.Temperature, math.SmallestNonzeroFloat32)
+	}
+	if req.TopP != nil {
+		creq.TopP = *req.TopP
+	}
+	if o := req.OpenAI; o.FrequencyPenalty != nil {
+		creq.FrequencyPenalty = *o.FrequencyPenalty
+	}
+	if o := req.OpenAI; o.PresencePenalty != nil {
+		creq.PresencePenalty = *o.PresencePenalty
+	}
+	if p.legacy == nil {
+		return nil, providers.Unsupported("prompt", "azure")
+	}
+	body, err := json.Marshal(creq)
+	if err != nil {
+		return nil, err
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, p.legacy.url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Accept", "text/event-stream")
+	if p.legacy.apiKey != "" {
+		hreq.Header.Set("Authorization", "Bearer "+p.legacy.apiKey)
+	}
+	if p.legacy.org != "" {
+		hreq.Header.Set("OpenAI-Organization", p.legacy.org)
+	}
+	for k, v := range p.legacy.headers {
+		hreq.Header.Set(k, v)
+	}
+	resp, err := p.http.Do(hreq)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode >= 400 {
+		defer resp.Body.Close()
+		var eb struct {
+			Error *goopenai.APIError `json:"error"`
+		}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		apiErr := &goopenai.APIError{HTTPStatusCode: resp.StatusCode, Message: http.StatusText(resp.StatusCode)}
+		if json.Unmarshal(b, &eb) == nil && eb.Error != nil {
+			apiErr = eb.Error
+			apiErr.HTTPStatusCode = resp.StatusCode
+		}
+		return nil, classify(apiErr, parseRetryAfter(resp.Header.Get("Retry-After")))
+	}
+	return &stream{body: resp.Body, events: newEventReader(resp.Body, p.maxLine), legacy: true}, nil
+}
+
+// legacyChunk is a text_completion chunk, or an error object.
+type legacyChunk struct {
+	Choices []struct {
+		Text         string `json:"text"`
+		FinishReason string `json:"finish_reason"`
+	} `json:"choices"`
+	Usage *goopenai.Usage    `json:"usage"`
+	Error *goopenai.APIError `json:"error"`
+}
+
+// decodeLegacy fills c from a text_completion chunk.
+func decodeLegacy(data []byte, c *providers.Chunk) error {
+	*c = providers.Chunk{}
+	var l legacyChunk
+	if err := json.Unmarshal(data, &l); err != nil {
+		return err
+	}
+	if l.Error != nil {
+		return classify(l.Error, 0)
+	}
+	if len(l.Choices) > 0 {
+		c.Content, c.FinishReason = l.Choices[0].Text, l.Choices[0].FinishReason
+	}
+	if u := l.Usage; u != nil {
+		c.Usage = &providers.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.TotalTokens}
+	}
+	return nil
 }
