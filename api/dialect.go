@@ -3,8 +3,10 @@ package api
 import (
 	"github.com/gin-gonic/gin"
 
+	"github.com/streamgate/gateway/engine"
 	"github.com/streamgate/gateway/failure"
 	"github.com/streamgate/gateway/middleware"
+	"github.com/streamgate/gateway/providers"
 )
 
 // Dialect is one inbound API. The gateway registers each with one line.
@@ -24,4 +26,32 @@ type Dialect interface {
 func WriteError(c *gin.Context, e *failure.Error) {
 	middleware.Get(c).Failed(e)
 	failure.Write(c.Writer, e)
+}
+
+// Body is a dialect's request body: it names its model and converts to
+// the engine's request, or says what is wrong.
+type Body interface {
+	ModelName() string
+	ToProvider() (*providers.Request, *failure.Error)
+}
+
+// Accept decodes c's body into body (strict: unknown fields refused),
+// converts it and has e admit it. When it reports false it has answered
+// with write, the dialect's error writer.
+func Accept(c *gin.Context, e *engine.Engine, body Body, strict bool, write func(*gin.Context, *failure.Error)) (*engine.Call, bool) {
+	if fe := DecodeJSON(c.Request, body, strict); fe != nil {
+		write(c, fe)
+		return nil, false
+	}
+	req, fe := body.ToProvider()
+	if fe != nil {
+		write(c, fe)
+		return nil, false
+	}
+	call, fe := e.Accept(c, req, body.ModelName())
+	if fe != nil {
+		write(c, fe)
+		return nil, false
+	}
+	return call, true
 }

@@ -30,7 +30,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		var req *providers.Request
 		e := api.DecodeJSON(r, &sr, true)
 		if e == nil {
-			req, e = sr.toProvider()
+			req, e = sr.ToProvider()
 		}
 		apitest.CheckDecoded(t, body, req, e, api.MaxOutputTokens, "native.")
 	})

@@ -50,21 +50,8 @@ func (d *Dialect) WriteError(c *gin.Context, e *failure.Error) { api.WriteError(
 // answered.
 func (d *Dialect) accept(c *gin.Context) (*engine.Call, *streamRequest, bool) {
 	var body streamRequest
-	if e := api.DecodeJSON(c.Request, &body, true); e != nil {
-		d.WriteError(c, e)
-		return nil, nil, false
-	}
-	req, e := body.toProvider()
-	if e != nil {
-		d.WriteError(c, e)
-		return nil, nil, false
-	}
-	call, e := d.e.Accept(c, req, body.Model)
-	if e != nil {
-		d.WriteError(c, e)
-		return nil, nil, false
-	}
-	return call, &body, true
+	call, ok := api.Accept(c, d.e, &body, true, d.WriteError)
+	return call, &body, ok
 }
 
 // formatFor returns the stream's format, announcing its id and where to

@@ -22,7 +22,11 @@ type streamRequest struct {
 	NamedEvents bool `json:"named_events"`
 }
 
-func (sr *streamRequest) toProvider() (*providers.Request, *failure.Error) {
+// ModelName is the model asked for.
+func (sr *streamRequest) ModelName() string { return sr.Model }
+
+// ToProvider converts the body to the engine's request.
+func (sr *streamRequest) ToProvider() (*providers.Request, *failure.Error) {
 	if sr.Model == "" {
 		return nil, failure.BadParam("missing_model", "model", "model is required")
 	}

@@ -3,7 +3,6 @@ package openai
 import (
 	"encoding/json"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -39,7 +38,11 @@ type completionRequest struct {
 	Metadata         map[string]string `json:"metadata"`
 }
 
-func (cr *completionRequest) toProvider() (*providers.Request, *failure.Error) {
+// ModelName is the model asked for.
+func (cr *completionRequest) ModelName() string { return cr.Model }
+
+// ToProvider converts the body to the engine's request.
+func (cr *completionRequest) ToProvider() (*providers.Request, *failure.Error) {
 	if cr.Model == "" {
 		return nil, failure.BadParam("missing_model", "model", "model is required")
 	}
@@ -78,18 +81,8 @@ func (cr *completionRequest) toProvider() (*providers.Request, *failure.Error) {
 // completions serves POST /v1/completions.
 func (d *Dialect) completions(c *gin.Context) {
 	var body completionRequest
-	if e := api.DecodeJSON(c.Request, &body, true); e != nil {
-		d.WriteError(c, e)
-		return
-	}
-	req, e := body.toProvider()
-	if e != nil {
-		d.WriteError(c, e)
-		return
-	}
-	call, e := d.e.Accept(c, req, body.Model)
-	if e != nil {
-		d.WriteError(c, e)
+	call, ok := api.Accept(c, d.e, &body, true, d.WriteError)
+	if !ok {
 		return
 	}
 	id, created := "cmpl-"+middleware.Get(c).RequestID, time.Now().Unix()
@@ -115,21 +108,10 @@ const endpointCompletions = "completions"
 
 // textFormat is the legacy text_completion stream: chunks with
 // choices[0].text, then [DONE]; errors as in chat completions.
-type textFormat struct {
-	prefix       []byte
-	includeUsage bool
-}
+type textFormat struct{ streamBase }
 
 func newTextFormat(id, model string, created int64, includeUsage bool) *textFormat {
-	p := make([]byte, 0, 128)
-	p = append(p, `data: {"id":`...)
-	p = jsonstr.Append(p, id)
-	p = append(p, `,"object":"text_completion","created":`...)
-	p = strconv.AppendInt(p, created, 10)
-	p = append(p, `,"model":`...)
-	p = jsonstr.Append(p, model)
-	p = append(p, `,"choices":[`...)
-	return &textFormat{prefix: p, includeUsage: includeUsage}
+	return &textFormat{streamBase{prefix: chunkPrefix(id, "text_completion", model, created, false), includeUsage: includeUsage}}
 }
 
 func (f *textFormat) Opened(buf []byte, _ string) []byte { return buf }
@@ -141,27 +123,8 @@ func (f *textFormat) Chunk(buf []byte, c *providers.Chunk) []byte {
 	buf = append(buf, f.prefix...)
 	buf = append(buf, `{"text":`...)
 	buf = jsonstr.Append(buf, c.Content)
-	buf = append(buf, `,"index":0,"logprobs":null,"finish_reason":`...)
-	if c.FinishReason == "" {
-		buf = append(buf, "null"...)
-	} else {
-		buf = jsonstr.Append(buf, c.FinishReason)
-	}
-	return append(buf, "}]}\n\n"...)
+	buf = append(buf, `,"index":0`...)
+	return appendFinish(buf, c.FinishReason)
 }
-
-func (f *textFormat) Done(buf []byte, r *relay.Result) []byte {
-	if f.includeUsage {
-		buf = append(buf, f.prefix...)
-		buf = append(buf, `],"usage":`...)
-		buf = api.AppendUsage(buf, &r.Usage)
-		buf = append(buf, "}\n\n"...)
-	}
-	return append(buf, "data: [DONE]\n\n"...)
-}
-
-// Failed ends the stream with an error object, as chat completions do;
-// no [DONE] follows.
-func (f *textFormat) Failed(buf []byte, e *failure.Error) []byte { return appendErrorData(buf, e) }
 
 var _ relay.Format = (*textFormat)(nil)

@@ -13,22 +13,47 @@ import (
 
 // format is OpenAI's chat.completion.chunk stream, for
 // POST /v1/chat/completions with stream=true.
-type format struct {
-	// prefix is every chunk's bytes up to the inside of "choices":[.
+type format struct{ streamBase }
+
+// streamBase is what OpenAI's chat and legacy completion streams share:
+// each chunk's bytes up to the inside of "choices":[, the usage chunk
+// and [DONE] at the end, and errors as a data line.
+type streamBase struct {
 	prefix       []byte
 	includeUsage bool
 }
 
-func newFormat(requestID, model string, created int64, includeUsage bool) *format {
+// prefix returns the bytes every chunk of a stream of object begins with.
+func chunkPrefix(id, object, model string, created int64, fingerprint bool) []byte {
 	p := make([]byte, 0, 128)
 	p = append(p, `data: {"id":`...)
-	p = jsonstr.Append(p, "chatcmpl-"+requestID)
-	p = append(p, `,"object":"chat.completion.chunk","created":`...)
+	p = jsonstr.Append(p, id)
+	p = append(p, `,"object":"`...)
+	p = append(p, object...)
+	p = append(p, `","created":`...)
 	p = strconv.AppendInt(p, created, 10)
 	p = append(p, `,"model":`...)
 	p = jsonstr.Append(p, model)
-	p = append(p, `,"system_fingerprint":null,"choices":[`...)
-	return &format{prefix: p, includeUsage: includeUsage}
+	if fingerprint {
+		p = append(p, `,"system_fingerprint":null`...)
+	}
+	return append(p, `,"choices":[`...)
+}
+
+// appendFinish ends a choice: its finish reason (null while streaming),
+// the choices array and the chunk.
+func appendFinish(buf []byte, reason string) []byte {
+	buf = append(buf, `,"logprobs":null,"finish_reason":`...)
+	if reason == "" {
+		buf = append(buf, "null"...)
+	} else {
+		buf = jsonstr.Append(buf, reason)
+	}
+	return append(buf, "}]}\n\n"...)
+}
+
+func newFormat(requestID, model string, created int64, includeUsage bool) *format {
+	return &format{streamBase{prefix: chunkPrefix("chatcmpl-"+requestID, "chat.completion.chunk", model, created, true), includeUsage: includeUsage}}
 }
 
 func (f *format) Opened(buf []byte, _ string) []byte {
@@ -92,16 +117,12 @@ func (f *format) Chunk(buf []byte, c *providers.Chunk) []byte {
 		buf = append(buf, `"tool_calls":`...)
 		buf = append(buf, b...)
 	}
-	buf = append(buf, `},"logprobs":null,"finish_reason":`...)
-	if c.FinishReason == "" {
-		buf = append(buf, "null"...)
-	} else {
-		buf = jsonstr.Append(buf, c.FinishReason)
-	}
-	return append(buf, "}]}\n\n"...)
+	buf = append(buf, '}')
+	return appendFinish(buf, c.FinishReason)
 }
 
-func (f *format) Done(buf []byte, r *relay.Result) []byte {
+// Done sends the usage chunk, if asked for, and [DONE].
+func (f *streamBase) Done(buf []byte, r *relay.Result) []byte {
 	if f.includeUsage {
 		buf = append(buf, f.prefix...)
 		buf = append(buf, `],"usage":`...)
@@ -113,7 +134,7 @@ func (f *format) Done(buf []byte, r *relay.Result) []byte {
 
 // Failed ends the stream the way OpenAI does: a data line holding an error
 // object, which the official SDKs raise as an API error. No [DONE] follows.
-func (f *format) Failed(buf []byte, e *failure.Error) []byte { return appendErrorData(buf, e) }
+func (f *streamBase) Failed(buf []byte, e *failure.Error) []byte { return appendErrorData(buf, e) }
 
 // appendErrorData appends an error object as a data line: how OpenAI's
 // streams (chat and legacy completions alike) end when they fail.

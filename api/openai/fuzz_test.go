@@ -29,7 +29,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		var req *providers.Request
 		e := api.DecodeJSON(r, &cr, false)
 		if e == nil {
-			req, e = cr.toProvider()
+			req, e = cr.ToProvider()
 		}
 		apitest.CheckDecoded(t, body, req, e, api.MaxOutputTokens, "openai.")
 	})

@@ -44,18 +44,8 @@ func (d *Dialect) WriteError(c *gin.Context, e *failure.Error) { api.WriteError(
 // chat serves POST /v1/chat/completions.
 func (d *Dialect) chat(c *gin.Context) {
 	var body chatRequest
-	if e := api.DecodeJSON(c.Request, &body, false); e != nil {
-		d.WriteError(c, e)
-		return
-	}
-	req, e := body.toProvider()
-	if e != nil {
-		d.WriteError(c, e)
-		return
-	}
-	call, e := d.e.Accept(c, req, body.Model)
-	if e != nil {
-		d.WriteError(c, e)
+	call, ok := api.Accept(c, d.e, &body, false, d.WriteError)
+	if !ok {
 		return
 	}
 	if !body.Stream {

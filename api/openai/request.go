@@ -107,7 +107,11 @@ type chatMessage struct {
 	ReasoningSignature string `json:"reasoning_signature"`
 }
 
-func (cr *chatRequest) toProvider() (*providers.Request, *failure.Error) {
+// ModelName is the model asked for.
+func (cr *chatRequest) ModelName() string { return cr.Model }
+
+// ToProvider converts the body to the engine's request.
+func (cr *chatRequest) ToProvider() (*providers.Request, *failure.Error) {
 	if cr.Model == "" {
 		return nil, failure.BadParam("missing_model", "model", "model is required")
 	}
