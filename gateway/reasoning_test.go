@@ -267,3 +267,40 @@ func TestCachedPromptTokens(t *testing.T) {
 		}
 	}
 }
+
+// TestAnthropicRedactedThinking: a thinking block Anthropic encrypted is
+// relayed whole and sent back as it came, or the next turn is refused.
+func TestAnthropicRedactedThinking(t *testing.T) {
+	const data = "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpP"
+	ev := func(name, d string) string { return "event: " + name + "\ndata: " + d + "\n\n" }
+	rec, _, url := recordingUpstream(t,
+		ev("message_start", `{"type":"message_start","message":{"id":"m","type":"message","role":"assistant","content":[],"model":"c","usage":{"input_tokens":5,"output_tokens":1}}}`),
+		ev("content_block_start", `{"type":"content_block_start","index":0,"content_block":{"type":"redacted_thinking","data":"`+data+`"}}`),
+		ev("content_block_stop", `{"type":"content_block_stop","index":0}`),
+		ev("content_block_start", `{"type":"content_block_start","index":1,"content_block":{"type":"text","text":""}}`),
+		ev("content_block_delta", `{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"Done."}}`),
+		ev("message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":9}}`),
+		ev("message_stop", `{"type":"message_stop"}`))
+	h := newHarness(t, anthropicConfig(url))
+	resp := h.post(t, context.Background(), "/v1/chat/completions", `{"model":"claude-sonnet","stream":true,"messages":[{"role":"user","content":"x"}]}`)
+	var relayed string
+	for _, f := range newSSEReader(resp.Body).readAll(t) {
+		if i := strings.Index(f.Data, `"reasoning_redacted":"`); i >= 0 {
+			relayed = strings.SplitN(f.Data[i+len(`"reasoning_redacted":"`):], `"`, 2)[0]
+		}
+	}
+	resp.Body.Close()
+	if relayed != data {
+		t.Errorf("relayed %q", relayed)
+	}
+	_, _, evs := h.streamNative(t, `{"model":"claude-sonnet","prompt":"x"}`)
+	if evs[1].Type != "reasoning" {
+		t.Errorf("native events %+v", evs)
+	}
+	drainClose(h.post(t, context.Background(), "/v1/chat/completions", `{"model":"claude-sonnet","messages":[{"role":"user","content":"x"},`+
+		`{"role":"assistant","content":"Done.","reasoning_redacted":"`+data+`"},{"role":"user","content":"and?"}]}`))
+	blocks := rec.last()["messages"].([]any)[1].(map[string]any)["content"].([]any)
+	if b := blocks[0].(map[string]any); b["type"] != "redacted_thinking" || b["data"] != data {
+		t.Errorf("sent back %v", blocks)
+	}
+}

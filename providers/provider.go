@@ -125,6 +125,9 @@ type Message struct {
 	// Anthropic gave it, which must come back unchanged.
 	Reasoning          string `json:"reasoning_content,omitempty"`
 	ReasoningSignature string `json:"reasoning_signature,omitempty"`
+	// RedactedReasoning are the redacted thinking blocks of the turn, in
+	// order, as the upstream sent them.
+	RedactedReasoning []string `json:"reasoning_redacted,omitempty"`
 }
 
 // ContentPart is one part of a multi-part message.
@@ -177,6 +180,10 @@ type Chunk struct {
 	// ReasoningSignature is the signature that ends a thinking block
 	// (Anthropic's signature_delta), to be sent back with it.
 	ReasoningSignature string
+	// RedactedReasoning is a thinking block the upstream encrypted
+	// (Anthropic's redacted_thinking data): opaque, to be sent back as
+	// it is.
+	RedactedReasoning string
 	// ToolCalls are partial tool calls: the first delta of a call carries
 	// its ID and name, later ones append to Arguments; Index says which
 	// call a delta belongs to.
@@ -216,7 +223,7 @@ type Usage struct {
 // text, thinking, or a tool call. The first delta ends a stream's
 // "before the first token" phase (retries, first-token timeout, TTFT).
 func (c *Chunk) Delta() bool {
-	return c.Content != "" || c.Reasoning != "" || c.ReasoningSignature != "" || len(c.ToolCalls) > 0
+	return c.Content != "" || c.Reasoning != "" || c.ReasoningSignature != "" || c.RedactedReasoning != "" || len(c.ToolCalls) > 0
 }
 
 // Text returns the concatenated text of a message, including text parts.

@@ -15,6 +15,7 @@ type Answer struct {
 	// and ReasoningSignature its signature (Anthropic).
 	Reasoning          string
 	ReasoningSignature string
+	RedactedReasoning  []string
 	ToolCalls          []providers.ToolCall
 }
 
@@ -34,6 +35,7 @@ func Collect(st providers.Stream, req *providers.Request) (Answer, Result, error
 		text      []byte
 		reasoning []byte
 		signature string
+		redacted  []string
 		calls     []providers.ToolCall
 		size      int
 		err       error
@@ -58,6 +60,9 @@ func Collect(st providers.Stream, req *providers.Request) (Answer, Result, error
 		text = append(text, c.Content...)
 		reasoning = append(reasoning, c.Reasoning...)
 		signature += c.ReasoningSignature
+		if c.RedactedReasoning != "" {
+			redacted = append(redacted, c.RedactedReasoning)
+		}
 		for _, d := range c.ToolCalls {
 			for len(calls) <= d.Index {
 				calls = append(calls, providers.ToolCall{Type: "function"})
@@ -77,5 +82,5 @@ func Collect(st providers.Stream, req *providers.Request) (Answer, Result, error
 	if err != nil {
 		return Answer{}, res, err
 	}
-	return Answer{Content: string(text), Reasoning: string(reasoning), ReasoningSignature: signature, ToolCalls: calls}, res, nil
+	return Answer{Content: string(text), Reasoning: string(reasoning), ReasoningSignature: signature, RedactedReasoning: redacted, ToolCalls: calls}, res, nil
 }

@@ -46,7 +46,7 @@ func (f *format) Opened(buf []byte, provider string) []byte {
 }
 
 func (f *format) Chunk(buf []byte, c *providers.Chunk) []byte {
-	if c.Reasoning != "" || c.ReasoningSignature != "" {
+	if c.Reasoning != "" || c.ReasoningSignature != "" || c.RedactedReasoning != "" {
 		// Thinking is its own event, so a page can show it apart from
 		// the answer; the signature that ends a thinking block comes as
 		// one too, to be sent back with it.
@@ -58,6 +58,10 @@ func (f *format) Chunk(buf []byte, c *providers.Chunk) []byte {
 		if c.ReasoningSignature != "" {
 			buf = append(buf, `,"signature":`...)
 			buf = jsonstr.Append(buf, c.ReasoningSignature)
+		}
+		if c.RedactedReasoning != "" {
+			buf = append(buf, `,"redacted":`...)
+			buf = jsonstr.Append(buf, c.RedactedReasoning)
 		}
 		buf = append(buf, "}\n"...)
 	}

@@ -85,6 +85,16 @@ func (f *format) Chunk(buf []byte, c *providers.Chunk) []byte {
 		buf = jsonstr.Append(buf, c.Reasoning)
 		sep = true
 	}
+	if c.RedactedReasoning != "" {
+		// A thinking block Anthropic encrypted: opaque, sent back as it
+		// is (reasoning_redacted on the assistant message).
+		if sep {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, `"reasoning_redacted":`...)
+		buf = jsonstr.Append(buf, c.RedactedReasoning)
+		sep = true
+	}
 	if c.ReasoningSignature != "" {
 		// Anthropic's thinking signature, which a client sends back with
 		// the thinking (reasoning_signature on the assistant message):

@@ -73,6 +73,9 @@ func (d *Dialect) complete(c *gin.Context, call *engine.Call, model string) {
 	if ans.ReasoningSignature != "" {
 		msg["reasoning_signature"] = ans.ReasoningSignature
 	}
+	if len(ans.RedactedReasoning) > 0 {
+		msg["reasoning_redacted"] = ans.RedactedReasoning
+	}
 	if len(ans.ToolCalls) > 0 {
 		msg["tool_calls"] = ans.ToolCalls
 		if ans.Content == "" {

@@ -105,6 +105,9 @@ type chatMessage struct {
 	// ReasoningSignature is Anthropic's signature of that thinking, as
 	// the gateway streamed it (delta.reasoning_signature).
 	ReasoningSignature string `json:"reasoning_signature"`
+	// ReasoningRedacted are the encrypted thinking blocks of the turn,
+	// as streamed (delta.reasoning_redacted): one string, or several.
+	ReasoningRedacted json.RawMessage `json:"reasoning_redacted"`
 }
 
 // ModelName is the model asked for.
@@ -136,6 +139,14 @@ func (cr *chatRequest) ToProvider() (*providers.Request, *failure.Error) {
 	req.ResponseFormat = api.NullToEmpty(cr.ResponseFormat)
 	for i, m := range cr.Messages {
 		pm := providers.Message{Role: m.Role, Name: m.Name, ToolCalls: m.ToolCalls, ToolCallID: m.ToolCallID, Reasoning: m.ReasoningContent, ReasoningSignature: m.ReasoningSignature}
+		if raw := api.NullToEmpty(m.ReasoningRedacted); len(raw) > 0 {
+			var one string
+			if json.Unmarshal(raw, &one) == nil {
+				pm.RedactedReasoning = []string{one}
+			} else if err := json.Unmarshal(raw, &pm.RedactedReasoning); err != nil {
+				return nil, failure.BadParam("invalid_type", fmt.Sprintf("messages[%d].reasoning_redacted", i), "reasoning_redacted must be a string or an array of strings")
+			}
+		}
 		if err := api.DecodeContent(m.Content, &pm); err != nil {
 			return nil, failure.BadParam("invalid_type", fmt.Sprintf("messages[%d].content", i), fmt.Sprintf("messages[%d].content %s", i, err))
 		}

@@ -183,6 +183,9 @@ func (p *Provider) toParams(req *providers.Request) (sdk.MessageNewParams, error
 			if m.Reasoning != "" && m.ReasoningSignature != "" {
 				blocks = append(blocks, sdk.NewThinkingBlock(m.ReasoningSignature, m.Reasoning))
 			}
+			for _, data := range m.RedactedReasoning {
+				blocks = append(blocks, sdk.NewRedactedThinkingBlock(data))
+			}
 			if t := m.Text(); t != "" {
 				blocks = append(blocks, sdk.NewTextBlock(t))
 			}
@@ -245,6 +248,9 @@ func (s *stream) Recv() (providers.Chunk, error) {
 			u := ev.Message.Usage
 			s.input, s.cacheRead, s.cacheWrite = u.InputTokens, u.CacheReadInputTokens, u.CacheCreationInputTokens
 		case "content_block_start":
+			if ev.ContentBlock.Type == "redacted_thinking" && ev.ContentBlock.Data != "" {
+				return providers.Chunk{RedactedReasoning: ev.ContentBlock.Data}, nil
+			}
 			if ev.ContentBlock.Type == "tool_use" {
 				i := len(s.tools)
 				s.tools[ev.Index] = i
