@@ -2,10 +2,13 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
 	"testing"
+
+	goopenai "github.com/sashabaranov/go-openai"
 
 	"github.com/streamgate/gateway/config"
 )
@@ -64,7 +67,7 @@ func TestRequestFieldFates(t *testing.T) {
 		{"claude-sonnet", `"frequency_penalty":1`, "frequency_penalty", "unsupported_parameter"},
 		{"claude-sonnet", `"seed":1`, "seed", "unsupported_parameter"},
 		{"claude-sonnet", `"logprobs":true`, "logprobs", "unsupported_parameter"},
-		{"claude-sonnet", `"response_format":{"type":"json_object"}`, "response_format", "unsupported_parameter"},
+		{"claude-sonnet", `"response_format":{"type":"json_object"},` + tools, "response_format", "unsupported_parameter"},
 		{"up-model", `"audio":{"voice":"alloy","format":"mp3"}`, "audio", "unsupported_parameter"},
 		{"up-model", `"modalities":["text","audio"]`, "modalities", "unsupported_parameter"},
 		{"up-model", `"functions":[{"name":"f"}]`, "functions", "unsupported_parameter"},
@@ -140,5 +143,38 @@ func TestModelOverrides(t *testing.T) {
 	}
 	if b["reasoning_effort"] != "low" || b["max_tokens"] != 77.0 || b["top_p"] != 0.9 {
 		t.Errorf("forced and kept: %v", b)
+	}
+}
+
+// TestAnthropicStructuredOutput: response_format (json_schema) was refused
+// for Anthropic; it becomes a forced tool with the whole schema, and the
+// tool's arguments stream back as the answer's text, ending with stop.
+func TestAnthropicStructuredOutput(t *testing.T) {
+	ev := func(name, d string) string { return "event: " + name + "\ndata: " + d + "\n\n" }
+	rec, _, url := recordingUpstream(t,
+		ev("message_start", `{"type":"message_start","message":{"id":"m","type":"message","role":"assistant","content":[],"model":"c","usage":{"input_tokens":20,"output_tokens":1}}}`),
+		ev("content_block_start", `{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_1","name":"json_response","input":{}}}`),
+		ev("content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"city\": "}}`),
+		ev("content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"\"Paris\"}"}}`),
+		ev("content_block_stop", `{"type":"content_block_stop","index":0}`),
+		ev("message_delta", `{"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":8}}`),
+		ev("message_stop", `{"type":"message_stop"}`))
+	h := newHarness(t, anthropicConfig(url))
+	r := h.streamSDK(t, goopenai.ChatCompletionRequest{Model: "claude-sonnet",
+		Messages: []goopenai.ChatCompletionMessage{{Role: "user", Content: "where?"}},
+		ResponseFormat: &goopenai.ChatCompletionResponseFormat{Type: goopenai.ChatCompletionResponseFormatTypeJSONSchema,
+			JSONSchema: &goopenai.ChatCompletionResponseFormatJSONSchema{Name: "place", Strict: true,
+				Schema: json.RawMessage(`{"type":"object","properties":{"city":{"type":"string"}},"required":["city"],"additionalProperties":false}`)}}})
+	if r.err != nil || r.text != `{"city": "Paris"}` || r.finish != "stop" || r.toolName != "" {
+		t.Errorf("text %q finish %q tool %q err %v", r.text, r.finish, r.toolName, r.err)
+	}
+	b := rec.last()
+	tool := b["tools"].([]any)[0].(map[string]any)
+	schema := tool["input_schema"].(map[string]any)
+	if tool["name"] != "json_response" || schema["additionalProperties"] != false || schema["required"] == nil {
+		t.Errorf("tool sent %v", tool)
+	}
+	if tc := b["tool_choice"].(map[string]any); tc["type"] != "tool" || tc["name"] != "json_response" {
+		t.Errorf("tool_choice %v", tc)
 	}
 }

@@ -107,7 +107,8 @@ func (p *Provider) StreamChat(ctx context.Context, req *providers.Request) (prov
 		st.Close()
 		return nil, classify(err)
 	}
-	return &stream{st: st, tools: map[int64]int{}}, nil
+	jsonMode := params.ToolChoice.OfTool != nil && params.ToolChoice.OfTool.Name == jsonTool
+	return &stream{st: st, tools: map[int64]int{}, json: jsonMode, jsonIndex: -1}, nil
 }
 
 func (p *Provider) toParams(req *providers.Request) (sdk.MessageNewParams, error) {
@@ -125,13 +126,15 @@ func (p *Provider) toParams(req *providers.Request) (sdk.MessageNewParams, error
 	if req.Seed != nil {
 		return params, providers.Unsupported("seed", "anthropic")
 	}
-	if rf := req.ResponseFormat; len(rf) > 0 {
-		var f struct {
-			Type string `json:"type"`
-		}
-		if json.Unmarshal(rf, &f) != nil || f.Type != "text" {
-			return params, providers.Unsupported("response_format", "anthropic")
-		}
+	format, structured, err := responseFormat(req.ResponseFormat)
+	if err != nil {
+		return params, err
+	}
+	if structured && (len(req.Tools) > 0 || thinkingBudget(req) > 0) {
+		// The answer would be one forced tool call: it cannot also
+		// choose among tools, and Anthropic forces no tool while thinking.
+		return params, &providers.Error{Status: http.StatusBadRequest, Code: "unsupported_parameter", Param: "response_format",
+			Message: "response_format with tools or reasoning_effort is not supported by this model's provider (anthropic)"}
 	}
 	if req.User != "" {
 		params.Metadata = sdk.MetadataParam{UserID: sdk.String(req.User)}
@@ -204,22 +207,19 @@ func (p *Provider) toParams(req *providers.Request) (sdk.MessageNewParams, error
 		}
 	}
 	for _, t := range req.Tools {
-		schema := sdk.ToolInputSchemaParam{}
-		if len(t.Function.Parameters) > 0 {
-			var s struct {
-				Properties any      `json:"properties"`
-				Required   []string `json:"required"`
-			}
-			if err := json.Unmarshal(t.Function.Parameters, &s); err != nil {
-				return params, fmt.Errorf("tool %s: parameters: %w", t.Function.Name, err)
-			}
-			schema.Properties, schema.Required = s.Properties, s.Required
+		schema, err := inputSchema(t.Function.Parameters)
+		if err != nil {
+			return params, fmt.Errorf("tool %s: parameters: %w", t.Function.Name, err)
 		}
 		tool := sdk.ToolParam{Name: t.Function.Name, InputSchema: schema}
 		if t.Function.Description != "" {
 			tool.Description = sdk.String(t.Function.Description)
 		}
 		params.Tools = append(params.Tools, sdk.ToolUnionParam{OfTool: &tool})
+	}
+	if structured {
+		params.Tools = append(params.Tools, sdk.ToolUnionParam{OfTool: &format})
+		params.ToolChoice = sdk.ToolChoiceUnionParam{OfTool: &sdk.ToolChoiceToolParam{Name: jsonTool}}
 	}
 	return params, nil
 }
@@ -234,7 +234,11 @@ type stream struct {
 	// finished is set by the message_delta that carries the stop reason:
 	// a message_stop without one ends a truncated answer.
 	finished bool
-	once     sync.Once
+	// json is set when the answer comes as the arguments of the forced
+	// jsonTool call (response_format), jsonIndex its content block.
+	json      bool
+	jsonIndex int64
+	once      sync.Once
 }
 
 // Recv maps Messages events onto chunks: text deltas to content, tool_use
@@ -250,6 +254,10 @@ func (s *stream) Recv() (providers.Chunk, error) {
 		case "content_block_start":
 			if ev.ContentBlock.Type == "redacted_thinking" && ev.ContentBlock.Data != "" {
 				return providers.Chunk{RedactedReasoning: ev.ContentBlock.Data}, nil
+			}
+			if s.json && ev.ContentBlock.Type == "tool_use" && ev.ContentBlock.Name == jsonTool {
+				s.jsonIndex = ev.Index // its arguments are the answer's text
+				continue
 			}
 			if ev.ContentBlock.Type == "tool_use" {
 				i := len(s.tools)
@@ -271,6 +279,9 @@ func (s *stream) Recv() (providers.Chunk, error) {
 					return providers.Chunk{ReasoningSignature: ev.Delta.Signature}, nil
 				}
 			case "input_json_delta":
+				if s.json && ev.Index == s.jsonIndex && ev.Delta.PartialJSON != "" {
+					return providers.Chunk{Content: ev.Delta.PartialJSON}, nil
+				}
 				if i, ok := s.tools[ev.Index]; ok && ev.Delta.PartialJSON != "" {
 					return providers.Chunk{ToolCalls: []providers.ToolCallDelta{{Index: i, Arguments: ev.Delta.PartialJSON}}}, nil
 				}
@@ -291,8 +302,12 @@ func (s *stream) Recv() (providers.Chunk, error) {
 			// prompt_tokens and as the gateway's token limits count it.
 			in := s.input + s.cacheRead + s.cacheWrite
 			s.finished = true
+			reason := finishReason(string(ev.Delta.StopReason))
+			if s.json && reason == "tool_calls" {
+				reason = "stop" // the forced call was the answer
+			}
 			return providers.Chunk{
-				FinishReason: finishReason(string(ev.Delta.StopReason)),
+				FinishReason: reason,
 				Usage: &providers.Usage{PromptTokens: int(in), CompletionTokens: int(u.OutputTokens), TotalTokens: int(in + u.OutputTokens),
 					CachedTokens: int(s.cacheRead), CacheWriteTokens: int(s.cacheWrite)},
 			}, nil
@@ -313,6 +328,79 @@ func (s *stream) Close() error {
 	var err error
 	s.once.Do(func() { err = s.st.Close() })
 	return err
+}
+
+// inputSchema is a tool's JSON schema as Anthropic takes it: the whole
+// schema ($defs, additionalProperties, descriptions and all), not only its
+// properties.
+func inputSchema(raw json.RawMessage) (sdk.ToolInputSchemaParam, error) {
+	var schema sdk.ToolInputSchemaParam
+	if len(raw) == 0 {
+		return schema, nil
+	}
+	var all map[string]any
+	if err := json.Unmarshal(raw, &all); err != nil {
+		return schema, err
+	}
+	schema.Properties = all["properties"]
+	if req, ok := all["required"].([]any); ok {
+		for _, r := range req {
+			if s, ok := r.(string); ok {
+				schema.Required = append(schema.Required, s)
+			}
+		}
+	}
+	delete(all, "properties")
+	delete(all, "required")
+	delete(all, "type") // always object
+	if len(all) > 0 {
+		schema.ExtraFields = all
+	}
+	return schema, nil
+}
+
+// jsonTool is the tool a structured-output request is answered through:
+// Anthropic has no response_format, so the schema becomes a tool the
+// model must call, and the call's arguments are streamed back as the
+// answer's text.
+const jsonTool = "json_response"
+
+// responseFormat translates OpenAI's response_format (json_object or
+// json_schema) into a forced tool; ok is false for text or none.
+func responseFormat(raw json.RawMessage) (tool sdk.ToolParam, ok bool, err error) {
+	if len(raw) == 0 {
+		return tool, false, nil
+	}
+	var f struct {
+		Type       string `json:"type"`
+		JSONSchema struct {
+			Name        string          `json:"name"`
+			Description string          `json:"description"`
+			Schema      json.RawMessage `json:"schema"`
+		} `json:"json_schema"`
+	}
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return tool, false, &providers.Error{Status: http.StatusBadRequest, Code: "invalid_value", Param: "response_format", Message: "response_format must be an object with a type"}
+	}
+	switch f.Type {
+	case "text":
+		return tool, false, nil
+	case "json_object":
+		tool = sdk.ToolParam{Name: jsonTool, InputSchema: sdk.ToolInputSchemaParam{}, Description: sdk.String("Give the answer as one JSON object.")}
+	case "json_schema":
+		schema, err := inputSchema(f.JSONSchema.Schema)
+		if err != nil {
+			return tool, false, &providers.Error{Status: http.StatusBadRequest, Code: "invalid_value", Param: "response_format", Message: "response_format.json_schema.schema is not a JSON schema"}
+		}
+		desc := "Give the answer as JSON matching this schema."
+		if f.JSONSchema.Description != "" {
+			desc = f.JSONSchema.Description
+		}
+		tool = sdk.ToolParam{Name: jsonTool, InputSchema: schema, Description: sdk.String(desc)}
+	default:
+		return tool, false, &providers.Error{Status: http.StatusBadRequest, Code: "invalid_value", Param: "response_format", Message: "response_format.type must be text, json_object or json_schema"}
+	}
+	return tool, true, nil
 }
 
 // userBlocks translates a user message's content: text, and images (a
