@@ -192,14 +192,7 @@ func TestAnthropicThinkingRelayed(t *testing.T) {
 	if r.reasoning != "I should look up the weather." || r.text != "Let me check." || r.toolName != "get_weather" {
 		t.Errorf("chat: reasoning %q text %q tool %q", r.reasoning, r.text, r.toolName)
 	}
-	var chatSig string
-	resp := h.post(t, context.Background(), "/v1/chat/completions", `{"model":"claude-sonnet","stream":true,"messages":[{"role":"user","content":"weather?"}]}`)
-	for _, f := range newSSEReader(resp.Body).readAll(t) {
-		if i := strings.Index(f.Data, `"reasoning_signature":"`); i >= 0 {
-			chatSig = strings.SplitN(f.Data[i+len(`"reasoning_signature":"`):], `"`, 2)[0]
-		}
-	}
-	resp.Body.Close()
+	chatSig := h.streamedField(t, `{"model":"claude-sonnet","stream":true,"messages":[{"role":"user","content":"weather?"}]}`, "reasoning_signature")
 	if chatSig != signature {
 		t.Errorf("chat reasoning_signature %q", chatSig)
 	}
@@ -282,14 +275,7 @@ func TestAnthropicRedactedThinking(t *testing.T) {
 		ev("message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":9}}`),
 		ev("message_stop", `{"type":"message_stop"}`))
 	h := newHarness(t, anthropicConfig(url))
-	resp := h.post(t, context.Background(), "/v1/chat/completions", `{"model":"claude-sonnet","stream":true,"messages":[{"role":"user","content":"x"}]}`)
-	var relayed string
-	for _, f := range newSSEReader(resp.Body).readAll(t) {
-		if i := strings.Index(f.Data, `"reasoning_redacted":"`); i >= 0 {
-			relayed = strings.SplitN(f.Data[i+len(`"reasoning_redacted":"`):], `"`, 2)[0]
-		}
-	}
-	resp.Body.Close()
+	relayed := h.streamedField(t, `{"model":"claude-sonnet","stream":true,"messages":[{"role":"user","content":"x"}]}`, "reasoning_redacted")
 	if relayed != data {
 		t.Errorf("relayed %q", relayed)
 	}
@@ -303,4 +289,19 @@ func TestAnthropicRedactedThinking(t *testing.T) {
 	if b := blocks[0].(map[string]any); b["type"] != "redacted_thinking" || b["data"] != data {
 		t.Errorf("sent back %v", blocks)
 	}
+}
+
+// streamedField posts a streaming chat request and returns the last
+// value of the string field name in its frames ("" if none had it).
+func (h *harness) streamedField(t *testing.T, body, name string) string {
+	t.Helper()
+	resp := h.post(t, context.Background(), "/v1/chat/completions", body)
+	defer resp.Body.Close()
+	key, value := `"`+name+`":"`, ""
+	for _, f := range newSSEReader(resp.Body).readAll(t) {
+		if i := strings.Index(f.Data, key); i >= 0 {
+			value = strings.SplitN(f.Data[i+len(key):], `"`, 2)[0]
+		}
+	}
+	return value
 }
