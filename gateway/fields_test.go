@@ -178,3 +178,33 @@ func TestAnthropicStructuredOutput(t *testing.T) {
 		t.Errorf("tool_choice %v", tc)
 	}
 }
+
+// TestAnthropicCacheControl: cache_control marks (as LiteLLM-style
+// clients put them on messages, content parts and tools) reach Anthropic
+// on the blocks they mark; a malformed one is refused by name.
+func TestAnthropicCacheControl(t *testing.T) {
+	rec, _, url := recordingUpstream(t, anthropicText("ok")...)
+	h := newHarness(t, anthropicConfig(url))
+	body := `{"model":"claude-sonnet","messages":[` +
+		`{"role":"system","content":"a long system prompt","cache_control":{"type":"ephemeral"}},` +
+		`{"role":"user","content":[{"type":"text","text":"a long document","cache_control":{"type":"ephemeral","ttl":"1h"}},{"type":"text","text":"the question"}]}],` +
+		`"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}},"cache_control":{"type":"ephemeral"}}]}`
+	if resp := h.post(t, context.Background(), "/v1/chat/completions", body); resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, drainClose(resp))
+	} else {
+		drainClose(resp)
+	}
+	b := rec.last()
+	system := b["system"].([]any)[0].(map[string]any)
+	user := b["messages"].([]any)[0].(map[string]any)["content"].([]any)
+	tool := b["tools"].([]any)[0].(map[string]any)
+	mark := func(v any) string { m, _ := v.(map[string]any); return fmt.Sprintf("%v %v", m["type"], m["ttl"]) }
+	if mark(system["cache_control"]) != "ephemeral <nil>" || mark(user[0].(map[string]any)["cache_control"]) != "ephemeral 1h" ||
+		user[1].(map[string]any)["cache_control"] != nil || mark(tool["cache_control"]) != "ephemeral <nil>" || tool["input_schema"] == nil {
+		t.Errorf("system %v, user %v, tool %v", system, user, tool)
+	}
+	resp := h.post(t, context.Background(), "/v1/chat/completions", `{"model":"claude-sonnet","messages":[{"role":"user","content":"x","cache_control":{"type":"forever"}}]}`)
+	if eb := readError(t, resp); resp.StatusCode != 400 || eb.Error.Param == nil || *eb.Error.Param != "messages.cache_control" {
+		t.Errorf("bad mark: %d %+v", resp.StatusCode, eb.Error)
+	}
+}

@@ -128,6 +128,9 @@ type Message struct {
 	// RedactedReasoning are the redacted thinking blocks of the turn, in
 	// order, as the upstream sent them.
 	RedactedReasoning []string `json:"reasoning_redacted,omitempty"`
+	// CacheControl marks a prompt-cache breakpoint after this message
+	// (see ContentPart.CacheControl).
+	CacheControl json.RawMessage `json:"cache_control,omitempty"`
 }
 
 // ContentPart is one part of a multi-part message.
@@ -135,6 +138,10 @@ type ContentPart struct {
 	Type     string    `json:"type"`
 	Text     string    `json:"text,omitempty"`
 	ImageURL *ImageURL `json:"image_url,omitempty"`
+	// CacheControl marks a prompt-cache breakpoint after this part
+	// ({"type":"ephemeral","ttl":"5m"|"1h"}), for Anthropic; upstreams
+	// that cache by themselves (OpenAI) take no such mark.
+	CacheControl json.RawMessage `json:"cache_control,omitempty"`
 }
 
 // ImageURL is the image of an image_url content part.
@@ -147,6 +154,9 @@ type ImageURL struct {
 type Tool struct {
 	Type     string       `json:"type"`
 	Function ToolFunction `json:"function"`
+	// CacheControl marks a prompt-cache breakpoint after this tool (see
+	// ContentPart.CacheControl).
+	CacheControl json.RawMessage `json:"cache_control,omitempty"`
 }
 
 // ToolFunction describes a callable function; Parameters is a JSON schema

@@ -108,6 +108,9 @@ type chatMessage struct {
 	// ReasoningRedacted are the encrypted thinking blocks of the turn,
 	// as streamed (delta.reasoning_redacted): one string, or several.
 	ReasoningRedacted json.RawMessage `json:"reasoning_redacted"`
+	// CacheControl marks a prompt-cache breakpoint after the message
+	// (Anthropic's cache_control, as LiteLLM-style clients send it).
+	CacheControl json.RawMessage `json:"cache_control"`
 }
 
 // ModelName is the model asked for.
@@ -138,7 +141,8 @@ func (cr *chatRequest) ToProvider() (*providers.Request, *failure.Error) {
 
 	req.ResponseFormat = api.NullToEmpty(cr.ResponseFormat)
 	for i, m := range cr.Messages {
-		pm := providers.Message{Role: m.Role, Name: m.Name, ToolCalls: m.ToolCalls, ToolCallID: m.ToolCallID, Reasoning: m.ReasoningContent, ReasoningSignature: m.ReasoningSignature}
+		pm := providers.Message{Role: m.Role, Name: m.Name, ToolCalls: m.ToolCalls, ToolCallID: m.ToolCallID, Reasoning: m.ReasoningContent, ReasoningSignature: m.ReasoningSignature,
+			CacheControl: api.NullToEmpty(m.CacheControl)}
 		if raw := api.NullToEmpty(m.ReasoningRedacted); len(raw) > 0 {
 			var one string
 			if json.Unmarshal(raw, &one) == nil {

@@ -171,10 +171,19 @@ func (p *Provider) toParams(req *providers.Request) (sdk.MessageNewParams, error
 	for _, m := range req.Messages {
 		switch m.Role {
 		case "system", "developer":
-			params.System = append(params.System, sdk.TextBlockParam{Text: m.Text()})
+			block := sdk.TextBlockParam{Text: m.Text()}
+			cc, err := cacheControl(m.CacheControl, "messages.cache_control")
+			if err != nil {
+				return params, err
+			}
+			block.CacheControl = cc
+			params.System = append(params.System, block)
 		case "user":
 			blocks, err := userBlocks(&m)
 			if err != nil {
+				return params, err
+			}
+			if err := markLast(blocks, m.CacheControl); err != nil {
 				return params, err
 			}
 			params.Messages = append(params.Messages, sdk.NewUserMessage(blocks...))
@@ -201,6 +210,9 @@ func (p *Provider) toParams(req *providers.Request) (sdk.MessageNewParams, error
 				}
 				blocks = append(blocks, sdk.NewToolUseBlock(tc.ID, input, tc.Function.Name))
 			}
+			if err := markLast(blocks, m.CacheControl); err != nil {
+				return params, err
+			}
 			params.Messages = append(params.Messages, sdk.NewAssistantMessage(blocks...))
 		case "tool":
 			params.Messages = append(params.Messages, sdk.NewUserMessage(sdk.NewToolResultBlock(m.ToolCallID, m.Text(), false)))
@@ -212,6 +224,9 @@ func (p *Provider) toParams(req *providers.Request) (sdk.MessageNewParams, error
 			return params, fmt.Errorf("tool %s: parameters: %w", t.Function.Name, err)
 		}
 		tool := sdk.ToolParam{Name: t.Function.Name, InputSchema: schema}
+		if tool.CacheControl, err = cacheControl(t.CacheControl, "tools.cache_control"); err != nil {
+			return params, err
+		}
 		if t.Function.Description != "" {
 			tool.Description = sdk.String(t.Function.Description)
 		}
@@ -334,7 +349,9 @@ func (s *stream) Close() error {
 // schema ($defs, additionalProperties, descriptions and all), not only its
 // properties.
 func inputSchema(raw json.RawMessage) (sdk.ToolInputSchemaParam, error) {
-	var schema sdk.ToolInputSchemaParam
+	// Anthropic requires input_schema: a schema with no properties is
+	// still sent, as an object without any.
+	schema := sdk.ToolInputSchemaParam{Properties: map[string]any{}}
 	if len(raw) == 0 {
 		return schema, nil
 	}
@@ -342,7 +359,9 @@ func inputSchema(raw json.RawMessage) (sdk.ToolInputSchemaParam, error) {
 	if err := json.Unmarshal(raw, &all); err != nil {
 		return schema, err
 	}
-	schema.Properties = all["properties"]
+	if p, ok := all["properties"]; ok && p != nil {
+		schema.Properties = p
+	}
 	if req, ok := all["required"].([]any); ok {
 		for _, r := range req {
 			if s, ok := r.(string); ok {
@@ -386,7 +405,8 @@ func responseFormat(raw json.RawMessage) (tool sdk.ToolParam, ok bool, err error
 	case "text":
 		return tool, false, nil
 	case "json_object":
-		tool = sdk.ToolParam{Name: jsonTool, InputSchema: sdk.ToolInputSchemaParam{}, Description: sdk.String("Give the answer as one JSON object.")}
+		schema, _ := inputSchema(nil)
+		tool = sdk.ToolParam{Name: jsonTool, InputSchema: schema, Description: sdk.String("Give the answer as one JSON object.")}
 	case "json_schema":
 		schema, err := inputSchema(f.JSONSchema.Schema)
 		if err != nil {
@@ -411,6 +431,7 @@ func userBlocks(m *providers.Message) ([]sdk.ContentBlockParamUnion, error) {
 	}
 	var blocks []sdk.ContentBlockParamUnion
 	for _, part := range m.Parts {
+		n := len(blocks)
 		switch {
 		case part.Type == "text":
 			blocks = append(blocks, sdk.NewTextBlock(part.Text))
@@ -430,8 +451,45 @@ func userBlocks(m *providers.Message) ([]sdk.ContentBlockParamUnion, error) {
 		default:
 			return nil, providers.Unsupported("content part "+part.Type, "anthropic")
 		}
+		if len(blocks) > n {
+			if err := markLast(blocks, part.CacheControl); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return blocks, nil
+}
+
+// cacheControl reads a cache_control mark: {"type":"ephemeral"}, with an
+// optional ttl of 5m or 1h; none when raw is empty.
+func cacheControl(raw json.RawMessage, field string) (sdk.CacheControlEphemeralParam, error) {
+	var cc sdk.CacheControlEphemeralParam
+	if len(raw) == 0 || string(raw) == "null" {
+		return cc, nil
+	}
+	var m struct {
+		Type string `json:"type"`
+		TTL  string `json:"ttl"`
+	}
+	if json.Unmarshal(raw, &m) != nil || m.Type != "ephemeral" || (m.TTL != "" && m.TTL != "5m" && m.TTL != "1h") {
+		return cc, &providers.Error{Status: http.StatusBadRequest, Code: "invalid_value", Param: field,
+			Message: `cache_control must be {"type":"ephemeral"}, with an optional "ttl" of "5m" or "1h"`}
+	}
+	cc = sdk.NewCacheControlEphemeralParam()
+	cc.TTL = sdk.CacheControlEphemeralTTL(m.TTL)
+	return cc, nil
+}
+
+// markLast puts the cache_control mark raw (if any) on the last of blocks.
+func markLast(blocks []sdk.ContentBlockParamUnion, raw json.RawMessage) error {
+	cc, err := cacheControl(raw, "messages.cache_control")
+	if err != nil || len(raw) == 0 || len(blocks) == 0 {
+		return err
+	}
+	if p := blocks[len(blocks)-1].GetCacheControl(); p != nil {
+		*p = cc
+	}
+	return nil
 }
 
 // toolChoice translates OpenAI's tool_choice ("auto", "none", "required",
