@@ -112,3 +112,13 @@ func framesData(frames []sseEvent) []string {
 	}
 	return out
 }
+
+// TestLegacyCompletionLimits: legacy completions are admitted like any
+// other request: past the token budget, 429 with Retry-After.
+func TestLegacyCompletionLimits(t *testing.T) {
+	h := newHarness(t, newConfig("", "")+"rate_limit:\n  defaults:\n    tokens_per_minute: 50\n")
+	resp := h.post(t, context.Background(), "/v1/completions", `{"model":"mock-gpt","prompt":"x","max_tokens":500}`)
+	if eb := readError(t, resp); resp.StatusCode != 429 || eb.Error.Code != "tokens_rate_limit_exceeded" || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("%d %+v", resp.StatusCode, eb.Error)
+	}
+}
