@@ -215,10 +215,13 @@ func TestSlotsReleased(t *testing.T) {
 	} else if eb := readError(t, busy); eb.Error.Code != "concurrency_limit_exceeded" {
 		t.Errorf("code %q", eb.Error.Code)
 	}
-	// ...until the client leaves.
+	// ...until the client leaves. The access-log line (not the
+	// producer's "stream finished", which comes before the handler has
+	// returned) is written once the request is over and all it held is
+	// released.
 	cancel()
 	resp.Body.Close()
-	h.logs.waitFor(t, `"end":"client_gone"`)
+	h.logs.waitFor(t, `"end":"client_gone","error_code":"client_closed_request"`)
 	if again := h.do(t, context.Background(), "POST", "/v1/stream", frontendKey, streamBody); again.StatusCode != 200 {
 		t.Errorf("slot not released after disconnect: %d %s", again.StatusCode, drainClose(again))
 	} else {
