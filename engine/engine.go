@@ -19,6 +19,7 @@ import (
 	"github.com/streamgate/gateway/config"
 	"github.com/streamgate/gateway/eventlog"
 	"github.com/streamgate/gateway/failure"
+	"github.com/streamgate/gateway/internal/tokens"
 	"github.com/streamgate/gateway/metrics"
 	"github.com/streamgate/gateway/middleware"
 	"github.com/streamgate/gateway/outcome"
@@ -186,9 +187,8 @@ type running struct {
 // the error is ready for the client.
 func (call *Call) open(parent context.Context) (running, *failure.Error) {
 	e := call.e
-	ctx, cancel := context.WithCancelCause(parent)
-	stop := context.AfterFunc(e.Stopping, func() { cancel(context.Cause(e.Stopping)) })
-	run := running{ctx: ctx, cancel: cancel, release: func() { stop(); cancel(context.Canceled) }}
+	ctx, cancel, release := e.upstreamContext(parent)
+	run := running{ctx: ctx, cancel: cancel, release: release}
 	if rctx := call.c.Request.Context(); parent != rctx {
 		defer context.AfterFunc(rctx, func() { cancel(context.Canceled) })()
 	}
@@ -203,6 +203,14 @@ func (call *Call) open(parent context.Context) (running, *failure.Error) {
 	}
 	run.st = st
 	return run, nil
+}
+
+// upstreamContext is the context of an upstream call under parent, cut
+// short also by the server's shutdown (with its cause); release frees it.
+func (e *Engine) upstreamContext(parent context.Context) (ctx context.Context, cancel context.CancelCauseFunc, release func()) {
+	ctx, cancel = context.WithCancelCause(parent)
+	stop := context.AfterFunc(e.Stopping, func() { cancel(context.Cause(e.Stopping)) })
+	return ctx, cancel, func() { stop(); cancel(context.Canceled) }
 }
 
 // finish records how a stream of endpoint ended, in info (the access
@@ -318,18 +326,13 @@ func (e *Engine) Embed(c *gin.Context, model string, req *providers.EmbedRequest
 	}
 	info := middleware.Get(c)
 	info.Model, info.Provider = model, e.Registry.Owner(model)
-	reserve := 0
-	for _, in := range req.Input {
-		reserve += (len(in) + 3) / 4
-	}
+	reserve := tokens.ApproxTexts(req.Input...)
 	t, fe := e.Admitter.AdmitTokens(c.Request.Context(), c.Writer.Header(), client(c), reserve)
 	if fe != nil {
 		return nil, fe
 	}
-	ctx, cancel := context.WithCancelCause(c.Request.Context())
-	defer cancel(nil)
-	stop := context.AfterFunc(e.Stopping, func() { cancel(context.Cause(e.Stopping)) })
-	defer stop()
+	ctx, _, release := e.upstreamContext(c.Request.Context())
+	defer release()
 	out, a, err := e.Registry.Embed(ctx, req, model, info.RequestID)
 	info.Provider, info.Attempts, info.Fallbacks = a.Provider, a.Attempts, a.Fallbacks
 	if err != nil {

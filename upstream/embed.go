@@ -38,16 +38,9 @@ func (r *Registry) Embed(ctx context.Context, req *providers.EmbedRequest, model
 			return out, a, nil
 		}
 		lastErr = err
-		if ctx.Err() != nil {
+		r.failed(ctx, dep, err)
+		if ctx.Err() != nil || !retryable(err) || a.Attempts >= r.retry.MaxAttempts {
 			break
-		}
-		r.opts.Observer.Failed(dep.providerName, failure.Classify(ctx, err))
-		if !retryable(err) || a.Attempts >= r.retry.MaxAttempts {
-			break
-		}
-		if dep.health.failure(r.policy, r.opts.Now()) {
-			r.opts.Log.Warn("deployment on cooldown", "provider", dep.providerName, "model", dep.model,
-				"cooldown", r.policy.cooldown.String(), "error", r.opts.Redact(err.Error()))
 		}
 		r.opts.Log.Debug("embedding attempt failed", "request_id", requestID, "provider", dep.providerName, "route", i, "error", r.opts.Redact(err.Error()))
 	}

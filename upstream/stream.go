@@ -276,17 +276,22 @@ func (s *Stream) firstDelta() {
 
 // failed records an upstream fault of dep (not a client's mistake, not a
 // client leaving) towards its cooldown.
-func (s *Stream) failed(dep deployment, err error) {
-	if s.parent.Err() != nil {
+func (s *Stream) failed(dep deployment, err error) { s.r.failed(s.parent, dep, err) }
+
+// failed records that an attempt on dep failed with err, under the
+// request's context ctx: a metric, and towards dep's cooldown when the
+// fault is the upstream's. A client that left is no upstream's fault.
+func (r *Registry) failed(ctx context.Context, dep deployment, err error) {
+	if ctx.Err() != nil {
 		return
 	}
-	s.r.opts.Observer.Failed(dep.providerName, failure.Classify(s.parent, err))
+	r.opts.Observer.Failed(dep.providerName, failure.Classify(ctx, err))
 	if !(retryable(err) || errors.Is(err, ErrIdleTimeout) || errors.Is(err, ErrStreamTimeout)) {
 		return
 	}
-	if dep.health.failure(s.r.policy, s.r.opts.Now()) {
-		s.r.opts.Log.Warn("deployment on cooldown", "provider", dep.providerName, "model", dep.model,
-			"cooldown", s.r.policy.cooldown.String(), "error", s.r.opts.Redact(err.Error()))
+	if dep.health.failure(r.policy, r.opts.Now()) {
+		r.opts.Log.Warn("deployment on cooldown", "provider", dep.providerName, "model", dep.model,
+			"cooldown", r.policy.cooldown.String(), "error", r.opts.Redact(err.Error()))
 	}
 }
 

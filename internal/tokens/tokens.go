@@ -129,3 +129,12 @@ func Approx(msgs []providers.Message) int {
 	}
 	return max(1, chars/4)
 }
+
+// ApproxTexts is Approx for plain texts (embedding inputs).
+func ApproxTexts(texts ...string) int {
+	chars := 0
+	for _, t := range texts {
+		chars += len(t)
+	}
+	return max(1, chars/4)
+}

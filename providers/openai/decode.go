@@ -82,16 +82,24 @@ func decodeFull(data []byte, c *providers.Chunk) error {
 			c.ToolCalls = append(c.ToolCalls, d)
 		}
 	}
-	if u := f.Usage; u != nil {
-		c.Usage = &providers.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.TotalTokens}
-		if d := u.CompletionTokensDetails; d != nil {
-			c.Usage.ReasoningTokens = d.ReasoningTokens
-		}
-		if d := u.PromptTokensDetails; d != nil {
-			c.Usage.CachedTokens = d.CachedTokens
-		}
-	}
+	c.Usage = usageOf(f.Usage)
 	return nil
+}
+
+// usageOf is an upstream's usage report as the gateway counts it: totals,
+// and the reasoning and cached parts where reported; nil for none.
+func usageOf(u *goopenai.Usage) *providers.Usage {
+	if u == nil {
+		return nil
+	}
+	out := &providers.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.TotalTokens}
+	if d := u.CompletionTokensDetails; d != nil {
+		out.ReasoningTokens = d.ReasoningTokens
+	}
+	if d := u.PromptTokensDetails; d != nil {
+		out.CachedTokens = d.CachedTokens
+	}
+	return out
 }
 
 // scanner reads the JSON of a chunk, declining (errFallback) whatever it

@@ -560,8 +560,6 @@ func decodeLegacy(data []byte, c *providers.Chunk) error {
 	if len(l.Choices) > 0 {
 		c.Content, c.FinishReason = l.Choices[0].Text, l.Choices[0].FinishReason
 	}
-	if u := l.Usage; u != nil {
-		c.Usage = &providers.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.TotalTokens}
-	}
+	c.Usage = usageOf(l.Usage)
 	return nil
 }
