@@ -423,6 +423,13 @@ type Model struct {
 	Strategy string `yaml:"strategy"`
 	// Routes are the deployments serving this model.
 	Routes []Route `yaml:"routes"`
+	// Aliases are other names clients may ask for this model by: the
+	// dated names a client sends of its own accord, such as Claude
+	// Code's claude-sonnet-4-5-20250929. An alias ending in * stands for
+	// every name that begins with the rest (claude-haiku-*). A model's
+	// own name wins over an alias, an exact alias over a pattern, and a
+	// longer pattern over a shorter one.
+	Aliases []string `yaml:"aliases"`
 	// Drop names request parameters removed before the request goes
 	// upstream, for models that refuse them (a reasoning model that
 	// takes no temperature): one of OverridableParams.
@@ -462,6 +469,26 @@ type Route struct {
 	// Weight is the route's share under the weighted strategy
 	// (default 1).
 	Weight *int `yaml:"weight"`
+}
+
+// Resolve returns the model that name stands for: name itself when it is
+// a model, else the model it is an alias of, else "".
+func (c *Config) Resolve(name string) string {
+	if _, ok := c.Models[name]; ok {
+		return name
+	}
+	best, bestLen := "", -1
+	for model, m := range c.Models {
+		for _, a := range m.Aliases {
+			if a == name {
+				return model
+			}
+			if prefix, ok := strings.CutSuffix(a, "*"); ok && strings.HasPrefix(name, prefix) && len(prefix) > bestLen {
+				best, bestLen = model, len(prefix)
+			}
+		}
+	}
+	return best
 }
 
 // Default returns the configuration used where the file says nothing.

@@ -94,9 +94,26 @@ func (c *Config) Validate() []Problem {
 	if len(c.Models) == 0 {
 		add("models", "at least one model is required")
 	}
+	aliasOf := map[string]string{}
 	for _, name := range sortedKeys(c.Models) {
 		m := c.Models[name]
 		field := "models." + name
+		for i, a := range m.Aliases {
+			af := fmt.Sprintf("%s.aliases[%d]", field, i)
+			_, isModel := c.Models[a]
+			switch {
+			case strings.TrimSpace(strings.TrimSuffix(a, "*")) == "":
+				add(af, "%q names nothing: write a model name, or a prefix followed by *", a)
+			case strings.Contains(strings.TrimSuffix(a, "*"), "*"):
+				add(af, "%q has a * before its end: only a trailing * is a pattern", a)
+			case isModel:
+				add(af, "%q is a model's own name", a)
+			case aliasOf[a] != "":
+				add(af, "%q is already an alias of model %s", a, aliasOf[a])
+			default:
+				aliasOf[a] = name
+			}
+		}
 		for _, d := range m.Drop {
 			if !slices.Contains(OverridableParams(), d) {
 				add(field+".drop", "%q is not one of %s", d, strings.Join(OverridableParams(), ", "))

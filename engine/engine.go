@@ -108,6 +108,15 @@ func (e *Engine) Model(c *gin.Context, name string) (Model, *failure.Error) {
 	return Model{}, notFound(name)
 }
 
+// resolve is the model a client's name stands for (config aliases), or
+// the name itself.
+func (e *Engine) resolve(name string) string {
+	if m := e.Config.Resolve(name); m != "" {
+		return m
+	}
+	return name
+}
+
 // notFound is the answer for a model that is not served, or not to this
 // key: the two look the same.
 func notFound(model string) *failure.Error {
@@ -157,6 +166,7 @@ type Call struct {
 // key) and admits the request within its client's limits (rate-limit
 // headers are set on c either way).
 func (e *Engine) Accept(c *gin.Context, req *providers.Request, model string) (*Call, *failure.Error) {
+	model = e.resolve(model)
 	// A model the key may not use is as absent as one not configured: a
 	// key learns nothing of the models it is not given.
 	if !e.Registry.Has(model) || !e.Admitter.Allows(client(c), model) {
@@ -171,6 +181,10 @@ func (e *Engine) Accept(c *gin.Context, req *providers.Request, model string) (*
 	}
 	return &Call{e: e, c: c, info: info, req: req, model: model, ticket: t}, nil
 }
+
+// Request is the engine's request of the call: a dialect may still add
+// to it before running the call.
+func (call *Call) Request() *providers.Request { return call.req }
 
 // running is an upstream call: ctx is its context, cancel ends it with a
 // cause, release frees it once the stream is over.
@@ -245,6 +259,9 @@ func (call *Call) Stream(f relay.Format, endpoint string) *failure.Error {
 	defer g.Dec()
 	out := call.e.SSE(call.c.Writer)
 	defer out.Stop()
+	if h, ok := f.(relay.Heartbeater); ok {
+		out.SetHeartbeat(h.Heartbeat())
+	}
 	p := &relay.Pump{Stream: run.st, Format: f, Request: call.req, Start: call.info.Start,
 		Observer: call.e.Metrics.Stream(call.model, func() string { return run.st.Attempt().Provider }, nil)}
 	o := relay.Relay(run.ctx, out, p, run.st.Attempt().Provider, call.e.Redact)
@@ -321,6 +338,7 @@ func (call *Call) Generate(newFormat func(Generation) resumable.Lines, detached 
 // (reserving its input's tokens), routed with fallback, and recorded
 // under endpoint.
 func (e *Engine) Embed(c *gin.Context, model string, req *providers.EmbedRequest, endpoint string) (*providers.Embeddings, *failure.Error) {
+	model = e.resolve(model)
 	if !e.Registry.Has(model) || !e.Admitter.Allows(client(c), model) {
 		return nil, notFound(model)
 	}
@@ -349,6 +367,44 @@ func (e *Engine) Embed(c *gin.Context, model string, req *providers.EmbedRequest
 	e.Metrics.StreamEnded(endpoint, info, time.Since(info.Start))
 	t.Settle(out.Usage.PromptTokens)
 	return out, nil
+}
+
+// CountTokens counts the input tokens of req for model, for c: exactly,
+// by the first of the model's providers that counts tokens (Anthropic's
+// count_tokens), or else estimated with the gateway's tokenizer
+// (estimated true). The model must be served to c's key; the request
+// counts against c's request rate and reserves no tokens.
+func (e *Engine) CountTokens(c *gin.Context, req *providers.Request, model string) (n int, estimated bool, fe *failure.Error) {
+	model = e.resolve(model)
+	if !e.Registry.Has(model) || !e.Admitter.Allows(client(c), model) {
+		return 0, false, notFound(model)
+	}
+	info := middleware.Get(c)
+	info.Model, info.Provider = model, e.Registry.Owner(model)
+	t, fe := e.Admitter.AdmitTokens(c.Request.Context(), c.Writer.Header(), client(c), 0)
+	if fe != nil {
+		return 0, false, fe
+	}
+	defer t.Settle(0)
+	ctx, _, release := e.upstreamContext(c.Request.Context())
+	defer release()
+	n, a, err := e.Registry.CountTokens(ctx, req, model)
+	info.Provider, info.Attempts = a.Provider, a.Attempts
+	info.End = outcome.Done
+	switch {
+	case err == nil:
+		info.PromptTokens = n
+		return n, false, nil
+	case a.Attempts > 0 && !upstream.Retryable(err):
+		// The upstream refused the request itself: so would the model.
+		fe := failure.Classify(ctx, err)
+		fe.Message = e.Redact(fe.Message)
+		info.End, info.ErrorCode, info.Error = outcome.UpstreamError, fe.Code, fe.Message
+		return 0, false, fe
+	}
+	n = tokens.Input(req.Messages, req.Tools)
+	info.PromptTokens = n
+	return n, true, nil
 }
 
 // override applies a model's drop and force settings to req, before

@@ -30,15 +30,23 @@ func AppendObject(buf []byte, e *Error) []byte {
 // second: a client told to slow down is always told when to come back).
 // It must only be called before anything else was written.
 func Write(w http.ResponseWriter, e *Error) {
+	WriteEnvelope(w, e, func(buf []byte, e *Error) []byte {
+		buf = append(buf, `{"error":`...)
+		buf = AppendObject(buf, e)
+		return append(buf, "}\n"...)
+	})
+}
+
+// WriteEnvelope answers with e as envelope renders it, with the headers
+// and status Write gives it: for dialects whose error body has another
+// shape.
+func WriteEnvelope(w http.ResponseWriter, e *Error, envelope func(buf []byte, e *Error) []byte) {
 	if s := e.RetryAfterSeconds(); s != "" {
 		w.Header().Set("Retry-After", s)
 	} else if e.Status == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", "1")
 	}
-	buf := make([]byte, 0, 256)
-	buf = append(buf, `{"error":`...)
-	buf = AppendObject(buf, e)
-	buf = append(buf, "}\n"...)
+	buf := envelope(make([]byte, 0, 256), e)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(e.Status)
 	_, _ = w.Write(buf)

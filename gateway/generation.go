@@ -10,6 +10,7 @@ import (
 
 	"github.com/streamgate/gateway/admission"
 	"github.com/streamgate/gateway/api"
+	"github.com/streamgate/gateway/api/anthropic"
 	"github.com/streamgate/gateway/api/native"
 	"github.com/streamgate/gateway/api/openai"
 	"github.com/streamgate/gateway/config"
@@ -39,6 +40,7 @@ func dialects(e *engine.Engine) []api.Dialect {
 	return []api.Dialect{
 		native.New(e),
 		openai.New(e),
+		anthropic.New(e),
 	}
 }
 

@@ -69,6 +69,59 @@ type Request struct {
 	// cannot honour one refuses the request with Unsupported, naming it:
 	// nothing a client asked for is dropped without a word.
 	OpenAI OpenAIParams
+	// Native, when set, is the request as the client sent it, for a
+	// provider that speaks the client's API as its own.
+	Native *Native
+}
+
+// Native is a request in the wire format of an API that some providers
+// speak as their own (Anthropic's Messages API). Such a provider sends
+// Body, with the routed model and the fields of Request that the engine
+// may override written over it, instead of translating Request: nothing
+// the client sent is lost on the way. It then streams the upstream's
+// events back verbatim in Chunk.Raw. Any other provider translates
+// Request as usual, and refuses the request when Only is not empty.
+type Native struct {
+	// API names the wire format (APIAnthropicMessages).
+	API  string
+	Body []byte
+	// Header holds the API's own request headers to pass on
+	// (anthropic-beta).
+	Header map[string]string
+	// Only names what Body holds that Request cannot (a document block,
+	// a server tool, top_k), in the API's words: a provider that does
+	// not speak API refuses the request naming the first.
+	Only []string
+}
+
+// APIAnthropicMessages is Anthropic's Messages API, as a Native API.
+const APIAnthropicMessages = "anthropic.messages"
+
+// NativeSpeaker is an optional interface of Provider, for providers that
+// take a Native request of api as it is.
+type NativeSpeaker interface {
+	SpeaksNative(api string) bool
+}
+
+// TokenCounter is an optional interface of Provider, for providers that
+// count a request's input tokens as their model does.
+type TokenCounter interface {
+	CountTokens(ctx context.Context, req *Request) (int, error)
+}
+
+// Untranslatable returns the error p answers req with when req holds what
+// only a provider speaking its native API can send, or nil. name is p's
+// name, for the message.
+func Untranslatable(p Provider, req *Request, name string) error {
+	n := req.Native
+	if n == nil || len(n.Only) == 0 {
+		return nil
+	}
+	if s, ok := p.(NativeSpeaker); ok && s.SpeaksNative(n.API) {
+		return nil
+	}
+	return &Error{Status: 400, Code: "unsupported_parameter", Param: n.Only[0],
+		Message: n.Only[0] + " cannot be translated for this model's provider (" + name + "); remove it, or use a model served by a provider that speaks the API natively"}
 }
 
 // OpenAIParams are chat-completions parameters passed to OpenAI-compatible
@@ -203,6 +256,11 @@ type Chunk struct {
 	FinishReason string
 	// Usage is set when the upstream reported token counts.
 	Usage *Usage
+	// Raw is, for a Native request, the upstream's events that this
+	// chunk stands for, as complete frames of the client's wire format:
+	// the dialect relays them as they are. The fields above still say
+	// what they carry, for the engine's counting.
+	Raw string
 }
 
 // ToolCallDelta is a fragment of a tool call.

@@ -17,6 +17,10 @@ type Answer struct {
 	ReasoningSignature string
 	RedactedReasoning  []string
 	ToolCalls          []providers.ToolCall
+	// Raw is, for a Native request, the upstream's frames in order
+	// (Chunk.Raw), from which the dialect builds its answer as the
+	// upstream gave it.
+	Raw []byte
 }
 
 // MaxAnswerBytes bounds a whole answer (text and tool-call arguments)
@@ -37,6 +41,7 @@ func Collect(st providers.Stream, req *providers.Request) (Answer, Result, error
 		signature string
 		redacted  []string
 		calls     []providers.ToolCall
+		raw       []byte
 		size      int
 		err       error
 	)
@@ -49,7 +54,7 @@ func Collect(st providers.Stream, req *providers.Request) (Answer, Result, error
 		if _, err = t.add(&c); err != nil {
 			break
 		}
-		size += len(c.Content) + len(c.Reasoning)
+		size += len(c.Content) + len(c.Reasoning) + len(c.Raw)
 		for i := range c.ToolCalls {
 			size += len(c.ToolCalls[i].Arguments) + len(c.ToolCalls[i].Name)
 		}
@@ -57,6 +62,7 @@ func Collect(st providers.Stream, req *providers.Request) (Answer, Result, error
 			err = ErrAnswerTooLarge
 			break
 		}
+		raw = append(raw, c.Raw...)
 		text = append(text, c.Content...)
 		reasoning = append(reasoning, c.Reasoning...)
 		signature += c.ReasoningSignature
@@ -82,5 +88,5 @@ func Collect(st providers.Stream, req *providers.Request) (Answer, Result, error
 	if err != nil {
 		return Answer{}, res, err
 	}
-	return Answer{Content: string(text), Reasoning: string(reasoning), ReasoningSignature: signature, RedactedReasoning: redacted, ToolCalls: calls}, res, nil
+	return Answer{Content: string(text), Reasoning: string(reasoning), ReasoningSignature: signature, RedactedReasoning: redacted, ToolCalls: calls, Raw: raw}, res, nil
 }

@@ -20,6 +20,8 @@ type SSE struct {
 	stopped  bool
 	interval time.Duration
 	hb       *time.Timer
+	// heartbeat is the frame a heartbeat sends.
+	heartbeat []byte
 
 	// writeTimeout bounds each write: a client that stops reading but
 	// keeps its connection open would otherwise hold the upstream (and
@@ -32,6 +34,21 @@ type SSE struct {
 // pingFrame is an SSE comment: clients ignore it, proxies see traffic.
 const pingFrame = ": ping\n\n"
 
+// Heartbeater is an optional interface of Format, for a dialect whose
+// keep-alive is an event of its own (Anthropic's ping event) rather than
+// an SSE comment.
+type Heartbeater interface {
+	Heartbeat() []byte
+}
+
+// SetHeartbeat makes heartbeats send frame, a complete frame, instead of
+// a ": ping" comment.
+func (s *SSE) SetHeartbeat(frame []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.heartbeat = frame
+}
+
 // StartSSE sends the status line and SSE headers, and starts heartbeats
 // unless interval is 0. Writes that take longer than writeTimeout (0: no
 // limit) fail. The caller must call Stop before its handler returns.
@@ -43,7 +60,7 @@ func StartSSE(w http.ResponseWriter, interval, writeTimeout time.Duration) *SSE 
 	h.Set("X-Accel-Buffering", "no")
 	h.Del("Content-Length")
 	w.WriteHeader(http.StatusOK)
-	s := &SSE{w: w, rc: http.NewResponseController(w), interval: interval, writeTimeout: writeTimeout}
+	s := &SSE{w: w, rc: http.NewResponseController(w), interval: interval, writeTimeout: writeTimeout, heartbeat: []byte(pingFrame)}
 	if interval > 0 {
 		s.hb = time.AfterFunc(interval, s.ping)
 	}
@@ -93,7 +110,7 @@ func (s *SSE) ping() {
 	if s.stopped || s.err != nil {
 		return
 	}
-	s.send([]byte(pingFrame))
+	s.send(s.heartbeat)
 	if s.err == nil {
 		s.hb.Reset(s.interval)
 	}

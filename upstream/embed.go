@@ -39,7 +39,7 @@ func (r *Registry) Embed(ctx context.Context, req *providers.EmbedRequest, model
 		}
 		lastErr = err
 		r.failed(ctx, dep, err)
-		if ctx.Err() != nil || !retryable(err) || a.Attempts >= r.retry.MaxAttempts {
+		if ctx.Err() != nil || !Retryable(err) || a.Attempts >= r.retry.MaxAttempts {
 			break
 		}
 		r.opts.Log.Debug("embedding attempt failed", "request_id", requestID, "provider", dep.providerName, "route", i, "error", r.opts.Redact(err.Error()))

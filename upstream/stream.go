@@ -99,7 +99,7 @@ func (s *Stream) Attempt() Attempt { return s.attempt }
 func (s *Stream) advance(lastErr error) error {
 	for {
 		if lastErr != nil {
-			if !retryable(lastErr) || s.attempt.Attempts >= s.r.retry.MaxAttempts || s.parent.Err() != nil {
+			if !Retryable(lastErr) || s.attempt.Attempts >= s.r.retry.MaxAttempts || s.parent.Err() != nil {
 				return lastErr
 			}
 			wait, ok := s.nextRoute(lastErr)
@@ -130,7 +130,13 @@ func (s *Stream) advance(lastErr error) error {
 		actx, cancel := context.WithCancelCause(s.parent)
 		s.req.Model = dep.model
 		began := time.Now()
-		st, err := dep.provider.StreamChat(actx, s.req)
+		// What only the client's own API can say is refused by a
+		// provider that would have to translate it, not dropped.
+		err := providers.Untranslatable(dep.provider, s.req, dep.providerName)
+		var st providers.Stream
+		if err == nil {
+			st, err = dep.provider.StreamChat(actx, s.req)
+		}
 		if err != nil {
 			cancel(nil)
 			s.failed(dep, err)
@@ -286,7 +292,7 @@ func (r *Registry) failed(ctx context.Context, dep deployment, err error) {
 		return
 	}
 	r.opts.Observer.Failed(dep.providerName, failure.Classify(ctx, err))
-	if !(retryable(err) || errors.Is(err, ErrIdleTimeout) || errors.Is(err, ErrStreamTimeout)) {
+	if !(Retryable(err) || errors.Is(err, ErrIdleTimeout) || errors.Is(err, ErrStreamTimeout)) {
 		return
 	}
 	if dep.health.failure(r.policy, r.opts.Now()) {
@@ -328,12 +334,12 @@ func (s *Stream) NotifyIdle(fn func()) {
 	s.notify()
 }
 
-// retryable says whether a failure before the first delta is worth another
+// Retryable says whether a failure before the first delta is worth another
 // attempt: connection failures, 408/429/5xx, errors inside an opened stream,
 // cut or malformed streams and first-token timeouts are; a request the
 // upstream refused as such (400, 401, 403, 404, 413, 422) and a client that
 // left are not.
-func retryable(err error) bool {
+func Retryable(err error) bool {
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return false

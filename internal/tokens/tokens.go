@@ -138,3 +138,31 @@ func ApproxTexts(texts ...string) int {
 	}
 	return max(1, chars/4)
 }
+
+// Input counts the input of a request: its messages as Prompt does, the
+// arguments of the tool calls they hold, and the tools it offers (name,
+// description and schema). Should the tokenizer fail to load, it falls
+// back to four characters a token.
+func Input(msgs []providers.Message, tools []providers.Tool) int {
+	var extra []string
+	for i := range msgs {
+		for _, tc := range msgs[i].ToolCalls {
+			extra = append(extra, tc.Function.Name, tc.Function.Arguments)
+		}
+	}
+	for _, t := range tools {
+		extra = append(extra, t.Function.Name, t.Function.Description, string(t.Function.Parameters))
+	}
+	n, err := Prompt(msgs)
+	if err != nil {
+		return Approx(msgs) + ApproxTexts(extra...)
+	}
+	for _, t := range extra {
+		c, err := Count(t)
+		if err != nil {
+			c = ApproxTexts(t)
+		}
+		n += c
+	}
+	return n
+}

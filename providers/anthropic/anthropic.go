@@ -94,6 +94,9 @@ func (p *Provider) StreamChat(ctx context.Context, req *providers.Request) (prov
 	if p.unavailable != nil {
 		return nil, &providers.Error{Status: http.StatusServiceUnavailable, Code: "provider_not_configured", Message: p.unavailable.Error(), Err: p.unavailable}
 	}
+	if n := req.Native; n != nil && n.API == providers.APIAnthropicMessages {
+		return p.streamNative(ctx, req)
+	}
 	params, err := p.toParams(req)
 	if err != nil {
 		var pe *providers.Error
@@ -254,81 +257,39 @@ type stream struct {
 	json      bool
 	jsonIndex int64
 	once      sync.Once
+
+	// native is set for a Native request: every event goes back
+	// verbatim in Chunk.Raw. Until the first delta, events are held in
+	// pending and go out with it, so that an attempt that fails before
+	// its first delta (and is retried) leaves nothing behind.
+	native    bool
+	delivered bool
+	pending   []byte
 }
 
-// Recv maps Messages events onto chunks: text deltas to content, tool_use
-// blocks and their input_json deltas to tool-call deltas, and the
-// message_delta's stop reason and usage to the finish chunk.
+// Recv returns the next chunk: one per Messages event that makes one, or,
+// for a Native request, one per event.
 func (s *stream) Recv() (providers.Chunk, error) {
 	for !s.done && s.st.Next() {
 		ev := s.st.Current()
-		switch ev.Type {
-		case "message_start":
-			u := ev.Message.Usage
-			s.input, s.cacheRead, s.cacheWrite = u.InputTokens, u.CacheReadInputTokens, u.CacheCreationInputTokens
-		case "content_block_start":
-			if ev.ContentBlock.Type == "redacted_thinking" && ev.ContentBlock.Data != "" {
-				return providers.Chunk{RedactedReasoning: ev.ContentBlock.Data}, nil
+		c, ok := s.event(&ev)
+		if !s.native {
+			if ok {
+				return c, nil
 			}
-			if s.json && ev.ContentBlock.Type == "tool_use" && ev.ContentBlock.Name == jsonTool {
-				s.jsonIndex = ev.Index // its arguments are the answer's text
-				continue
-			}
-			if ev.ContentBlock.Type == "tool_use" {
-				i := len(s.tools)
-				s.tools[ev.Index] = i
-				return providers.Chunk{ToolCalls: []providers.ToolCallDelta{{Index: i, ID: ev.ContentBlock.ID, Type: "function", Name: ev.ContentBlock.Name}}}, nil
-			}
-		case "content_block_delta":
-			switch ev.Delta.Type {
-			case "text_delta":
-				if ev.Delta.Text != "" {
-					return providers.Chunk{Content: ev.Delta.Text}, nil
-				}
-			case "thinking_delta":
-				if ev.Delta.Thinking != "" {
-					return providers.Chunk{Reasoning: ev.Delta.Thinking}, nil
-				}
-			case "signature_delta":
-				if ev.Delta.Signature != "" {
-					return providers.Chunk{ReasoningSignature: ev.Delta.Signature}, nil
-				}
-			case "input_json_delta":
-				if s.json && ev.Index == s.jsonIndex && ev.Delta.PartialJSON != "" {
-					return providers.Chunk{Content: ev.Delta.PartialJSON}, nil
-				}
-				if i, ok := s.tools[ev.Index]; ok && ev.Delta.PartialJSON != "" {
-					return providers.Chunk{ToolCalls: []providers.ToolCallDelta{{Index: i, Arguments: ev.Delta.PartialJSON}}}, nil
-				}
-			}
-		case "message_delta":
-			u := ev.Usage
-			// message_delta may repeat the prompt's counts; they win.
-			if u.InputTokens > 0 {
-				s.input = u.InputTokens
-			}
-			if u.CacheReadInputTokens > 0 {
-				s.cacheRead = u.CacheReadInputTokens
-			}
-			if u.CacheCreationInputTokens > 0 {
-				s.cacheWrite = u.CacheCreationInputTokens
-			}
-			// The whole prompt, cached parts included, as OpenAI counts
-			// prompt_tokens and as the gateway's token limits count it.
-			in := s.input + s.cacheRead + s.cacheWrite
-			s.finished = true
-			reason := finishReason(string(ev.Delta.StopReason))
-			if s.json && reason == "tool_calls" {
-				reason = "stop" // the forced call was the answer
-			}
-			return providers.Chunk{
-				FinishReason: reason,
-				Usage: &providers.Usage{PromptTokens: int(in), CompletionTokens: int(u.OutputTokens), TotalTokens: int(in + u.OutputTokens),
-					CachedTokens: int(s.cacheRead), CacheWriteTokens: int(s.cacheWrite)},
-			}, nil
-		case "message_stop":
-			s.done = true
+			continue
 		}
+		if ev.Type == "message_stop" || ev.Type == "ping" {
+			continue // the dialect writes its own: a stop only after a whole answer
+		}
+		s.pending = appendFrame(s.pending, string(ev.Type), ev.RawJSON())
+		if !s.delivered && !c.Delta() && c.FinishReason == "" {
+			continue
+		}
+		s.delivered = true
+		c.Raw = string(s.pending)
+		s.pending = s.pending[:0]
+		return c, nil
 	}
 	if err := s.st.Err(); err != nil {
 		return providers.Chunk{}, classify(err)
@@ -337,6 +298,90 @@ func (s *stream) Recv() (providers.Chunk, error) {
 		return providers.Chunk{}, providers.ErrTruncated
 	}
 	return providers.Chunk{}, io.EOF
+}
+
+// appendFrame appends one event as Anthropic frames it.
+func appendFrame(buf []byte, event, data string) []byte {
+	buf = append(buf, "event: "...)
+	buf = append(buf, event...)
+	buf = append(buf, "\ndata: "...)
+	buf = append(buf, data...)
+	return append(buf, "\n\n"...)
+}
+
+// event maps one Messages event onto a chunk, reporting whether it makes
+// one: text deltas to content, tool_use blocks and their input_json
+// deltas to tool-call deltas, and the message_delta's stop reason and
+// usage to the finish chunk.
+func (s *stream) event(ev *sdk.MessageStreamEventUnion) (providers.Chunk, bool) {
+	switch ev.Type {
+	case "message_start":
+		u := ev.Message.Usage
+		s.input, s.cacheRead, s.cacheWrite = u.InputTokens, u.CacheReadInputTokens, u.CacheCreationInputTokens
+	case "content_block_start":
+		if ev.ContentBlock.Type == "redacted_thinking" && ev.ContentBlock.Data != "" {
+			return providers.Chunk{RedactedReasoning: ev.ContentBlock.Data}, true
+		}
+		if s.json && ev.ContentBlock.Type == "tool_use" && ev.ContentBlock.Name == jsonTool {
+			s.jsonIndex = ev.Index // its arguments are the answer's text
+			return providers.Chunk{}, false
+		}
+		if ev.ContentBlock.Type == "tool_use" {
+			i := len(s.tools)
+			s.tools[ev.Index] = i
+			return providers.Chunk{ToolCalls: []providers.ToolCallDelta{{Index: i, ID: ev.ContentBlock.ID, Type: "function", Name: ev.ContentBlock.Name}}}, true
+		}
+	case "content_block_delta":
+		switch ev.Delta.Type {
+		case "text_delta":
+			if ev.Delta.Text != "" {
+				return providers.Chunk{Content: ev.Delta.Text}, true
+			}
+		case "thinking_delta":
+			if ev.Delta.Thinking != "" {
+				return providers.Chunk{Reasoning: ev.Delta.Thinking}, true
+			}
+		case "signature_delta":
+			if ev.Delta.Signature != "" {
+				return providers.Chunk{ReasoningSignature: ev.Delta.Signature}, true
+			}
+		case "input_json_delta":
+			if s.json && ev.Index == s.jsonIndex && ev.Delta.PartialJSON != "" {
+				return providers.Chunk{Content: ev.Delta.PartialJSON}, true
+			}
+			if i, ok := s.tools[ev.Index]; ok && ev.Delta.PartialJSON != "" {
+				return providers.Chunk{ToolCalls: []providers.ToolCallDelta{{Index: i, Arguments: ev.Delta.PartialJSON}}}, true
+			}
+		}
+	case "message_delta":
+		u := ev.Usage
+		// message_delta may repeat the prompt's counts; they win.
+		if u.InputTokens > 0 {
+			s.input = u.InputTokens
+		}
+		if u.CacheReadInputTokens > 0 {
+			s.cacheRead = u.CacheReadInputTokens
+		}
+		if u.CacheCreationInputTokens > 0 {
+			s.cacheWrite = u.CacheCreationInputTokens
+		}
+		// The whole prompt, cached parts included, as OpenAI counts
+		// prompt_tokens and as the gateway's token limits count it.
+		in := s.input + s.cacheRead + s.cacheWrite
+		s.finished = true
+		reason := finishReason(string(ev.Delta.StopReason))
+		if s.json && reason == "tool_calls" {
+			reason = "stop" // the forced call was the answer
+		}
+		return providers.Chunk{
+			FinishReason: reason,
+			Usage: &providers.Usage{PromptTokens: int(in), CompletionTokens: int(u.OutputTokens), TotalTokens: int(in + u.OutputTokens),
+				CachedTokens: int(s.cacheRead), CacheWriteTokens: int(s.cacheWrite)},
+		}, true
+	case "message_stop":
+		s.done = true
+	}
+	return providers.Chunk{}, false
 }
 
 func (s *stream) Close() error {
