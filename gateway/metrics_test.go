@@ -83,6 +83,11 @@ func TestMetricsFollowStreams(t *testing.T) {
 			{"gateway_stream_endings_total", []string{"endpoint", "chat", "reason", "done"}, 1},
 			{"gateway_tokens_total", []string{"kind", "completion"}, 2},
 		}},
+		{"messages done", "/v1/messages", `{"model":"mock-gpt","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"hi [mock tokens=2]"}]}`, []want{
+			{"gateway_requests_total", []string{"route", "/v1/messages", "model", "mock-gpt", "status", "200"}, 1},
+			{"gateway_stream_endings_total", []string{"endpoint", "messages", "reason", "done"}, 1},
+			{"gateway_tokens_total", []string{"kind", "completion"}, 2},
+		}},
 		{"upstream error mid-stream", "/v1/stream", `{"model":"mock-gpt","prompt":"hi [mock fail_after=1]"}`, []want{
 			{"gateway_stream_endings_total", []string{"reason", "upstream_error"}, 1},
 			{"gateway_upstream_errors_total", []string{"provider", "mock"}, 1},

@@ -621,6 +621,22 @@ func finishReason(r string) string {
 	return r
 }
 
+// inBandStatus is the status Anthropic answers an error of type typ with
+// before a stream opens; 0 (a failure inside a stream) for others.
+func inBandStatus(typ string) int {
+	switch typ {
+	case "overloaded_error":
+		return 529
+	case "rate_limit_error":
+		return http.StatusTooManyRequests
+	case "api_error":
+		return http.StatusInternalServerError
+	case "invalid_request_error":
+		return http.StatusBadRequest
+	}
+	return 0
+}
+
 // classify turns the SDK's errors into providers.Error; context and
 // network errors pass through.
 func classify(err error) error {
@@ -634,6 +650,12 @@ func classify(err error) error {
 		}
 		_ = json.Unmarshal([]byte(ae.RawJSON()), &body)
 		pe := &providers.Error{Status: ae.StatusCode, Code: body.Error.Type, Message: body.Error.Message, Err: err}
+		if pe.Status < 400 {
+			// An error event inside a stream that opened with a 200: its
+			// type says what the status would have been, and so whether
+			// it is worth another attempt.
+			pe.Status = inBandStatus(body.Error.Type)
+		}
 		if pe.Message == "" {
 			pe.Message = fmt.Sprintf("upstream answered %d %s", ae.StatusCode, http.StatusText(ae.StatusCode))
 		}
