@@ -183,5 +183,3 @@ func (d *Dialect) countTokens(c *gin.Context) {
 	}
 	c.Data(http.StatusOK, "application/json", append(out, "}\n"...))
 }
-
-
