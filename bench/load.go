@@ -25,6 +25,8 @@ const (
 	FormatChat Format = "chat"
 	// FormatNative is the gateway's /v1/stream events.
 	FormatNative Format = "native"
+	// FormatMessages is Anthropic's Messages stream (/v1/messages).
+	FormatMessages Format = "messages"
 )
 
 // Load describes one load run against one endpoint.
@@ -164,8 +166,11 @@ func Run(ctx context.Context, l Load) (*Result, error) {
 
 func requestBody(l Load) []byte {
 	prompt := fmt.Sprintf("benchmark [mock tokens=%d delay=%s first_delay=%s]", l.Tokens, l.Delay, l.Delay)
-	if l.Format == FormatNative {
+	switch l.Format {
+	case FormatNative:
 		return fmt.Appendf(nil, `{"model":%q,"prompt":%q}`, l.Model, prompt)
+	case FormatMessages:
+		return fmt.Appendf(nil, `{"model":%q,"max_tokens":%d,"stream":true,"messages":[{"role":"user","content":%q}]}`, l.Model, l.Tokens+16, prompt)
 	}
 	return fmt.Appendf(nil, `{"model":%q,"stream":true,"messages":[{"role":"user","content":%q}]}`, l.Model, prompt)
 }
@@ -185,6 +190,9 @@ var (
 	chatContent  = []byte(`"delta":{"content":"`)
 	chatDone     = []byte("[DONE]")
 	chatError    = []byte(`{"error"`)
+	msgText      = []byte(`"type":"text_delta"`)
+	msgStop      = []byte(`{"type":"message_stop"`)
+	msgError     = []byte(`{"type":"error"`)
 	errNoEnd     = errors.New("stream ended without a terminal event")
 	errTruncated = errors.New("wrong number of content chunks")
 )
@@ -228,9 +236,12 @@ func (w *worker) stream(ctx context.Context, client *http.Client, l Load, body [
 			continue
 		}
 		var content, done, failed bool
-		if l.Format == FormatNative {
+		switch l.Format {
+		case FormatNative:
 			content, done, failed = bytes.HasPrefix(data, nativeDelta), bytes.HasPrefix(data, nativeDone), bytes.HasPrefix(data, nativeError)
-		} else {
+		case FormatMessages:
+			content, done, failed = bytes.Contains(data, msgText), bytes.HasPrefix(data, msgStop), bytes.HasPrefix(data, msgError)
+		default:
 			content, done, failed = bytes.Contains(data, chatContent), bytes.HasPrefix(data, chatDone), bytes.HasPrefix(data, chatError)
 		}
 		now := time.Now()

@@ -58,10 +58,16 @@ const (
 	TargetBaseline      = "baseline"       // httputil.ReverseProxy in front of it
 	TargetGatewayNative = "gateway-native" // the gateway's /v1/stream
 	TargetGatewayChat   = "gateway-chat"   // the gateway's /v1/chat/completions
+	// TargetGatewayMessages is the gateway's /v1/messages, translating
+	// the mock's OpenAI chunks into Anthropic's events.
+	TargetGatewayMessages = "gateway-messages"
 )
 
 // Targets lists every target.
-var Targets = []string{TargetDirect, TargetBaseline, TargetGatewayNative, TargetGatewayChat}
+var Targets = []string{TargetDirect, TargetBaseline, TargetGatewayNative, TargetGatewayChat, TargetGatewayMessages}
+
+// GatewayTargets are the targets served by the gateway.
+var GatewayTargets = []string{TargetGatewayNative, TargetGatewayChat, TargetGatewayMessages}
 
 // Runner starts the servers as separate processes (so their CPU time and
 // memory can be read from /proc) and runs every scenario against every
@@ -143,7 +149,7 @@ func (r *Runner) measure(ctx context.Context, sc Scenario, target string) (*Meas
 		}
 		defer relay.stop()
 		load.URL = "http://" + relay.addr + "/v1/chat/completions"
-	case TargetGatewayNative, TargetGatewayChat:
+	case TargetGatewayNative, TargetGatewayChat, TargetGatewayMessages:
 		cfg := filepath.Join(r.WorkDir, "gateway.yaml")
 		if err := os.WriteFile(cfg, []byte(gatewayConfig(mockURL, sc.H2C)), 0o600); err != nil {
 			return nil, err
@@ -153,8 +159,11 @@ func (r *Runner) measure(ctx context.Context, sc Scenario, target string) (*Meas
 		}
 		defer relay.stop()
 		load.URL = "http://" + relay.addr + "/v1/chat/completions"
-		if target == TargetGatewayNative {
+		switch target {
+		case TargetGatewayNative:
 			load.URL, load.Format = "http://"+relay.addr+"/v1/stream", FormatNative
+		case TargetGatewayMessages:
+			load.URL, load.Format = "http://"+relay.addr+"/v1/messages", FormatMessages
 		}
 	}
 

@@ -330,3 +330,67 @@ func TestREADMEResumeInBrowser(t *testing.T) {
 		t.Errorf("Last-Event-ID of each connection: %q; want the browser to resume after event 4", proxy.resumes)
 	}
 }
+
+// TestPlaygroundSpeaksEachAPI: switched to Anthropic's Messages API (and
+// to OpenAI's chat completions), the playground streams thinking and
+// answer from that endpoint, and Stop cancels its upstream.
+func TestPlaygroundSpeaksEachAPI(t *testing.T) {
+	ctx := browser(t)
+	h := newHarness(t, newConfig("", ""))
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(h.http.URL+"/"),
+		chromedp.WaitReady(`#model option[value="mock-gpt"]`),
+		chromedp.SetValue("#api", "messages"),
+		chromedp.Evaluate[chromedp.Void](recordSteps),
+		chromedp.SendKeys("#prompt", "Think, then answer [mock reasoning=4 tokens=6 delay=40ms]"),
+		chromedp.Click("#send"),
+		chromedp.WaitVisible(`.msg[data-state="done"]`),
+	)
+	if err != nil {
+		t.Fatalf("messages: %v", err)
+	}
+	steps, _ := chromedp.Run(ctx, chromedp.Evaluate[[]string](`window.steps`))
+	thought, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('.msg[data-state="done"] .thinking .reasoning').textContent`))
+	answer, _ := chromedp.Run(ctx, chromedp.Text(`.msg[data-state="done"] .content`))
+	meta, _ := chromedp.Run(ctx, chromedp.Text(`.msg[data-state="done"] .meta`))
+	if len(steps) < 3 || len(strings.Fields(answer)) != 6 || thought == "" || !strings.HasPrefix(meta, "end_turn · ") {
+		t.Errorf("answer %q in %d steps, thinking %q, meta %q", answer, len(steps), thought, meta)
+	}
+	if got := h.metric(t, "gateway_stream_endings_total", "endpoint", "messages", "reason", "done"); got != 1 {
+		t.Errorf("messages streams done = %v, want 1", got)
+	}
+	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	artifact(t, "playground-messages.png", shot)
+
+	err = chromedp.Do(ctx,
+		chromedp.SendKeys("#prompt", "Go on and on [mock tokens=400 delay=50ms]"),
+		chromedp.Click("#send"),
+		chromedp.Poll[chromedp.Void](`(() => { const s = document.querySelectorAll('.msg[data-state="streaming"] .content'); return s.length > 0 && s[0].textContent.split(" ").length > 3; })()`),
+		chromedp.Click("#stop"),
+		chromedp.WaitVisible(`.msg[data-state="stopped"]`),
+	)
+	if err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	h.logs.waitFor(t, `"end":"client_gone"`)
+	if got := h.metric(t, "gateway_stream_endings_total", "endpoint", "messages", "reason", "client_gone"); got != 1 {
+		t.Errorf("messages streams ended client_gone after Stop = %v, want 1", got)
+	}
+
+	// The chat completions switch, on the same conversation.
+	err = chromedp.Do(ctx,
+		chromedp.SetValue("#api", "chat"),
+		chromedp.SendKeys("#prompt", "Once more [mock tokens=5 delay=20ms]"),
+		chromedp.Click("#send"),
+		chromedp.Poll[chromedp.Void](`document.querySelectorAll('.msg[data-state="done"]').length === 2`),
+	)
+	if err != nil {
+		t.Fatalf("chat: %v", err)
+	}
+	if got := h.metric(t, "gateway_stream_endings_total", "endpoint", "chat", "reason", "done"); got != 1 {
+		t.Errorf("chat streams done = %v, want 1", got)
+	}
+}

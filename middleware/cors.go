@@ -26,7 +26,7 @@ func CORS(origins []string) gin.HandlerFunc {
 			h.Add("Vary", "Access-Control-Request-Method")
 			h.Add("Vary", "Access-Control-Request-Headers")
 			h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
-			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Request-ID, X-Api-Key, Last-Event-ID")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Request-ID, X-Api-Key, Last-Event-ID, Anthropic-Version, Anthropic-Beta, Anthropic-Dangerous-Direct-Browser-Access")
 			h.Set("Access-Control-Max-Age", "600")
 			c.AbortWithStatus(http.StatusNoContent)
 			return

@@ -1,7 +1,8 @@
 "use strict";
-// The playground: POST /v1/stream read with fetch, one SSE frame at a time.
-// Stop aborts the fetch; the gateway sees the connection close and cancels
-// the upstream request.
+// The playground: a streaming request read with fetch, one SSE frame at a
+// time, in the API chosen (the gateway's native /v1/stream, OpenAI's chat
+// completions or Anthropic's Messages). Stop aborts the fetch; the gateway
+// sees the connection close and cancels the upstream request.
 
 const $ = (id) => document.getElementById(id);
 const state = { history: [], ctrl: null };
@@ -13,6 +14,8 @@ keyInput.addEventListener("change", () => {
   loadModels();
 });
 $("model").addEventListener("change", () => localStorage.setItem("gateway.model", $("model").value));
+$("api").value = localStorage.getItem("gateway.api") || "native";
+$("api").addEventListener("change", () => localStorage.setItem("gateway.api", $("api").value));
 
 function headers() {
   const h = { "Content-Type": "application/json" };
@@ -34,6 +37,111 @@ async function loadModels() {
     sel.replaceChildren(new Option("models unavailable: " + e.message, ""));
   }
 }
+
+// dialects are the APIs the playground can speak: each says where to send
+// a conversation and how, and turns the stream's frames into
+// {reasoning}, {text} and, last, {end: {error} or {usage, finish, ...}}.
+const dialects = {
+  native: {
+    url: "/v1/stream",
+    headers,
+    body: (model, system, history) => ({ model, messages: system ? [{ role: "system", content: system }, ...history] : history }),
+    error: (body) => body.error,
+    parser: () => (frame) => {
+      const out = [];
+      for (const line of frame.split("\n")) {
+        if (!line.startsWith("data: ")) continue; // ": ping", "id: N"
+        const ev = JSON.parse(line.slice(6));
+        if (ev.type === "reasoning") out.push({ reasoning: ev.content });
+        else if (ev.type === "delta") out.push({ text: ev.content });
+        else if (ev.type === "error") out.push({ end: { error: ev.error } });
+        else if (ev.type === "done") {
+          const u = ev.usage;
+          out.push({ end: { usage: { prompt: u.prompt_tokens, completion: u.completion_tokens }, estimated: ev.usage_estimated,
+            finish: ev.finish_reason, ttft_ms: ev.ttft_ms, duration_ms: ev.duration_ms } });
+        }
+      }
+      return out;
+    },
+  },
+  chat: {
+    url: "/v1/chat/completions",
+    headers,
+    body: (model, system, history) => ({ model, stream: true, stream_options: { include_usage: true },
+      messages: system ? [{ role: "system", content: system }, ...history] : history }),
+    error: (body) => body.error,
+    parser: () => {
+      let finish = "", usage = null;
+      return (frame) => {
+        const out = [];
+        for (const line of frame.split("\n")) {
+          if (!line.startsWith("data: ")) continue;
+          if (line === "data: [DONE]") {
+            out.push({ end: { usage: usage || { prompt: 0, completion: 0 }, finish } });
+            continue;
+          }
+          const ev = JSON.parse(line.slice(6));
+          if (ev.error) { out.push({ end: { error: ev.error } }); continue; }
+          if (ev.usage) usage = { prompt: ev.usage.prompt_tokens, completion: ev.usage.completion_tokens };
+          const c = ev.choices && ev.choices[0];
+          if (!c) continue;
+          if (c.delta.reasoning_content) out.push({ reasoning: c.delta.reasoning_content });
+          if (c.delta.content) out.push({ text: c.delta.content });
+          if (c.finish_reason) finish = c.finish_reason;
+        }
+        return out;
+      };
+    },
+  },
+  messages: {
+    url: "/v1/messages",
+    // As Anthropic's SDKs send it: the key in x-api-key.
+    headers: () => {
+      const h = { "Content-Type": "application/json", "anthropic-version": "2023-06-01" };
+      if (keyInput.value) h["x-api-key"] = keyInput.value;
+      return h;
+    },
+    body: (model, system, history) => {
+      const b = { model, max_tokens: 4096, stream: true, messages: history };
+      if (system) b.system = system;
+      return b;
+    },
+    error: (body) => body.error && { code: body.error.type, message: body.error.message },
+    parser: () => {
+      const usage = { prompt: 0, completion: 0 };
+      let finish = "";
+      return (frame) => {
+        const data = frame.split("\n").find((l) => l.startsWith("data: "));
+        if (!data) return [];
+        const ev = JSON.parse(data.slice(6));
+        switch (ev.type) {
+          case "message_start": {
+            const u = ev.message.usage;
+            usage.prompt = u.input_tokens + (u.cache_read_input_tokens || 0) + (u.cache_creation_input_tokens || 0);
+            return [];
+          }
+          case "content_block_delta":
+            if (ev.delta.type === "thinking_delta") return [{ reasoning: ev.delta.thinking }];
+            if (ev.delta.type === "text_delta") return [{ text: ev.delta.text }];
+            return [];
+          case "message_delta":
+            finish = ev.delta.stop_reason || "";
+            usage.completion = ev.usage.output_tokens;
+            if (ev.usage.input_tokens !== undefined) {
+              usage.prompt = ev.usage.input_tokens + (ev.usage.cache_read_input_tokens || 0) + (ev.usage.cache_creation_input_tokens || 0);
+            }
+            usage.estimated = ev.usage_estimated;
+            return [];
+          case "message_stop":
+            return [{ end: { usage, finish, estimated: usage.estimated } }];
+          case "error":
+            return [{ end: { error: { code: ev.error.type, message: ev.error.message } } }];
+        }
+        return []; // ping, content_block_start, content_block_stop
+      };
+    },
+  },
+};
 
 function addMessage(role, text) {
   const el = document.createElement("div");
@@ -113,19 +221,18 @@ async function send(prompt) {
   $("tps").textContent = "–";
   const timer = setInterval(live, 100);
 
-  const messages = [];
+  const api = dialects[$("api").value] || dialects.native;
   const system = $("system").value.trim();
-  if (system) messages.push({ role: "system", content: system });
-  messages.push(...state.history);
   try {
-    const res = await fetch("/v1/stream", {
-      method: "POST", headers: headers(), body: JSON.stringify({ model, messages }), signal: ctrl.signal,
+    const res = await fetch(api.url, {
+      method: "POST", headers: api.headers(), body: JSON.stringify(api.body(model, system, state.history)), signal: ctrl.signal,
     });
     if (!res.ok) {
       const body = await res.json().catch(() => ({}));
-      throw new APIError(body.error || { code: String(res.status), message: res.statusText });
+      throw new APIError(api.error(body) || { code: String(res.status), message: res.statusText });
     }
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    const parse = api.parser();
     let buf = "";
     let end = null;
     for (;;) {
@@ -136,35 +243,34 @@ async function send(prompt) {
       while ((i = buf.indexOf("\n\n")) >= 0) {
         const frame = buf.slice(0, i);
         buf = buf.slice(i + 2);
-        for (const line of frame.split("\n")) {
-          if (!line.startsWith("data: ")) continue; // ": ping", "id: N"
-          const ev = JSON.parse(line.slice(6));
-          if (ev.type === "reasoning" && ev.content) {
+        for (const ev of parse(frame)) {
+          if (ev.reasoning) {
             // Thinking, shown apart from the answer as it arrives.
             if (!first) first = performance.now();
             deltas++;
             thinking = thinking || addThinking(msg, content);
-            thought += ev.content;
+            thought += ev.reasoning;
             thinking.querySelector(".reasoning").textContent = thought;
             msg.scrollIntoView({ block: "end" });
-          } else if (ev.type === "delta") {
+          } else if (ev.text) {
             if (!first) first = performance.now();
             deltas++;
             if (thinking && !text) thinking.open = false; // the answer begins
-            text += ev.content;
+            text += ev.text;
             content.textContent = text;
             msg.scrollIntoView({ block: "end" });
-          } else if (ev.type === "done" || ev.type === "error") {
-            end = ev;
+          } else if (ev.end) {
+            end = ev.end;
           }
         }
       }
     }
     if (!end) throw new APIError({ code: "connection_lost", message: "the connection ended before the answer did" });
-    if (end.type === "error") throw new APIError(end.error);
+    if (end.error) throw new APIError(end.error);
     const u = end.usage;
-    $("usage").textContent = `${u.prompt_tokens} + ${u.completion_tokens} = ${u.total_tokens}` + (end.usage_estimated ? " (estimated)" : "");
-    note(msg, "meta", `${end.finish_reason} · ${u.completion_tokens} tokens · first token ${ms(end.ttft_ms)} · ${ms(end.duration_ms)} in all`);
+    const took = performance.now() - started;
+    $("usage").textContent = `${u.prompt} + ${u.completion} = ${u.prompt + u.completion}` + (end.estimated ? " (estimated)" : "");
+    note(msg, "meta", `${end.finish} · ${u.completion} tokens · first token ${ms(end.ttft_ms ?? (first ? first - started : took))} · ${ms(end.duration_ms ?? took)} in all`);
     msg.dataset.state = "done";
     state.history.push({ role: "assistant", content: text });
   } catch (e) {
