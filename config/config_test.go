@@ -76,6 +76,9 @@ func TestProblemsAreReported(t *testing.T) {
 		{"public pprof", strings.Replace(good, "  listen: 127.0.0.1:9090\n", "  listen: 127.0.0.1:9090\n  pprof_listen: 0.0.0.0:6060\n", 1), []string{`line 3: server.pprof_listen: "0.0.0.0:6060" must be a loopback host:port`}},
 		{"bad strategy", strings.Replace(good, "    routes:\n", "    strategy: round_robin\n    routes:\n", 1), []string{`models.a.strategy: "round_robin" is not one of fallback, weighted, least_busy, fastest`}},
 		{"bad override", strings.Replace(good, "    routes:\n", "    drop: [temprature]\n    force: {reasoning_effort: extreme}\n    routes:\n", 1), []string{`models.a.drop: "temprature" is not one of temperature`, `models.a.force.reasoning_effort: "extreme" is not one of minimal`}},
+		{"bad aliases", strings.Replace(good, "    routes:\n", "    aliases: [a, \"*\", \"c*x*\", claude-*, claude-*]\n    routes:\n", 1), []string{
+			`models.a.aliases[0]: "a" is a model's own name`, `models.a.aliases[1]: "*" names nothing`,
+			`models.a.aliases[2]: "c*x*" has a * before its end`, `models.a.aliases[4]: "claude-*" is already an alias of model a`}},
 		{"syntax error", "server:\n  listen: [unclosed\n", []string{"line"}},
 		{"empty file", "", []string{"file is empty"}},
 	} {
@@ -251,5 +254,23 @@ func TestProviderTimeoutDefaults(t *testing.T) {
 	}
 	if f, i, s := cfg.Providers["b"].Timeouts(); f != 0 || i != 30*time.Second || s != 30*time.Minute {
 		t.Errorf("set %v %v %v", f, i, s)
+	}
+}
+
+// TestResolve: a model's own name, then an exact alias, then the longest
+// pattern.
+func TestResolve(t *testing.T) {
+	c := &Config{Models: map[string]Model{
+		"claude-sonnet-4-5": {},
+		"haiku":             {Aliases: []string{"claude-haiku-*", "claude-3-5-haiku-20241022"}},
+		"any":               {Aliases: []string{"claude-*", "claude-sonnet-4-5-exact"}},
+	}}
+	for name, want := range map[string]string{
+		"claude-sonnet-4-5": "claude-sonnet-4-5", "claude-sonnet-4-5-exact": "any", "claude-haiku-4-5-20251001": "haiku",
+		"claude-3-5-haiku-20241022": "haiku", "claude-opus-4-1": "any", "gpt-4o": "",
+	} {
+		if got := c.Resolve(name); got != want {
+			t.Errorf("Resolve(%q) = %q, want %q", name, got, want)
+		}
 	}
 }

@@ -135,8 +135,11 @@ func (d *Dialect) messages(c *gin.Context) {
 		d.complete(c, call, id, body.Model)
 		return
 	}
+	// message_start says the input's size before the upstream counts it
+	// (its message_delta has the count): a guess that costs no
+	// tokenizer on every request.
 	req := call.Request()
-	f := newFormat(id, body.Model, tokens.Input(req.Messages, req.Tools))
+	f := newFormat(id, body.Model, tokens.ApproxInput(req.Messages, req.Tools))
 	if e := call.Stream(f, endpoint); e != nil {
 		d.WriteError(c, e)
 	}

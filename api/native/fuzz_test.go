@@ -32,6 +32,6 @@ func FuzzDecodeRequest(f *testing.F) {
 		if e == nil {
 			req, e = sr.ToProvider()
 		}
-		apitest.CheckDecoded(t, body, req, e, api.MaxOutputTokens, "native.")
+		apitest.CheckDecoded(t, body, req, e, api.MaxOutputTokens, 4, "native.")
 	})
 }

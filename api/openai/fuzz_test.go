@@ -31,6 +31,6 @@ func FuzzDecodeRequest(f *testing.F) {
 		if e == nil {
 			req, e = cr.ToProvider()
 		}
-		apitest.CheckDecoded(t, body, req, e, api.MaxOutputTokens, "openai.")
+		apitest.CheckDecoded(t, body, req, e, api.MaxOutputTokens, 4, "openai.")
 	})
 }

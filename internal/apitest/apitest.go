@@ -11,14 +11,14 @@ import (
 )
 
 // CheckDecoded fails t unless the decoder either accepted body as a
-// bounded request (messages, max_tokens within maxTokens, at most four
-// stop sequences) or refused it with a 4xx whose message names none of
+// bounded request (messages, max_tokens within maxTokens, at most
+// maxStop stop sequences) or refused it with a 4xx whose message names none of
 // leaks (Go package and type names): a client is told what it sent wrong
 // in its own terms.
-func CheckDecoded(t *testing.T, body []byte, req *providers.Request, e *failure.Error, maxTokens int, leaks ...string) {
+func CheckDecoded(t *testing.T, body []byte, req *providers.Request, e *failure.Error, maxTokens, maxStop int, leaks ...string) {
 	t.Helper()
 	if e == nil {
-		if len(req.Messages) == 0 || req.MaxTokens < 0 || req.MaxTokens > maxTokens || len(req.Stop) > 4 {
+		if len(req.Messages) == 0 || req.MaxTokens < 0 || req.MaxTokens > maxTokens || len(req.Stop) > maxStop {
 			t.Fatalf("accepted %q as %+v", body, req)
 		}
 		return

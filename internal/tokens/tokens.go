@@ -142,8 +142,30 @@ func ApproxTexts(texts ...string) int {
 // Input counts the input of a request: its messages as Prompt does, the
 // arguments of the tool calls they hold, and the tools it offers (name,
 // description and schema). Should the tokenizer fail to load, it falls
-// back to four characters a token.
+// back to ApproxInput.
 func Input(msgs []providers.Message, tools []providers.Tool) int {
+	n, err := Prompt(msgs)
+	if err != nil {
+		return ApproxInput(msgs, tools)
+	}
+	for _, t := range extras(msgs, tools) {
+		c, err := Count(t)
+		if err != nil {
+			c = ApproxTexts(t)
+		}
+		n += c
+	}
+	return n
+}
+
+// ApproxInput is Input's cheap guess (four characters a token), for what
+// is said before the upstream counts: the first event of a stream.
+func ApproxInput(msgs []providers.Message, tools []providers.Tool) int {
+	return Approx(msgs) + ApproxTexts(extras(msgs, tools)...)
+}
+
+// extras are the texts of a request besides its messages' text.
+func extras(msgs []providers.Message, tools []providers.Tool) []string {
 	var extra []string
 	for i := range msgs {
 		for _, tc := range msgs[i].ToolCalls {
@@ -153,16 +175,5 @@ func Input(msgs []providers.Message, tools []providers.Tool) int {
 	for _, t := range tools {
 		extra = append(extra, t.Function.Name, t.Function.Description, string(t.Function.Parameters))
 	}
-	n, err := Prompt(msgs)
-	if err != nil {
-		return Approx(msgs) + ApproxTexts(extra...)
-	}
-	for _, t := range extra {
-		c, err := Count(t)
-		if err != nil {
-			c = ApproxTexts(t)
-		}
-		n += c
-	}
-	return n
+	return extra
 }
