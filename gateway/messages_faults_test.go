@@ -219,8 +219,8 @@ func TestMessagesFaultsBeforeFirstDelta(t *testing.T) {
 	})
 }
 
-// TestMessagesDisconnectCancelsUpstream: a client that leaves mid-stream
-// cancels the upstream request, whichever API it speaks.
+// TestMessagesDisconnectCancelsUpstream: an SDK client that leaves
+// mid-stream cancels the upstream request, whichever API it speaks.
 func TestMessagesDisconnectCancelsUpstream(t *testing.T) {
 	for _, w := range wires {
 		t.Run(w.name, func(t *testing.T) {
@@ -236,19 +236,16 @@ func TestMessagesDisconnectCancelsUpstream(t *testing.T) {
 				c.Providers["up"] = p
 			})
 			ctx, cancel := context.WithCancel(context.Background())
-			resp := h.post(t, ctx, "/v1/messages", `{"model":"faulty","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"hi"}]}`)
-			sr := newSSEReader(resp.Body)
-			for {
-				ev, err := sr.next()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if strings.Contains(ev.Data, "partial") {
+			client := h.anthropicClient("k")
+			st := client.Messages.NewStreaming(ctx, sdk.MessageNewParams{Model: "faulty", MaxTokens: 100,
+				Messages: []sdk.MessageParam{sdk.NewUserMessage(sdk.NewTextBlock("hi"))}})
+			for st.Next() {
+				if ev := st.Current(); ev.Type == "content_block_delta" && ev.Delta.Text == "partial" {
 					break
 				}
 			}
 			cancel() // Esc in Claude Code
-			resp.Body.Close()
+			st.Close()
 			select {
 			case <-upstreamGone:
 			case <-time.After(10 * time.Second):
@@ -309,4 +306,54 @@ func TestMessagesModelAliases(t *testing.T) {
 		}
 		h.logs.waitFor(t, `"model":"`+tc.served+`"`)
 	}
+}
+
+// TestMessagesFallbackAcrossAPIs: a model served first by Anthropic (here
+// overloaded) and then by an OpenAI-compatible upstream falls back before
+// the first token, and the client sees one clean, translated stream.
+func TestMessagesFallbackAcrossAPIs(t *testing.T) {
+	_, claude := countingUpstream(t, func(_ int32, rw http.ResponseWriter, _ *http.Request) {
+		sseOK(rw, wires[0].head[0], wires[0].inBand) // message_start, then overloaded
+	})
+	_, gpt := countingUpstream(t, func(_ int32, rw http.ResponseWriter, _ *http.Request) {
+		sseOK(rw, append(append([]string{}, wires[1].head...), wires[1].rest...)...)
+	})
+	h := newHarness(t, newConfig(fmt.Sprintf("  claude:\n    type: anthropic\n    base_url: %s\n    api_key: sk-ant-x\n  gpt:\n    type: openai\n    base_url: %s/v1\n    api_key: sk-x\n", claude, gpt),
+		"  both:\n    routes:\n      - provider: claude\n        model: claude-sonnet-4-5\n      - provider: gpt\n        model: gpt-4o-mini\n"))
+	status, evs, body := messagesEvents(t, h, "both")
+	if status != http.StatusOK {
+		t.Fatalf("status %d: %s", status, body)
+	}
+	n, text := tallyEvents(evs)
+	if n["message_start"] != 1 || n["message_stop"] != 1 || n["error"] != 0 || text != "partial" {
+		t.Errorf("events %v, text %q", n, text)
+	}
+	if !strings.Contains(evs[0].Data, `"id":"msg_`) || strings.Contains(evs[0].Data, "msg_1") {
+		t.Errorf("message_start %s: the failed attempt's leaked", evs[0].Data)
+	}
+	h.logs.waitFor(t, `"provider":"gpt"`)
+}
+
+// TestMessagesFirstTokenTimeout: an Anthropic upstream silent after
+// message_start times out on its first token, is retried, and the stream
+// ends with one error event of Anthropic's timeout_error type; the failed
+// attempts' message_start never reached the client.
+func TestMessagesFirstTokenTimeout(t *testing.T) {
+	calls, url := countingUpstream(t, func(_ int32, rw http.ResponseWriter, r *http.Request) {
+		sseOK(rw, wires[0].head[:2]...)
+		<-r.Context().Done()
+	})
+	h := newHarness(t, newConfig(fmt.Sprintf("  up:\n    type: anthropic\n    base_url: %s\n    api_key: sk-ant-x\n    first_token_timeout: 50ms\n", url),
+		"  faulty:\n    routes:\n      - provider: up\n"))
+	client := h.anthropicClient("k")
+	st := client.Messages.NewStreaming(context.Background(), sdk.MessageNewParams{Model: "faulty", MaxTokens: 10,
+		Messages: []sdk.MessageParam{sdk.NewUserMessage(sdk.NewTextBlock("hi"))}})
+	for st.Next() {
+		t.Errorf("event %s before the error", st.Current().Type)
+	}
+	var ae *sdk.Error
+	if err := st.Err(); !errors.As(err, &ae) || ae.Type() != "timeout_error" || calls.Load() < 2 {
+		t.Errorf("err %v after %d attempts", err, calls.Load())
+	}
+	st.Close()
 }

@@ -274,7 +274,11 @@ func TestMessagesReasoningTranslated(t *testing.T) {
 	resp := h.post(t, context.Background(), "/v1/messages", `{"model":"up-model","max_tokens":2000,"stream":true,"thinking":{"type":"enabled","budget_tokens":1024},"messages":[{"role":"user","content":"q"}]}`)
 	defer resp.Body.Close()
 	var types []string
+	var last string
 	for _, ev := range newSSEReader(resp.Body).readAll(t) {
+		if ev.Event == "message_delta" {
+			last = ev.Data
+		}
 		var d struct {
 			Type         string `json:"type"`
 			ContentBlock struct {
@@ -301,6 +305,9 @@ func TestMessagesReasoningTranslated(t *testing.T) {
 		"content_block_stop", "content_block_start:text", "content_block_delta:text_delta:Answer.", "content_block_stop", "message_delta", "message_stop"}
 	if !reflect.DeepEqual(types, want) {
 		t.Errorf("events\n%q\nwant\n%q", types, want)
+	}
+	if !strings.Contains(last, `"usage_estimated":true`) {
+		t.Errorf("message_delta %s: the upstream reported no usage, so it is estimated and says so", last)
 	}
 	if e := rec.first()["reasoning_effort"]; e != "low" {
 		t.Errorf("a 1024-token thinking budget went upstream as reasoning_effort %v, want low", e)
@@ -336,7 +343,9 @@ func TestMessagesCountTokens(t *testing.T) {
 // TestMessagesErrorsInAnthropicShape: the SDK reads every refusal as the
 // API error it knows, with Anthropic's status and type.
 func TestMessagesErrorsInAnthropicShape(t *testing.T) {
-	h := newHarness(t, keysConfig("      requests_per_minute: 600\n"))
+	// The key's bucket holds one request: the only case before the last
+	// that is admitted (untranslatable: refused at routing) takes it.
+	h := newHarness(t, keysConfig("      requests_per_minute: 1\n      burst: 1\n"))
 	msg := sdk.MessageNewParams{Model: "mock-gpt", MaxTokens: 10, Messages: []sdk.MessageParam{sdk.NewUserMessage(sdk.NewTextBlock("hi"))}}
 	for _, tc := range []struct {
 		name, key  string
@@ -348,6 +357,7 @@ func TestMessagesErrorsInAnthropicShape(t *testing.T) {
 		{"unknown model", frontendKey, func(p *sdk.MessageNewParams) { p.Model = "claude-nope" }, 404, "not_found_error", "claude-nope"},
 		{"no max_tokens", frontendKey, func(p *sdk.MessageNewParams) { p.MaxTokens = 0 }, 400, "invalid_request_error", "max_tokens"},
 		{"untranslatable", frontendKey, func(p *sdk.MessageNewParams) { p.TopK = sdk.Int(5) }, 400, "invalid_request_error", "top_k"},
+		{"rate limited", frontendKey, nil, 429, "rate_limit_error", "rate limit reached"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := msg
@@ -359,6 +369,9 @@ func TestMessagesErrorsInAnthropicShape(t *testing.T) {
 			var ae *sdk.Error
 			if !errors.As(err, &ae) {
 				t.Fatalf("err %v, want an API error", err)
+			}
+			if tc.status == 429 && ae.Response.Header.Get("Retry-After") == "" {
+				t.Error("429 without Retry-After")
 			}
 			if ae.StatusCode != tc.status || string(ae.Type()) != tc.typ || !strings.Contains(ae.RawJSON(), tc.inMsg) || ae.RequestID == "" && !strings.Contains(ae.RawJSON(), "request_id") {
 				t.Errorf("status %d type %q body %s", ae.StatusCode, ae.Type(), ae.RawJSON())
