@@ -16,6 +16,8 @@ import (
 
 	sdk "github.com/anthropics/anthropic-sdk-go"
 	"github.com/anthropics/anthropic-sdk-go/option"
+
+	"github.com/streamgate/gateway/config"
 )
 
 // anthropicClient is Anthropic's official Go SDK pointed at the gateway
@@ -377,5 +379,31 @@ func TestMessagesErrorsInAnthropicShape(t *testing.T) {
 				t.Errorf("status %d type %q body %s", ae.StatusCode, ae.Type(), ae.RawJSON())
 			}
 		})
+	}
+}
+
+// TestMessagesOverridesPassThrough: a model's drop and force settings
+// apply to a request passed through to Anthropic as to any other; the
+// rest of the body is untouched, numbers as the client wrote them.
+func TestMessagesOverridesPassThrough(t *testing.T) {
+	rec, url := anthropicFake(t, "testdata/anthropic_thinking.sse")
+	h := newHarness(t, anthropicConfig(url), func(c *config.Config) {
+		m := c.Models["claude-sonnet"]
+		maxTokens := 77
+		m.Drop, m.Force.MaxTokens = []string{"temperature"}, &maxTokens
+		c.Models["claude-sonnet"] = m
+	})
+	resp := h.post(t, context.Background(), "/v1/messages", `{"model":"claude-sonnet","max_tokens":4096,"temperature":0.7,"top_p":0.9,"top_k":40,
+		"metadata":{"user_id":"u-1"},"stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	drainClose(resp)
+	got, _, _ := rec.get(0)
+	if got["max_tokens"] != 77.0 || got["temperature"] != nil || got["top_p"] != 0.9 || got["top_k"] != 40.0 || fmt.Sprint(got["metadata"]) != "map[user_id:u-1]" {
+		t.Errorf("upstream body %v", got)
+	}
+	rec.mu.Lock()
+	raw := string(rec.bodies[0])
+	rec.mu.Unlock()
+	if !strings.Contains(raw, `"top_p":0.9`) {
+		t.Errorf("top_p written back as something else than 0.9: %s", raw)
 	}
 }
