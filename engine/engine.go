@@ -108,13 +108,21 @@ func (e *Engine) Model(c *gin.Context, name string) (Model, *failure.Error) {
 	return Model{}, notFound(name)
 }
 
-// resolve is the model a client's name stands for (config aliases), or
-// the name itself.
-func (e *Engine) resolve(name string) string {
+// served resolves the model a client named (a model, or an alias of
+// one) and checks that c's key may use it, recording it in c's Info: 404
+// otherwise, as for a model not configured, so that a key learns nothing
+// of the models it is not given.
+func (e *Engine) served(c *gin.Context, name string) (string, *middleware.Info, *failure.Error) {
+	model := name
 	if m := e.Config.Resolve(name); m != "" {
-		return m
+		model = m
 	}
-	return name
+	if !e.Registry.Has(model) || !e.Admitter.Allows(client(c), model) {
+		return "", nil, notFound(name)
+	}
+	info := middleware.Get(c)
+	info.Model, info.Provider = model, e.Registry.Owner(model)
+	return model, info, nil
 }
 
 // notFound is the answer for a model that is not served, or not to this
@@ -162,18 +170,14 @@ type Call struct {
 	ticket *admission.Ticket
 }
 
-// Accept resolves req's model (404 when it is not served, or not to this
-// key) and admits the request within its client's limits (rate-limit
+// Accept resolves the model named (404 when it is not served, or not to
+// this key) and admits the request within its client's limits (rate-limit
 // headers are set on c either way).
-func (e *Engine) Accept(c *gin.Context, req *providers.Request, model string) (*Call, *failure.Error) {
-	model = e.resolve(model)
-	// A model the key may not use is as absent as one not configured: a
-	// key learns nothing of the models it is not given.
-	if !e.Registry.Has(model) || !e.Admitter.Allows(client(c), model) {
-		return nil, notFound(model)
+func (e *Engine) Accept(c *gin.Context, req *providers.Request, name string) (*Call, *failure.Error) {
+	model, info, fe := e.served(c, name)
+	if fe != nil {
+		return nil, fe
 	}
-	info := middleware.Get(c)
-	info.Model, info.Provider = model, e.Registry.Owner(model)
 	override(req, e.Config.Models[model])
 	t, fe := e.Admitter.Admit(c.Request.Context(), c.Writer.Header(), client(c), req)
 	if fe != nil {
@@ -337,13 +341,11 @@ func (call *Call) Generate(newFormat func(Generation) resumable.Lines, detached 
 // be served to c's key, the request is admitted within c's limits
 // (reserving its input's tokens), routed with fallback, and recorded
 // under endpoint.
-func (e *Engine) Embed(c *gin.Context, model string, req *providers.EmbedRequest, endpoint string) (*providers.Embeddings, *failure.Error) {
-	model = e.resolve(model)
-	if !e.Registry.Has(model) || !e.Admitter.Allows(client(c), model) {
-		return nil, notFound(model)
+func (e *Engine) Embed(c *gin.Context, name string, req *providers.EmbedRequest, endpoint string) (*providers.Embeddings, *failure.Error) {
+	model, info, fe := e.served(c, name)
+	if fe != nil {
+		return nil, fe
 	}
-	info := middleware.Get(c)
-	info.Model, info.Provider = model, e.Registry.Owner(model)
 	reserve := tokens.ApproxTexts(req.Input...)
 	t, fe := e.Admitter.AdmitTokens(c.Request.Context(), c.Writer.Header(), client(c), reserve)
 	if fe != nil {
@@ -374,13 +376,11 @@ func (e *Engine) Embed(c *gin.Context, model string, req *providers.EmbedRequest
 // count_tokens), or else estimated with the gateway's tokenizer
 // (estimated true). The model must be served to c's key; the request
 // counts against c's request rate and reserves no tokens.
-func (e *Engine) CountTokens(c *gin.Context, req *providers.Request, model string) (n int, estimated bool, fe *failure.Error) {
-	model = e.resolve(model)
-	if !e.Registry.Has(model) || !e.Admitter.Allows(client(c), model) {
-		return 0, false, notFound(model)
+func (e *Engine) CountTokens(c *gin.Context, req *providers.Request, name string) (n int, estimated bool, fe *failure.Error) {
+	model, info, fe := e.served(c, name)
+	if fe != nil {
+		return 0, false, fe
 	}
-	info := middleware.Get(c)
-	info.Model, info.Provider = model, e.Registry.Owner(model)
 	t, fe := e.Admitter.AdmitTokens(c.Request.Context(), c.Writer.Header(), client(c), 0)
 	if fe != nil {
 		return 0, false, fe

@@ -32,7 +32,7 @@ type SSE struct {
 }
 
 // pingFrame is an SSE comment: clients ignore it, proxies see traffic.
-const pingFrame = ": ping\n\n"
+var pingFrame = []byte(": ping\n\n")
 
 // Heartbeater is an optional interface of Format, for a dialect whose
 // keep-alive is an event of its own (Anthropic's ping event) rather than
@@ -60,7 +60,7 @@ func StartSSE(w http.ResponseWriter, interval, writeTimeout time.Duration) *SSE 
 	h.Set("X-Accel-Buffering", "no")
 	h.Del("Content-Length")
 	w.WriteHeader(http.StatusOK)
-	s := &SSE{w: w, rc: http.NewResponseController(w), interval: interval, writeTimeout: writeTimeout, heartbeat: []byte(pingFrame)}
+	s := &SSE{w: w, rc: http.NewResponseController(w), interval: interval, writeTimeout: writeTimeout, heartbeat: pingFrame}
 	if interval > 0 {
 		s.hb = time.AfterFunc(interval, s.ping)
 	}

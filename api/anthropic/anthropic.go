@@ -12,6 +12,7 @@ package anthropic
 import (
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/gin-gonic/gin"
 
@@ -115,11 +116,7 @@ func (d *Dialect) accept(c *gin.Context) (*engine.Call, *messagesRequest, bool) 
 // upstream.
 func betas(c *gin.Context) map[string]string {
 	if b := c.Request.Header.Values("anthropic-beta"); len(b) > 0 {
-		v := b[0]
-		for _, more := range b[1:] {
-			v += "," + more
-		}
-		return map[string]string{"anthropic-beta": v}
+		return map[string]string{"anthropic-beta": strings.Join(b, ",")}
 	}
 	return nil
 }

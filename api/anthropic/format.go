@@ -9,8 +9,8 @@ import (
 	"github.com/streamgate/gateway/relay"
 )
 
-// pingFrame is the heartbeat: Anthropic's ping event.
-const pingFrame = "event: ping\ndata: {\"type\": \"ping\"}\n\n"
+// pingFrame is the heartbeat: Anthropic's ping event (shared, read only).
+var pingFrame = []byte("event: ping\ndata: {\"type\": \"ping\"}\n\n")
 
 // stopFrame ends a complete answer, and only a complete one.
 const stopFrame = "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
@@ -65,7 +65,7 @@ func newFormat(id, model string, inputTokens int) *format {
 	return &format{start: b}
 }
 
-func (f *format) Heartbeat() []byte { return []byte(pingFrame) }
+func (f *format) Heartbeat() []byte { return pingFrame }
 
 // Opened writes nothing: whether the stream is relayed or translated is
 // known at its first chunk.
