@@ -25,19 +25,19 @@ const (
 // and refused by such a provider with a 400 naming it
 // (docs/anthropic.md).
 type messagesRequest struct {
-	Model         string          `json:"model"`
-	Messages      []message       `json:"messages"`
-	MaxTokens     *int            `json:"max_tokens"`
-	System        json.RawMessage `json:"system"`
-	Stream        bool            `json:"stream"`
-	StopSequences []string        `json:"stop_sequences"`
-	Temperature   *float32        `json:"temperature"`
-	TopP          *float32        `json:"top_p"`
-	TopK          *int            `json:"top_k"`
-	Metadata      *metadata       `json:"metadata"`
-	Thinking      *thinking       `json:"thinking"`
-	Tools         []tool          `json:"tools"`
-	ToolChoice    *toolChoice     `json:"tool_choice"`
+	Model         string      `json:"model"`
+	Messages      []message   `json:"messages"`
+	MaxTokens     *int        `json:"max_tokens"`
+	System        content     `json:"system"`
+	Stream        bool        `json:"stream"`
+	StopSequences []string    `json:"stop_sequences"`
+	Temperature   *float32    `json:"temperature"`
+	TopP          *float32    `json:"top_p"`
+	TopK          *int        `json:"top_k"`
+	Metadata      *metadata   `json:"metadata"`
+	Thinking      *thinking   `json:"thinking"`
+	Tools         []tool      `json:"tools"`
+	ToolChoice    *toolChoice `json:"tool_choice"`
 	raw           []byte
 	// only names what the body holds that a translation cannot carry.
 	only []string
@@ -69,8 +69,32 @@ type tool struct {
 }
 
 type message struct {
-	Role    string          `json:"role"`
-	Content json.RawMessage `json:"content"`
+	Role    string  `json:"role"`
+	Content content `json:"content"`
+}
+
+// content is a message's (or a tool result's) content: a string, or
+// content blocks, decoded in the body's one pass. What is neither is
+// marked bad, for ToProvider to refuse naming the field.
+type content struct {
+	text   string
+	blocks []block
+	isText bool
+	bad    bool
+}
+
+func (c *content) UnmarshalJSON(b []byte) error {
+	switch {
+	case string(b) == "null":
+	case b[0] == '"':
+		c.isText = true
+		c.bad = json.Unmarshal(b, &c.text) != nil
+	case b[0] == '[':
+		c.bad = json.Unmarshal(b, &c.blocks) != nil
+	default:
+		c.bad = true
+	}
+	return nil
 }
 
 // block is one content block, with the fields of the types the gateway
@@ -91,9 +115,9 @@ type block struct {
 	Name  string          `json:"name"`
 	Input json.RawMessage `json:"input"`
 	// tool_result
-	ToolUseID string          `json:"tool_use_id"`
-	Content   json.RawMessage `json:"content"`
-	IsError   bool            `json:"is_error"`
+	ToolUseID string  `json:"tool_use_id"`
+	Content   content `json:"content"`
+	IsError   bool    `json:"is_error"`
 	// thinking, redacted_thinking
 	Thinking  string `json:"thinking"`
 	Signature string `json:"signature"`
@@ -114,21 +138,32 @@ var knownFields = map[string]bool{
 func (r *messagesRequest) UnmarshalJSON(b []byte) error {
 	type plain messagesRequest
 	p := plain{counting: r.counting}
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
-	}
-	var keys map[string]json.RawMessage
-	if err := json.Unmarshal(b, &keys); err != nil {
+	// Strictly first: a body with no field beyond the known ones (the
+	// usual case) is read in one pass.
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(&p)
+	var only []string
+	if err != nil && strings.HasPrefix(err.Error(), "json: unknown field ") {
+		p = plain{counting: r.counting}
+		if err := json.Unmarshal(b, &p); err != nil {
+			return err
+		}
+		var keys map[string]json.RawMessage
+		if err := json.Unmarshal(b, &keys); err != nil {
+			return err
+		}
+		for k, v := range keys {
+			if !knownFields[k] && string(v) != "null" {
+				only = append(only, k)
+			}
+		}
+		slices.Sort(only)
+	} else if err != nil {
 		return err
 	}
 	*r = messagesRequest(p)
-	r.raw = bytes.Clone(b)
-	for k, v := range keys {
-		if !knownFields[k] && string(v) != "null" {
-			r.only = append(r.only, k)
-		}
-	}
-	slices.Sort(r.only)
+	r.raw, r.only = bytes.Clone(b), only
 	return nil
 }
 
@@ -223,19 +258,15 @@ func (r *messagesRequest) applyThinking(req *providers.Request) *failure.Error {
 // system translates the system prompt: a string, or text blocks (one
 // system message each, keeping its cache_control).
 func (r *messagesRequest) system(req *providers.Request) *failure.Error {
-	raw := api.NullToEmpty(r.System)
-	if len(raw) == 0 {
-		return nil
-	}
-	var text string
-	if json.Unmarshal(raw, &text) == nil {
-		req.Messages = append(req.Messages, providers.Message{Role: "system", Content: text})
-		return nil
-	}
-	var blocks []block
-	if err := json.Unmarshal(raw, &blocks); err != nil {
+	sys := &r.System
+	switch {
+	case sys.bad:
 		return failure.BadParam("invalid_type", "system", "system: must be a string or an array of text blocks")
+	case sys.isText:
+		req.Messages = append(req.Messages, providers.Message{Role: "system", Content: sys.text})
+		return nil
 	}
+	blocks := sys.blocks
 	for i, b := range blocks {
 		if b.Type != "text" {
 			return failure.BadParam("invalid_value", fmt.Sprintf("system.%d.type", i), fmt.Sprintf("system.%d.type: must be text, not %s", i, failure.Quote(b.Type)))
@@ -255,19 +286,14 @@ func (r *messagesRequest) message(req *providers.Request, i int) *failure.Error 
 	if m.Role != "user" && m.Role != "assistant" {
 		return failure.BadParam("invalid_value", field+".role", fmt.Sprintf("%s.role: must be user or assistant, not %s", field, failure.Quote(m.Role)))
 	}
-	raw := api.NullToEmpty(m.Content)
-	var text string
-	if len(raw) > 0 && raw[0] == '"' {
-		if err := json.Unmarshal(raw, &text); err != nil {
-			return failure.BadParam("invalid_type", field+".content", field+".content: must be a string or an array of content blocks")
-		}
-		req.Messages = append(req.Messages, providers.Message{Role: m.Role, Content: text})
-		return nil
-	}
-	var blocks []block
-	if err := json.Unmarshal(raw, &blocks); err != nil || len(raw) == 0 {
+	if m.Content.bad || (!m.Content.isText && m.Content.blocks == nil) {
 		return failure.BadParam("invalid_type", field+".content", field+".content: must be a string or an array of content blocks")
 	}
+	if m.Content.isText {
+		req.Messages = append(req.Messages, providers.Message{Role: m.Role, Content: m.Content.text})
+		return nil
+	}
+	blocks := m.Content.blocks
 	if m.Role == "assistant" {
 		return r.assistant(req, field, blocks)
 	}
@@ -356,18 +382,14 @@ func (r *messagesRequest) toolResult(field string, b *block) (providers.Message,
 		return providers.Message{}, failure.BadParam("invalid_value", field+".tool_use_id", field+".tool_use_id: Field required")
 	}
 	m := providers.Message{Role: "tool", ToolCallID: b.ToolUseID, CacheControl: api.NullToEmpty(b.CacheControl)}
-	raw := api.NullToEmpty(b.Content)
-	switch {
-	case len(raw) == 0:
-	case raw[0] == '"':
-		_ = json.Unmarshal(raw, &m.Content)
+	switch c := &b.Content; {
+	case c.bad:
+		return m, failure.BadParam("invalid_type", field+".content", field+".content: must be a string or an array of content blocks")
+	case c.isText:
+		m.Content = c.text
 	default:
-		var parts []block
-		if err := json.Unmarshal(raw, &parts); err != nil {
-			return m, failure.BadParam("invalid_type", field+".content", field+".content: must be a string or an array of content blocks")
-		}
 		var text strings.Builder
-		for k, p := range parts {
+		for k, p := range c.blocks {
 			if p.Type != "text" {
 				r.only = append(r.only, fmt.Sprintf("%s.content.%d (a %s block in a tool result)", field, k, p.Type))
 				continue

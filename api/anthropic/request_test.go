@@ -149,3 +149,17 @@ func FuzzDecodeRequest(f *testing.F) {
 		apitest.CheckDecoded(t, body, req, e, api.MaxOutputTokens, maxStopSequences, "anthropic.")
 	})
 }
+
+// BenchmarkDecodeRequest decodes and translates a short Messages request,
+// the per-request cost of the dialect.
+func BenchmarkDecodeRequest(b *testing.B) {
+	body := `{"model":"claude-sonnet-4-5","max_tokens":1024,"stream":true,"system":[{"type":"text","text":"You are Claude Code.","cache_control":{"type":"ephemeral"}}],` +
+		`"tools":[{"name":"Read","description":"Reads a file","input_schema":{"type":"object","properties":{"path":{"type":"string"}},"required":["path"]}}],` +
+		`"metadata":{"user_id":"u"},"messages":[{"role":"user","content":[{"type":"text","text":"benchmark [mock tokens=8]"}]}]}`
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, e := decode(b, body); e != "" {
+			b.Fatal(e)
+		}
+	}
+}
