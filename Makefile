@@ -53,7 +53,7 @@ bench-micro:
 # Their seed corpora (f.Add, and testdata/fuzz/ with every input a target
 # ever failed on) run in every make test.
 FUZZTIME ?= 60s
-FUZZ_TARGETS = ./api/native:FuzzDecodeRequest ./api/openai:FuzzDecodeRequest ./api/anthropic:FuzzDecodeRequest \
+FUZZ_TARGETS = ./api/native:FuzzDecodeRequest ./api/openai:FuzzDecodeRequest ./api/anthropic:FuzzDecodeRequest ./api/responses:FuzzDecodeRequest \
 	./providers/openai:FuzzDecodeChunk ./providers/anthropic:FuzzStream \
 	./config:FuzzParse ./internal/jsonstr:FuzzAppend
 fuzz:

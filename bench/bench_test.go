@@ -117,7 +117,7 @@ func TestSmokeRun(t *testing.T) {
 	}
 	md, _ := os.ReadFile(filepath.Join(out, "results.md"))
 	svg, _ := os.ReadFile(filepath.Join(out, "results.svg"))
-	if !strings.Contains(string(md), "| idle | gateway-chat |") || !strings.Contains(string(md), "| idle | gateway-messages |") || !strings.HasPrefix(string(svg), "<svg") {
+	if !strings.Contains(string(md), "| idle | gateway-chat |") || !strings.Contains(string(md), "| idle | gateway-messages |") || !strings.Contains(string(md), "| idle | gateway-responses |") || !strings.HasPrefix(string(svg), "<svg") {
 		t.Errorf("results.md or results.svg incomplete:\n%s", md)
 	}
 }

@@ -27,6 +27,8 @@ const (
 	FormatNative Format = "native"
 	// FormatMessages is Anthropic's Messages stream (/v1/messages).
 	FormatMessages Format = "messages"
+	// FormatResponses is OpenAI's Responses stream (/v1/responses).
+	FormatResponses Format = "responses"
 )
 
 // Load describes one load run against one endpoint.
@@ -171,6 +173,8 @@ func requestBody(l Load) []byte {
 		return fmt.Appendf(nil, `{"model":%q,"prompt":%q}`, l.Model, prompt)
 	case FormatMessages:
 		return fmt.Appendf(nil, `{"model":%q,"max_tokens":%d,"stream":true,"messages":[{"role":"user","content":%q}]}`, l.Model, l.Tokens+16, prompt)
+	case FormatResponses:
+		return fmt.Appendf(nil, `{"model":%q,"stream":true,"store":false,"input":%q}`, l.Model, prompt)
 	}
 	return fmt.Appendf(nil, `{"model":%q,"stream":true,"messages":[{"role":"user","content":%q}]}`, l.Model, prompt)
 }
@@ -193,6 +197,9 @@ var (
 	msgText      = []byte(`"type":"text_delta"`)
 	msgStop      = []byte(`{"type":"message_stop"`)
 	msgError     = []byte(`{"type":"error"`)
+	respText     = []byte(`{"type":"response.output_text.delta"`)
+	respDone     = []byte(`{"type":"response.completed"`)
+	respFailed   = []byte(`{"type":"response.failed"`)
 	errNoEnd     = errors.New("stream ended without a terminal event")
 	errTruncated = errors.New("wrong number of content chunks")
 )
@@ -241,6 +248,8 @@ func (w *worker) stream(ctx context.Context, client *http.Client, l Load, body [
 			content, done, failed = bytes.HasPrefix(data, nativeDelta), bytes.HasPrefix(data, nativeDone), bytes.HasPrefix(data, nativeError)
 		case FormatMessages:
 			content, done, failed = bytes.Contains(data, msgText), bytes.HasPrefix(data, msgStop), bytes.HasPrefix(data, msgError)
+		case FormatResponses:
+			content, done, failed = bytes.HasPrefix(data, respText), bytes.HasPrefix(data, respDone), bytes.HasPrefix(data, respFailed) || bytes.HasPrefix(data, msgError)
 		default:
 			content, done, failed = bytes.Contains(data, chatContent), bytes.HasPrefix(data, chatDone), bytes.HasPrefix(data, chatError)
 		}

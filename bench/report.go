@@ -157,7 +157,7 @@ func (rep *Report) WriteSVG(w io.Writer) {
 		{"Time to first token p50", "latency", "µs", func(m *Measurement) float64 { return m.Result.TTFT.P50 }},
 		{"Peak RSS, 1,000 slow streams", "slow", "MiB", func(m *Measurement) float64 { return m.RelayPeakRSSMiB }},
 	}
-	colors := map[string]string{TargetDirect: "#9ca3af", TargetBaseline: "#60a5fa", TargetGatewayNative: "#10b981", TargetGatewayChat: "#059669", TargetGatewayMessages: "#d97706"}
+	colors := map[string]string{TargetDirect: "#9ca3af", TargetBaseline: "#60a5fa", TargetGatewayNative: "#10b981", TargetGatewayChat: "#059669", TargetGatewayMessages: "#d97706", TargetGatewayResponses: "#7c3aed"}
 	const pw, ph, pad = 300, 220, 20
 	width := len(panels)*(pw+pad) + pad
 	fmt.Fprintf(w, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">`+"\n", width, ph+90)
@@ -174,7 +174,7 @@ func (rep *Report) WriteSVG(w io.Writer) {
 		if maxV == 0 {
 			continue
 		}
-		labels := map[string]string{TargetDirect: "direct", TargetBaseline: "baseline", TargetGatewayNative: "gw native", TargetGatewayChat: "gw chat", TargetGatewayMessages: "gw messages"}
+		labels := map[string]string{TargetDirect: "direct", TargetBaseline: "baseline", TargetGatewayNative: "gw native", TargetGatewayChat: "gw chat", TargetGatewayMessages: "gw messages", TargetGatewayResponses: "gw responses"}
 		bw := pw / len(Targets)
 		const top, barMax = 48, ph - 60 // room for the title and value labels
 		for j, t := range Targets {

@@ -61,13 +61,16 @@ const (
 	// TargetGatewayMessages is the gateway's /v1/messages, translating
 	// the mock's OpenAI chunks into Anthropic's events.
 	TargetGatewayMessages = "gateway-messages"
+	// TargetGatewayResponses is the gateway's /v1/responses, likewise
+	// translating.
+	TargetGatewayResponses = "gateway-responses"
 )
 
 // Targets lists every target.
-var Targets = []string{TargetDirect, TargetBaseline, TargetGatewayNative, TargetGatewayChat, TargetGatewayMessages}
+var Targets = []string{TargetDirect, TargetBaseline, TargetGatewayNative, TargetGatewayChat, TargetGatewayMessages, TargetGatewayResponses}
 
 // GatewayTargets are the targets served by the gateway.
-var GatewayTargets = []string{TargetGatewayNative, TargetGatewayChat, TargetGatewayMessages}
+var GatewayTargets = []string{TargetGatewayNative, TargetGatewayChat, TargetGatewayMessages, TargetGatewayResponses}
 
 // Runner starts the servers as separate processes (so their CPU time and
 // memory can be read from /proc) and runs every scenario against every
@@ -149,7 +152,7 @@ func (r *Runner) measure(ctx context.Context, sc Scenario, target string) (*Meas
 		}
 		defer relay.stop()
 		load.URL = "http://" + relay.addr + "/v1/chat/completions"
-	case TargetGatewayNative, TargetGatewayChat, TargetGatewayMessages:
+	case TargetGatewayNative, TargetGatewayChat, TargetGatewayMessages, TargetGatewayResponses:
 		cfg := filepath.Join(r.WorkDir, "gateway.yaml")
 		if err := os.WriteFile(cfg, []byte(gatewayConfig(mockURL, sc.H2C)), 0o600); err != nil {
 			return nil, err
@@ -164,6 +167,8 @@ func (r *Runner) measure(ctx context.Context, sc Scenario, target string) (*Meas
 			load.URL, load.Format = "http://"+relay.addr+"/v1/stream", FormatNative
 		case TargetGatewayMessages:
 			load.URL, load.Format = "http://"+relay.addr+"/v1/messages", FormatMessages
+		case TargetGatewayResponses:
+			load.URL, load.Format = "http://"+relay.addr+"/v1/responses", FormatResponses
 		}
 	}
 

@@ -13,6 +13,7 @@ import (
 	"github.com/streamgate/gateway/api/anthropic"
 	"github.com/streamgate/gateway/api/native"
 	"github.com/streamgate/gateway/api/openai"
+	"github.com/streamgate/gateway/api/responses"
 	"github.com/streamgate/gateway/config"
 	"github.com/streamgate/gateway/engine"
 	"github.com/streamgate/gateway/failure"
@@ -41,6 +42,7 @@ func dialects(e *engine.Engine) []api.Dialect {
 		native.New(e),
 		openai.New(e),
 		anthropic.New(e),
+		responses.New(e),
 	}
 }
 

@@ -88,6 +88,10 @@ func TestMetricsFollowStreams(t *testing.T) {
 			{"gateway_stream_endings_total", []string{"endpoint", "messages", "reason", "done"}, 1},
 			{"gateway_tokens_total", []string{"kind", "completion"}, 2},
 		}},
+		{"responses done", "/v1/responses", `{"model":"mock-gpt","stream":true,"input":"hi [mock tokens=2]"}`, []want{
+			{"gateway_requests_total", []string{"route", "/v1/responses", "model", "mock-gpt", "status", "200"}, 1},
+			{"gateway_stream_endings_total", []string{"endpoint", "responses", "reason", "done"}, 1},
+		}},
 		{"upstream error mid-stream", "/v1/stream", `{"model":"mock-gpt","prompt":"hi [mock fail_after=1]"}`, []want{
 			{"gateway_stream_endings_total", []string{"reason", "upstream_error"}, 1},
 			{"gateway_upstream_errors_total", []string{"provider", "mock"}, 1},

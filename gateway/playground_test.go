@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -380,17 +381,24 @@ func TestPlaygroundSpeaksEachAPI(t *testing.T) {
 		t.Errorf("messages streams ended client_gone after Stop = %v, want 1", got)
 	}
 
-	// The chat completions switch, on the same conversation.
-	err = chromedp.Do(ctx,
-		chromedp.SetValue("#api", "chat"),
-		chromedp.SendKeys("#prompt", "Once more [mock tokens=5 delay=20ms]"),
-		chromedp.Click("#send"),
-		chromedp.Poll[chromedp.Void](`document.querySelectorAll('.msg[data-state="done"]').length === 2`),
-	)
-	if err != nil {
-		t.Fatalf("chat: %v", err)
+	// The chat completions and responses switches, on the same
+	// conversation.
+	for i, api := range []string{"chat", "responses"} {
+		err = chromedp.Do(ctx,
+			chromedp.SetValue("#api", api),
+			chromedp.SendKeys("#prompt", "Once more [mock reasoning=2 tokens=5 delay=20ms]"),
+			chromedp.Click("#send"),
+			chromedp.Poll[chromedp.Void](fmt.Sprintf(`document.querySelectorAll('.msg[data-state="done"]').length === %d`, i+2)),
+		)
+		if err != nil {
+			t.Fatalf("%s: %v", api, err)
+		}
+		if got := h.metric(t, "gateway_stream_endings_total", "endpoint", api, "reason", "done"); got != 1 {
+			t.Errorf("%s streams done = %v, want 1", api, got)
+		}
 	}
-	if got := h.metric(t, "gateway_stream_endings_total", "endpoint", "chat", "reason", "done"); got != 1 {
-		t.Errorf("chat streams done = %v, want 1", got)
+	meta, _ = chromedp.Run(ctx, chromedp.Evaluate[string](`[...document.querySelectorAll('.msg[data-state="done"] .meta')].pop().textContent`))
+	if !strings.HasPrefix(meta, "completed · 7 tokens") {
+		t.Errorf("responses answer meta %q", meta)
 	}
 }

@@ -4,7 +4,7 @@
 //	gatewaybench run -gateway BIN [-out DIR] [-quick] [-scenarios a,b]
 //	    start mock, baseline proxy and gateway as separate processes, run
 //	    every scenario against each, write results.{md,json,svg} to DIR
-//	gatewaybench load -url URL [-format chat|native|messages] [-c N] [-n N | -d DUR] [-tokens N] [-delay DUR] [-h2c]
+//	gatewaybench load -url URL [-format chat|native|messages|responses] [-c N] [-n N | -d DUR] [-tokens N] [-delay DUR] [-h2c]
 //	    run one load and print its result as JSON
 //	gatewaybench soak -gateway BIN [-c N] [-d DUR] [-out FILE]
 //	    run the gateway under faults and impatient clients; print what
@@ -66,7 +66,7 @@ func run(ctx context.Context, args []string) error {
 	case "load":
 		var l bench.Load
 		fs.StringVar(&l.URL, "url", "", "endpoint URL")
-		format := fs.String("format", "chat", "chat (OpenAI chunks), native (/v1/stream events) or messages (Anthropic events)")
+		format := fs.String("format", "chat", "chat (OpenAI chunks), native (/v1/stream events), messages (Anthropic events) or responses (OpenAI Responses events)")
 		fs.StringVar(&l.Model, "model", "bench", "model name")
 		fs.IntVar(&l.Tokens, "tokens", 64, "tokens per stream")
 		fs.DurationVar(&l.Delay, "delay", 0, "delay between tokens")

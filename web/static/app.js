@@ -93,6 +93,40 @@ const dialects = {
       };
     },
   },
+  responses: {
+    url: "/v1/responses",
+    headers,
+    body: (model, system, history) => {
+      const b = { model, stream: true, store: false, input: history };
+      if (system) b.instructions = system;
+      return b;
+    },
+    error: (body) => body.error,
+    parser: () => (frame) => {
+      const data = frame.split("\n").find((l) => l.startsWith("data: "));
+      if (!data) return [];
+      const ev = JSON.parse(data.slice(6));
+      switch (ev.type) {
+        case "response.reasoning_text.delta":
+        case "response.reasoning_summary_text.delta":
+          return [{ reasoning: ev.delta }];
+        case "response.output_text.delta":
+          return [{ text: ev.delta }];
+        case "response.completed":
+        case "response.incomplete": {
+          const r = ev.response;
+          const u = r.usage || { input_tokens: 0, output_tokens: 0 };
+          const finish = r.status + (r.incomplete_details ? ` (${r.incomplete_details.reason})` : "");
+          return [{ end: { usage: { prompt: u.input_tokens, completion: u.output_tokens }, finish, estimated: r.usage_estimated } }];
+        }
+        case "response.failed":
+          return [{ end: { error: ev.response.error || { code: "failed", message: "the response failed" } } }];
+        case "error":
+          return [{ end: { error: { code: ev.code || "error", message: ev.message } } }];
+      }
+      return [];
+    },
+  },
   messages: {
     url: "/v1/messages",
     // As Anthropic's SDKs send it: the key in x-api-key.

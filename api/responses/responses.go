@@ -1,0 +1,162 @@
+// Package responses is OpenAI's Responses API as an inbound dialect:
+// POST /v1/responses, streamed as the API's named, numbered events ending
+// in exactly one of response.completed, response.incomplete or
+// response.failed, or answered with one response object; errors in
+// OpenAI's envelope. Requests are translated for every provider
+// (docs/responses.md).
+package responses
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/streamgate/gateway/api"
+	"github.com/streamgate/gateway/engine"
+	"github.com/streamgate/gateway/failure"
+	"github.com/streamgate/gateway/middleware"
+	"github.com/streamgate/gateway/providers"
+	"github.com/streamgate/gateway/relay"
+)
+
+// endpoint labels this dialect's streams in metrics.
+const endpoint = "responses"
+
+// Dialect serves the Responses API on an engine.
+type Dialect struct{ e *engine.Engine }
+
+// New returns the dialect on e.
+func New(e *engine.Engine) *Dialect { return &Dialect{e: e} }
+
+var _ api.Dialect = (*Dialect)(nil)
+
+// Register adds POST /responses.
+func (d *Dialect) Register(authed, _ gin.IRouter) {
+	authed.POST("/responses", d.create)
+}
+
+// WriteError answers with OpenAI's {"error":{...}}, as the Responses API
+// does.
+func (d *Dialect) WriteError(c *gin.Context, e *failure.Error) { api.WriteError(c, e) }
+
+// create serves POST /v1/responses.
+func (d *Dialect) create(c *gin.Context) {
+	var body createRequest
+	call, ok := api.Accept(c, d.e, &body, false, d.WriteError)
+	if !ok {
+		return
+	}
+	f := newFormat(middleware.Get(c).RequestID, body.Model, time.Now().Unix(), body.echo())
+	if !body.Stream {
+		d.complete(c, call, f)
+		return
+	}
+	if e := call.Stream(f, endpoint); e != nil {
+		d.WriteError(c, e)
+	}
+}
+
+// complete answers stream=false with the response object the stream
+// would have ended with.
+func (d *Dialect) complete(c *gin.Context, call *engine.Call, f *format) {
+	ans, res, e := call.Complete(endpoint)
+	if e != nil {
+		d.WriteError(c, e)
+		return
+	}
+	f.answer(&ans)
+	status, reason := "completed", incompleteReason(res.FinishReason)
+	if reason != "" {
+		status = "incomplete"
+	}
+	for i := range f.items {
+		f.items[i].status = status
+	}
+	c.Data(http.StatusOK, "application/json", append(f.response(nil, status, nil, reason, &res), '\n'))
+}
+
+// answer takes a whole answer in as the format's items: the reasoning,
+// the message, then the calls.
+func (f *format) answer(ans *relay.Answer) {
+	add := func(k kind, text string, tc *providers.ToolCall) {
+		it := outItem{kind: k, id: itemID(k, f.ref, len(f.items)), text: []byte(text)}
+		if tc != nil {
+			it.callID, it.name = tc.ID, tc.Function.Name
+		}
+		f.items = append(f.items, it)
+	}
+	if ans.Reasoning != "" {
+		add(reasoningItem, ans.Reasoning, nil)
+	}
+	if ans.Content != "" {
+		add(messageItem, ans.Content, nil)
+	}
+	for i := range ans.ToolCalls {
+		add(callItem, ans.ToolCalls[i].Function.Arguments, &ans.ToolCalls[i])
+	}
+}
+
+// echo renders the request's settings as the response object repeats
+// them: what was asked, or the API's defaults.
+func (r *createRequest) echo() []byte {
+	orNull := func(v any, set bool) any {
+		if !set {
+			return nil
+		}
+		return v
+	}
+	effort, summary := any(nil), any(nil)
+	if r.Reasoning != nil {
+		effort, summary = orNull(r.Reasoning.Effort, r.Reasoning.Effort != ""), orNull(r.Reasoning.Summary, r.Reasoning.Summary != "")
+	}
+	text := any(map[string]any{"format": map[string]string{"type": "text"}})
+	if r.Text != nil {
+		text = r.Text
+	}
+	toolChoice := any("auto")
+	if tc := api.NullToEmpty(r.ToolChoice); len(tc) > 0 {
+		toolChoice = tc
+	}
+	tools := any([]tool{})
+	if len(r.Tools) > 0 {
+		tools = r.Tools
+	}
+	metadata := map[string]string{}
+	if r.Metadata != nil {
+		metadata = r.Metadata
+	}
+	parallel := true
+	if r.ParallelToolCalls != nil {
+		parallel = *r.ParallelToolCalls
+	}
+	fields := []struct {
+		name  string
+		value any
+	}{
+		{"instructions", orNull(r.Instructions, r.Instructions != nil)},
+		{"max_output_tokens", orNull(r.MaxOutputTokens, r.MaxOutputTokens != nil)},
+		{"metadata", metadata},
+		{"parallel_tool_calls", parallel},
+		{"previous_response_id", nil},
+		{"reasoning", map[string]any{"effort": effort, "summary": summary}},
+		{"store", false},
+		{"temperature", orNull(r.Temperature, r.Temperature != nil)},
+		{"text", text},
+		{"tool_choice", toolChoice},
+		{"tools", tools},
+		{"top_p", orNull(r.TopP, r.TopP != nil)},
+		{"truncation", "disabled"},
+		{"user", orNull(r.User, r.User != "")},
+	}
+	var b []byte
+	for _, f := range fields {
+		v, _ := json.Marshal(f.value) // plain values: cannot fail
+		b = append(b, ',', '"')
+		b = append(b, f.name...)
+		b = append(b, '"', ':')
+		b = append(b, v...)
+	}
+	return b
+}
