@@ -39,6 +39,24 @@ type Config struct {
 	Health Health `yaml:"health"`
 	// Streams configures resumable streams.
 	Streams Streams `yaml:"streams"`
+	// Responses configures the store of the Responses API.
+	Responses Responses `yaml:"responses"`
+}
+
+// Responses configures where POST /v1/responses keeps what clients ask
+// it to store (store: true, background: true), for GET
+// /v1/responses/{id} and previous_response_id.
+type Responses struct {
+	// Backend is memory (default: this replica's) or redis (every
+	// replica sharing it; the streams' Redis, which background
+	// responses need too).
+	Backend string `yaml:"backend"`
+	// Retention is how long a response is kept (default 720h, 30 days,
+	// as OpenAI keeps them).
+	Retention Duration `yaml:"retention"`
+	// MaxBytes bounds the memory backend: past it, the oldest responses
+	// are forgotten (default 64 MiB).
+	MaxBytes int64 `yaml:"max_bytes"`
 }
 
 // Last-reader policies: what a stream does when its last reader leaves.
@@ -508,7 +526,8 @@ func Default() Config {
 		Streams: Streams{Backend: "memory", TokenTTL: Duration(15 * time.Minute), Retention: Duration(5 * time.Minute),
 			LastReader: LastReaderCancel, LastReaderGrace: Duration(30 * time.Second), MaxStreamBytes: 1 << 20, MaxStreamEvents: 20000,
 			MaxTotalBytes: 256 << 20, MaxReaders: 4, LeaseTTL: Duration(5 * time.Second), ReconnectDelay: Duration(time.Second)},
-		Retry: Retry{AttemptsPerRoute: 2, MaxAttempts: 4, MaxTime: Duration(30 * time.Second), Backoff: Duration(250 * time.Millisecond)},
+		Responses: Responses{Backend: "memory", Retention: Duration(720 * time.Hour), MaxBytes: 64 << 20},
+		Retry:     Retry{AttemptsPerRoute: 2, MaxAttempts: 4, MaxTime: Duration(30 * time.Second), Backoff: Duration(250 * time.Millisecond)},
 		RateLimit: RateLimit{Backend: "memory", FailureMode: "fail_open", LeaseTTL: Duration(30 * time.Second),
 			IdleTTL: Duration(10 * time.Minute), MaxClients: 100000}}
 }

@@ -350,6 +350,18 @@ func (c *Config) validateStreams() []Problem {
 	add := func(field, format string, args ...any) {
 		ps = append(ps, Problem{Field: field, Msg: fmt.Sprintf(format, args...)})
 	}
+	switch r := c.Responses; {
+	case r.Backend != "memory" && r.Backend != "redis":
+		add("responses.backend", "%q is not a backend (want memory or redis)", r.Backend)
+	case r.Backend == "redis" && c.Streams.Backend != "redis":
+		add("responses.backend", "redis needs streams.backend: redis too (background responses are resumed from the streams' Redis on any replica)")
+	}
+	if c.Responses.Retention <= 0 {
+		add("responses.retention", "%s must be positive", c.Responses.Retention)
+	}
+	if c.Responses.MaxBytes < 1<<20 {
+		add("responses.max_bytes", "%d must be at least 1048576", c.Responses.MaxBytes)
+	}
 	st := &c.Streams
 	switch st.Backend {
 	case "memory":

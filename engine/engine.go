@@ -25,6 +25,7 @@ import (
 	"github.com/streamgate/gateway/outcome"
 	"github.com/streamgate/gateway/providers"
 	"github.com/streamgate/gateway/relay"
+	"github.com/streamgate/gateway/responsestore"
 	"github.com/streamgate/gateway/resumable"
 	"github.com/streamgate/gateway/upstream"
 )
@@ -42,7 +43,9 @@ type Options struct {
 	Admitter *admission.Admitter
 	Metrics  *metrics.Metrics
 	Hub      *resumable.Hub
-	Keys     middleware.Keys
+	// Responses keeps the Responses API's stored responses.
+	Responses responsestore.Store
+	Keys      middleware.Keys
 	// Redact makes text safe to show and log.
 	Redact func(string) string
 	// Stopping is cancelled, with failure.ErrShutdown as its cause, when
@@ -168,7 +171,15 @@ type Call struct {
 	req    *providers.Request
 	model  string
 	ticket *admission.Ticket
+	// outlive makes a generated stream run to its end whoever reads it.
+	outlive bool
 }
+
+// Outlive makes the call, once Generate runs it, go on to its end
+// whether or not anyone reads it: for APIs whose runs outlive their
+// connection (the Responses API's background). The config's last-reader
+// policy does not apply to it.
+func (call *Call) Outlive() { call.outlive = true }
 
 // Accept resolves the model named (404 when it is not served, or not to
 // this key) and admits the request within its client's limits (rate-limit
@@ -317,6 +328,9 @@ func (call *Call) Generate(newFormat func(Generation) resumable.Lines, detached 
 		return nil, g, fe
 	}
 	policy, grace := resumable.Policy(e.Config, call.model, call.info.KeyName)
+	if call.outlive {
+		policy = config.LastReaderDrain
+	}
 	inFlight := e.Metrics.InFlight(endpoint)
 	inFlight.Inc()
 	p := e.Hub.Start(resumable.Stream{

@@ -182,9 +182,8 @@ func TestResponsesFunctionCallRoundTrip(t *testing.T) {
 func TestResponsesRefusals(t *testing.T) {
 	h := newHarness(t, newConfig("", ""))
 	for _, tc := range []struct{ body, param string }{
-		{`{"model":"mock-gpt","input":"hi","store":true}`, "store"},
-		{`{"model":"mock-gpt","input":"hi","background":true}`, "background"},
-		{`{"model":"mock-gpt","input":"hi","previous_response_id":"resp_1"}`, "previous_response_id"},
+		{`{"model":"mock-gpt","input":"hi","store":false,"background":true}`, "background"},
+		{`{"model":"mock-gpt","input":"hi","conversation":"conv_1"}`, "conversation"},
 		{`{"model":"mock-gpt","input":"hi","tools":[{"type":"web_search"}]}`, "tools[0].type"},
 		{`{"model":"mock-gpt","input":[{"type":"item_reference","id":"x"}]}`, "input[0]"},
 		{`{"model":"mock-gpt","input":"hi","max_output_tokens":0}`, "max_output_tokens"},

@@ -24,6 +24,7 @@ import (
 	"github.com/streamgate/gateway/metrics"
 	"github.com/streamgate/gateway/middleware"
 	"github.com/streamgate/gateway/providers"
+	"github.com/streamgate/gateway/responsestore"
 	"github.com/streamgate/gateway/resumable"
 )
 
@@ -39,6 +40,10 @@ type Server struct {
 	first *config.Config
 	store limit.Store
 	hub   *resumable.Hub
+	// responses keeps stored Responses API responses; built once, like
+	// the hub (a reload does not move it).
+	responses      responsestore.Store
+	closeResponses func() error
 	// pending counts requests in progress per client, bodies the bytes
 	// of bodies being read: both bound what slow clients hold, across
 	// generations.
@@ -92,9 +97,20 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Server, error) 
 		hopts.Redis = c
 	}
 	s.hub = resumable.NewHub(cfg.Streams, hopts)
+	s.closeResponses = func() error { return nil }
+	if r := cfg.Responses; r.Backend == "redis" {
+		c, err := newRedisClient(cfg.Streams.RedisConfig(cfg.RateLimit), 0)
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("responses: %w", err), store.Close(), s.hub.Close())
+		}
+		rs := responsestore.NewRedis(c, r.Retention.Std())
+		s.responses, s.closeResponses = rs, rs.Close
+	} else {
+		s.responses = responsestore.NewMemory(r.Retention.Std(), r.MaxBytes, s.now)
+	}
 	g, err := s.build(cfg, nil)
 	if err != nil {
-		return nil, errors.Join(err, store.Close(), s.hub.Close())
+		return nil, errors.Join(err, store.Close(), s.hub.Close(), s.closeResponses())
 	}
 	s.cur.Store(g)
 	s.metrics.Register(
@@ -126,7 +142,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Server, error) 
 // once a test's handlers are done.
 func (s *Server) Close() error {
 	s.stopStreams(failure.ErrShutdown)
-	err := errors.Join(s.hub.Close(), s.store.Close())
+	err := errors.Join(s.hub.Close(), s.store.Close(), s.closeResponses())
 	s.builtMu.Lock()
 	defer s.builtMu.Unlock()
 	for _, p := range s.built {

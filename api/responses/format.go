@@ -5,8 +5,10 @@ import (
 
 	"github.com/streamgate/gateway/failure"
 	"github.com/streamgate/gateway/internal/jsonstr"
+	"github.com/streamgate/gateway/outcome"
 	"github.com/streamgate/gateway/providers"
 	"github.com/streamgate/gateway/relay"
+	"github.com/streamgate/gateway/resumable"
 )
 
 // kind is an output item's type.
@@ -49,9 +51,17 @@ type format struct {
 	items []outItem
 	// open is the index in items of the item still streaming, or -1.
 	open int
+	// lines renders each event as one JSON line, for a resumable
+	// stream's log (whose readers frame it), instead of an SSE frame.
+	lines bool
+	// save, when set, is given the response object at the end, whatever
+	// the end (store: true).
+	save func(response []byte)
+	// background is said in the response object.
+	background bool
 }
 
-var _ relay.Format = (*format)(nil)
+var _ resumable.Lines = (*format)(nil)
 
 // newFormat returns the stream of response ref ("resp_" + ref is its
 // id), answered by model, created at created, with echo the request's
@@ -71,14 +81,25 @@ func newFormat(ref, model string, created int64, echo []byte) *format {
 // event appends the start of an event of type typ, up to its sequence
 // number; the caller appends its fields and "}\n\n".
 func (f *format) event(buf []byte, typ string) []byte {
-	buf = append(buf, "event: "...)
-	buf = append(buf, typ...)
-	buf = append(buf, "\ndata: {\"type\":\""...)
+	if !f.lines {
+		buf = append(buf, "event: "...)
+		buf = append(buf, typ...)
+		buf = append(buf, "\ndata: "...)
+	}
+	buf = append(buf, "{\"type\":\""...)
 	buf = append(buf, typ...)
 	buf = append(buf, `","sequence_number":`...)
 	buf = strconv.AppendInt(buf, int64(f.seq), 10)
 	f.seq++
 	return buf
+}
+
+// end closes an event begun with event (its fields appended).
+func (f *format) end(buf []byte) []byte {
+	if f.lines {
+		return append(buf, "}\n"...)
+	}
+	return append(buf, "}\n\n"...)
 }
 
 // response appends the response object with status; e is its error
@@ -87,7 +108,9 @@ func (f *format) response(buf []byte, status string, e *failure.Error, reason st
 	buf = append(buf, f.head...)
 	buf = append(buf, `,"status":"`...)
 	buf = append(buf, status...)
-	buf = append(buf, `","background":false,"error":`...)
+	buf = append(buf, `","background":`...)
+	buf = strconv.AppendBool(buf, f.background)
+	buf = append(buf, `,"error":`...)
 	if e != nil {
 		buf = append(buf, `{"code":`...)
 		buf = jsonstr.Append(buf, e.Code)
@@ -176,7 +199,7 @@ func (f *format) Opened(buf []byte, _ string) []byte {
 		buf = f.event(buf, typ)
 		buf = append(buf, `,"response":`...)
 		buf = f.response(buf, "in_progress", nil, "", nil)
-		buf = append(buf, "}\n\n"...)
+		buf = f.end(buf)
 	}
 	return buf
 }
@@ -215,7 +238,7 @@ func (f *format) ensure(buf []byte, k kind, d *providers.ToolCallDelta) []byte {
 	buf = strconv.AppendInt(buf, int64(n), 10)
 	buf = append(buf, `,"item":`...)
 	buf = f.item(buf, &f.items[n], false)
-	buf = append(buf, "}\n\n"...)
+	buf = f.end(buf)
 	switch k {
 	case reasoningItem:
 		buf = f.part(buf, "response.content_part.added", `{"type":"reasoning_text","text":""}`)
@@ -242,7 +265,7 @@ func (f *format) part(buf []byte, typ, part string) []byte {
 	buf = f.itemEvent(buf, typ, f.open)
 	buf = append(buf, `,"content_index":0,"part":`...)
 	buf = append(buf, part...)
-	return append(buf, "}\n\n"...)
+	return f.end(buf)
 }
 
 // itemEvent appends the start of an event about item i.
@@ -271,7 +294,7 @@ func (f *format) deltaOf(buf []byte, i int, typ, s string, content bool) []byte 
 	if it.kind == messageItem {
 		buf = append(buf, `,"logprobs":[]`...)
 	}
-	return append(buf, "}\n\n"...)
+	return f.end(buf)
 }
 
 // toolCall translates a tool-call delta: the first of a call opens a
@@ -309,27 +332,27 @@ func (f *format) close(buf []byte, status string) []byte {
 		buf = f.itemEvent(buf, "response.reasoning_text.done", i)
 		buf = append(buf, `,"content_index":0,"text":`...)
 		buf = jsonstr.Append(buf, string(it.text))
-		buf = append(buf, "}\n\n"...)
+		buf = f.end(buf)
 		buf = f.itemEvent(buf, "response.content_part.done", i)
 		buf = append(buf, `,"content_index":0,"part":{"type":"reasoning_text","text":`...)
 		buf = jsonstr.Append(buf, string(it.text))
-		buf = append(buf, "}}\n\n"...)
+		buf = f.end(append(buf, '}'))
 	case messageItem:
 		buf = f.itemEvent(buf, "response.output_text.done", i)
 		buf = append(buf, `,"content_index":0,"text":`...)
 		buf = jsonstr.Append(buf, string(it.text))
-		buf = append(buf, `,"logprobs":[]}`+"\n\n"...)
+		buf = f.end(append(buf, `,"logprobs":[]`...))
 		buf = f.itemEvent(buf, "response.content_part.done", i)
 		buf = append(buf, `,"content_index":0,"part":`...)
 		buf = appendTextPart(buf, it.text)
-		buf = append(buf, "}\n\n"...)
+		buf = f.end(buf)
 	case callItem:
 		buf = f.itemEvent(buf, "response.function_call_arguments.done", i)
 		buf = append(buf, `,"name":`...)
 		buf = jsonstr.Append(buf, it.name)
 		buf = append(buf, `,"arguments":`...)
 		buf = jsonstr.Append(buf, string(it.text))
-		buf = append(buf, "}\n\n"...)
+		buf = f.end(buf)
 	}
 	it.status = status
 	buf = f.event(buf, "response.output_item.done")
@@ -337,7 +360,7 @@ func (f *format) close(buf []byte, status string) []byte {
 	buf = strconv.AppendInt(buf, int64(i), 10)
 	buf = append(buf, `,"item":`...)
 	buf = f.item(buf, it, true)
-	return append(buf, "}\n\n"...)
+	return f.end(buf)
 }
 
 // Done ends a complete answer: response.completed, or response.incomplete
@@ -350,8 +373,17 @@ func (f *format) Done(buf []byte, r *relay.Result) []byte {
 	buf = f.close(buf, status)
 	buf = f.event(buf, typ)
 	buf = append(buf, `,"response":`...)
+	n := len(buf)
 	buf = f.response(buf, status, nil, reason, r)
-	return append(buf, "}\n\n"...)
+	f.saved(buf[n:])
+	return f.end(buf)
+}
+
+// saved hands the final response object to save, if set.
+func (f *format) saved(response []byte) {
+	if f.save != nil {
+		f.save(response)
+	}
 }
 
 // Failed ends any other stream: response.failed, with the error, and the
@@ -361,10 +393,28 @@ func (f *format) Failed(buf []byte, e *failure.Error) []byte {
 		f.items[f.open].status = "incomplete"
 		f.open = -1
 	}
+	status := "failed"
+	if e.Code == failure.CodeCancelled {
+		status = "cancelled" // POST /v1/responses/{id}/cancel
+	}
 	buf = f.event(buf, "response.failed")
 	buf = append(buf, `,"response":`...)
-	buf = f.response(buf, "failed", e, "", nil)
-	return append(buf, "}\n\n"...)
+	n := len(buf)
+	buf = f.response(buf, status, e, "", nil)
+	f.saved(buf[n:])
+	return f.end(buf)
+}
+
+// Terminal reports whether a line of a background response's log ends
+// it, and how.
+func (f *format) Terminal(line []byte) (outcome.End, bool) {
+	switch string(resumable.EventType(line)) {
+	case "response.completed", "response.incomplete":
+		return outcome.Done, true
+	case "response.failed":
+		return outcome.StreamError, true
+	}
+	return outcome.None, false
 }
 
 // incompleteReason is why a finish reason leaves a response incomplete,

@@ -31,8 +31,8 @@ type createRequest struct {
 	Metadata          map[string]string `json:"metadata"`
 	User              string            `json:"user"`
 	SafetyIdentifier  string            `json:"safety_identifier"`
-	// Store, Background and PreviousResponseID need the response store
-	// (issue 15, not built yet): asked for, they are refused by name.
+	// Store (default true, as OpenAI's) keeps the response for GET
+	// /v1/responses/{id} and previous_response_id.
 	Store              *bool           `json:"store"`
 	Background         bool            `json:"background"`
 	PreviousResponseID string          `json:"previous_response_id"`
@@ -72,10 +72,12 @@ type tool struct {
 	Strict      *bool           `json:"strict"`
 }
 
-// input is the request's input: a string (one user message), or items.
+// input is the request's input: a string (one user message), or items,
+// each kept as sent too (raw), to be stored.
 type input struct {
 	text   string
 	items  []item
+	raw    []json.RawMessage
 	isText bool
 	bad    bool
 }
@@ -87,12 +89,51 @@ func (in *input) UnmarshalJSON(b []byte) error {
 		in.isText = true
 		in.bad = json.Unmarshal(b, &in.text) != nil
 	case b[0] == '[':
-		in.bad = json.Unmarshal(b, &in.items) != nil
+		if in.bad = json.Unmarshal(b, &in.raw) != nil; in.bad {
+			return nil
+		}
+		in.items = make([]item, len(in.raw))
+		for i, r := range in.raw {
+			if json.Unmarshal(r, &in.items[i]) != nil {
+				in.bad = true
+			}
+		}
 	default:
 		in.bad = true
 	}
 	return nil
 }
+
+// prepend puts items (stored, so well formed) before the input: the
+// conversation a previous_response_id continues.
+func (in *input) prepend(items []json.RawMessage) error {
+	if in.isText {
+		msg, _ := json.Marshal(map[string]any{"type": "message", "role": "user", "content": []map[string]string{{"type": "input_text", "text": in.text}}})
+		in.raw, in.items, in.isText, in.text = []json.RawMessage{msg}, make([]item, 1), false, ""
+		_ = json.Unmarshal(msg, &in.items[0])
+	}
+	head := make([]item, len(items))
+	for i, r := range items {
+		if err := json.Unmarshal(r, &head[i]); err != nil {
+			return fmt.Errorf("stored item %d: %w", i, err)
+		}
+	}
+	in.raw = append(append([]json.RawMessage{}, items...), in.raw...)
+	in.items = append(head, in.items...)
+	return nil
+}
+
+// itemsJSON returns the input as items, a string as one user message.
+func (in *input) itemsJSON() []json.RawMessage {
+	if !in.isText {
+		return in.raw
+	}
+	msg, _ := json.Marshal(map[string]any{"type": "message", "role": "user", "content": []map[string]string{{"type": "input_text", "text": in.text}}})
+	return []json.RawMessage{msg}
+}
+
+// stored reports whether the response is to be kept.
+func (r *createRequest) stored() bool { return r.Store == nil || *r.Store }
 
 // item is one input item, with the fields of the types translated.
 type item struct {
@@ -175,12 +216,8 @@ func (r *createRequest) ModelName() string { return r.Model }
 // refused names the first field set that the gateway cannot serve yet.
 func (r *createRequest) refused() (string, string) {
 	switch {
-	case r.Store != nil && *r.Store:
-		return "store", "store: true is not supported by the gateway yet (responses are not kept): send store: false"
-	case r.Background:
-		return "background", "background is not supported by the gateway yet"
-	case r.PreviousResponseID != "":
-		return "previous_response_id", "previous_response_id is not supported by the gateway yet (responses are not kept): send the whole conversation as input"
+	case r.Background && !r.stored():
+		return "background", "background responses must be stored: send store: true (the default) with background: true"
 	case len(api.NullToEmpty(r.Conversation)) > 0:
 		return "conversation", "conversation is not supported by the gateway: send the whole conversation as input"
 	case len(api.NullToEmpty(r.Prompt)) > 0:
@@ -306,12 +343,17 @@ func (r *createRequest) input(req *providers.Request) *failure.Error {
 			req.Messages = append(req.Messages, providers.Message{Role: "tool", ToolCallID: it.CallID, Content: out})
 			assistant = nil
 		case "reasoning":
+			// The summary, or the reasoning text itself (which is
+			// what the gateway's own reasoning items hold).
 			a := open()
 			for _, s := range it.Summary {
 				a.Reasoning += s.Text
 			}
+			for _, p := range it.Content.parts {
+				a.Reasoning += p.Text
+			}
 		case "item_reference":
-			return failure.BadParam("unsupported_parameter", field, field+": item_reference needs stored responses, which the gateway does not keep yet")
+			return failure.BadParam("unsupported_parameter", field, field+": item_reference is not supported by the gateway: send the item, or continue with previous_response_id")
 		default:
 			return failure.BadParam("unsupported_parameter", field+".type", fmt.Sprintf("%s.type %s is not supported by the gateway (it serves message, function_call, function_call_output and reasoning items)", field, failure.Quote(typ)))
 		}

@@ -32,9 +32,15 @@ func New(e *engine.Engine) *Dialect { return &Dialect{e: e} }
 
 var _ api.Dialect = (*Dialect)(nil)
 
-// Register adds POST /responses.
+// Register adds POST /responses and the routes of stored responses: GET
+// and DELETE /responses/{id}, GET /responses/{id}/input_items and POST
+// /responses/{id}/cancel.
 func (d *Dialect) Register(authed, _ gin.IRouter) {
 	authed.POST("/responses", d.create)
+	authed.GET("/responses/:id", d.get)
+	authed.DELETE("/responses/:id", d.remove)
+	authed.GET("/responses/:id/input_items", d.inputItems)
+	authed.POST("/responses/:id/cancel", d.cancel)
 }
 
 // WriteError answers with OpenAI's {"error":{...}}, as the Responses API
@@ -44,11 +50,43 @@ func (d *Dialect) WriteError(c *gin.Context, e *failure.Error) { api.WriteError(
 // create serves POST /v1/responses.
 func (d *Dialect) create(c *gin.Context) {
 	var body createRequest
-	call, ok := api.Accept(c, d.e, &body, false, d.WriteError)
-	if !ok {
+	if fe := api.DecodeJSON(c.Request, &body, false); fe != nil {
+		d.WriteError(c, fe)
 		return
 	}
-	f := newFormat(middleware.Get(c).RequestID, body.Model, time.Now().Unix(), body.echo())
+	info := middleware.Get(c)
+	if id := body.PreviousResponseID; id != "" {
+		prev, fe := d.record(c, id)
+		if fe != nil {
+			fe.Param = "previous_response_id"
+			d.WriteError(c, fe)
+			return
+		}
+		if err := body.Input.prepend(conversation(prev)); err != nil {
+			d.WriteError(c, &failure.Error{Status: http.StatusInternalServerError, Type: failure.TypeServer, Code: "stored_response_unreadable",
+				Message: "the stored response " + failure.Quote(id) + " could not be read: " + err.Error()})
+			return
+		}
+	}
+	req, fe := body.ToProvider()
+	if fe != nil {
+		d.WriteError(c, fe)
+		return
+	}
+	call, fe := d.e.Accept(c, req, body.Model)
+	if fe != nil {
+		d.WriteError(c, fe)
+		return
+	}
+	created := time.Now().Unix()
+	if body.Background {
+		d.background(c, call, &body, created)
+		return
+	}
+	f := newFormat(info.RequestID, body.Model, created, body.echo())
+	if body.stored() {
+		f.save = d.saver("resp_"+info.RequestID, info.KeyName, body.Input.itemsJSON(), "")
+	}
 	if !body.Stream {
 		d.complete(c, call, f)
 		return
@@ -74,7 +112,9 @@ func (d *Dialect) complete(c *gin.Context, call *engine.Call, f *format) {
 	for i := range f.items {
 		f.items[i].status = status
 	}
-	c.Data(http.StatusOK, "application/json", append(f.response(nil, status, nil, reason, &res), '\n'))
+	resp := f.response(nil, status, nil, reason, &res)
+	f.saved(resp)
+	c.Data(http.StatusOK, "application/json", append(resp, '\n'))
 }
 
 // answer takes a whole answer in as the format's items: the reasoning,
@@ -139,9 +179,9 @@ func (r *createRequest) echo() []byte {
 		{"max_output_tokens", orNull(r.MaxOutputTokens, r.MaxOutputTokens != nil)},
 		{"metadata", metadata},
 		{"parallel_tool_calls", parallel},
-		{"previous_response_id", nil},
+		{"previous_response_id", orNull(r.PreviousResponseID, r.PreviousResponseID != "")},
 		{"reasoning", map[string]any{"effort": effort, "summary": summary}},
-		{"store", false},
+		{"store", r.stored()},
 		{"temperature", orNull(r.Temperature, r.Temperature != nil)},
 		{"text", text},
 		{"tool_choice", toolChoice},
