@@ -71,6 +71,32 @@ func faultConfig(w wire, url string) string {
 		"  faulty:\n    routes:\n      - provider: up\n        model: claude-sonnet-4-5\n")
 }
 
+// fault is what an upstream does after the head of its stream.
+type fault struct {
+	name string
+	then func(rw http.ResponseWriter, r *http.Request)
+}
+
+// midStreamFaults are the ways an upstream of w's API breaks once its
+// stream is open and has sent text.
+func midStreamFaults(w wire) []fault {
+	return []fault{
+		{"reset", func(rw http.ResponseWriter, _ *http.Request) {
+			writeSSE(rw, w.head[0][:10])
+			if conn, _, err := http.NewResponseController(rw).Hijack(); err == nil {
+				if tc, ok := conn.(*net.TCPConn); ok {
+					_ = tc.SetLinger(0) // RST instead of FIN
+				}
+				conn.Close()
+			}
+		}},
+		{"malformed chunk", func(rw http.ResponseWriter, _ *http.Request) { writeSSE(rw, w.malformed) }},
+		{"missing terminal", func(http.ResponseWriter, *http.Request) {}},
+		{"stall", func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() }},
+		{"in-band error", func(rw http.ResponseWriter, _ *http.Request) { writeSSE(rw, w.inBand) }},
+	}
+}
+
 // messagesEvents posts a streamed Messages request and reads its events.
 func messagesEvents(t *testing.T, h *harness, model string) (int, []sseEvent, string) {
 	t.Helper()
@@ -105,25 +131,7 @@ func tallyEvents(evs []sseEvent) (map[string]int, string) {
 // message_stop; the text sent before it is intact.
 func TestMessagesFaultsMidStream(t *testing.T) {
 	for _, w := range wires {
-		for _, f := range []struct {
-			name string
-			then func(rw http.ResponseWriter, r *http.Request)
-		}{
-			{"reset", func(rw http.ResponseWriter, _ *http.Request) {
-				writeSSE(rw, w.head[0][:10])
-				conn, _, err := http.NewResponseController(rw).Hijack()
-				if err == nil {
-					if tc, ok := conn.(*net.TCPConn); ok {
-						_ = tc.SetLinger(0) // RST instead of FIN
-					}
-					conn.Close()
-				}
-			}},
-			{"malformed chunk", func(rw http.ResponseWriter, _ *http.Request) { writeSSE(rw, w.malformed) }},
-			{"missing terminal", func(http.ResponseWriter, *http.Request) {}},
-			{"stall", func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() }},
-			{"in-band error", func(rw http.ResponseWriter, _ *http.Request) { writeSSE(rw, w.inBand) }},
-		} {
+		for _, f := range midStreamFaults(w) {
 			t.Run(w.name+"/"+f.name, func(t *testing.T) {
 				_, url := countingUpstream(t, func(_ int32, rw http.ResponseWriter, r *http.Request) {
 					sseOK(rw, w.head...)

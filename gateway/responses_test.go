@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -240,24 +239,7 @@ func responsesTally(t *testing.T, evs []sseEvent) (map[string]int, string) {
 // never response.completed; the text before it is intact.
 func TestResponsesFaultsMidStream(t *testing.T) {
 	for _, w := range wires {
-		for _, f := range []struct {
-			name string
-			then func(rw http.ResponseWriter, r *http.Request)
-		}{
-			{"reset", func(rw http.ResponseWriter, _ *http.Request) {
-				writeSSE(rw, w.head[0][:10])
-				if conn, _, err := http.NewResponseController(rw).Hijack(); err == nil {
-					if tc, ok := conn.(*net.TCPConn); ok {
-						_ = tc.SetLinger(0)
-					}
-					conn.Close()
-				}
-			}},
-			{"malformed chunk", func(rw http.ResponseWriter, _ *http.Request) { writeSSE(rw, w.malformed) }},
-			{"missing terminal", func(http.ResponseWriter, *http.Request) {}},
-			{"stall", func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() }},
-			{"in-band error", func(rw http.ResponseWriter, _ *http.Request) { writeSSE(rw, w.inBand) }},
-		} {
+		for _, f := range midStreamFaults(w) {
 			t.Run(w.name+"/"+f.name, func(t *testing.T) {
 				_, url := countingUpstream(t, func(_ int32, rw http.ResponseWriter, r *http.Request) {
 					sseOK(rw, w.head...)
