@@ -272,3 +272,30 @@ func AppendUsage(buf []byte, u *providers.Usage) []byte {
 	}
 	return append(buf, '}')
 }
+
+// StringOr is a JSON value that APIs allow as a string or an array of T
+// (a message's content: text, or blocks), decoded in the body's one pass.
+// Bad marks a value that is neither, or a malformed array, for the
+// dialect to refuse naming its field; null leaves it empty.
+type StringOr[T any] struct {
+	Text   string
+	List   []T
+	IsText bool
+	Bad    bool
+}
+
+// UnmarshalJSON decodes b; it never fails, so that the dialect, which
+// knows the field's path, says what is wrong (Bad).
+func (v *StringOr[T]) UnmarshalJSON(b []byte) error {
+	switch {
+	case string(b) == "null":
+	case b[0] == '"':
+		v.IsText = true
+		v.Bad = json.Unmarshal(b, &v.Text) != nil
+	case b[0] == '[':
+		v.Bad = json.Unmarshal(b, &v.List) != nil
+	default:
+		v.Bad = true
+	}
+	return nil
+}

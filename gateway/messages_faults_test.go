@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -97,6 +98,49 @@ func midStreamFaults(w wire) []fault {
 	}
 }
 
+// preStreamFault is how an upstream's first attempt fails before its
+// first token.
+type preStreamFault struct {
+	name  string
+	first func(rw http.ResponseWriter)
+}
+
+// preStreamFaults are the ways an upstream of w's API fails before its
+// first token, worth another attempt.
+func preStreamFaults(w wire) []preStreamFault {
+	status := func(code int) func(rw http.ResponseWriter) {
+		return func(rw http.ResponseWriter) {
+			rw.Header().Set("Content-Type", "application/json")
+			rw.WriteHeader(code)
+			fmt.Fprint(rw, w.busyBody)
+		}
+	}
+	return []preStreamFault{
+		{"in-band error", func(rw http.ResponseWriter) { sseOK(rw, w.head[0], w.inBand) }},
+		{"429", status(http.StatusTooManyRequests)},
+		{fmt.Sprint(w.busy), status(w.busy)},
+	}
+}
+
+// toolRoundTripUpstream is a chat-completions upstream answering its
+// first request with a recorded tool call and later ones with text,
+// recording what it was sent.
+func toolRoundTripUpstream(t *testing.T) (*rawBodies, string) {
+	t.Helper()
+	toolCall, _ := os.ReadFile("testdata/openai_toolcall.sse")
+	content, _ := os.ReadFile("testdata/openai_content.sse")
+	rec := &rawBodies{}
+	_, url := countingUpstream(t, func(n int32, w http.ResponseWriter, r *http.Request) {
+		rec.add(r)
+		body := content
+		if n == 1 {
+			body = toolCall
+		}
+		sseOK(w, strings.SplitAfter(string(body), "\n\n")...)
+	})
+	return rec, url
+}
+
 // messagesEvents posts a streamed Messages request and reads its events.
 func messagesEvents(t *testing.T, h *harness, model string) (int, []sseEvent, string) {
 	t.Helper()
@@ -171,22 +215,7 @@ func TestMessagesFaultsMidStream(t *testing.T) {
 // with Anthropic's own status and error type.
 func TestMessagesFaultsBeforeFirstDelta(t *testing.T) {
 	for _, w := range wires {
-		for _, f := range []struct {
-			name  string
-			first func(rw http.ResponseWriter)
-		}{
-			{"in-band error", func(rw http.ResponseWriter) { sseOK(rw, w.head[0], w.inBand) }},
-			{"429", func(rw http.ResponseWriter) {
-				rw.Header().Set("Content-Type", "application/json")
-				rw.WriteHeader(http.StatusTooManyRequests)
-				fmt.Fprint(rw, w.busyBody)
-			}},
-			{fmt.Sprint(w.busy), func(rw http.ResponseWriter) {
-				rw.Header().Set("Content-Type", "application/json")
-				rw.WriteHeader(w.busy)
-				fmt.Fprint(rw, w.busyBody)
-			}},
-		} {
+		for _, f := range preStreamFaults(w) {
 			t.Run(w.name+"/"+f.name, func(t *testing.T) {
 				calls, url := countingUpstream(t, func(n int32, rw http.ResponseWriter, _ *http.Request) {
 					if n == 1 {

@@ -197,17 +197,7 @@ func TestMessagesWholeAnswerPassThrough(t *testing.T) {
 // upstream, a tool call streams as a tool_use block the SDK accumulates,
 // and the next turn's tool_result reaches the upstream as a tool message.
 func TestMessagesToolRoundTripTranslated(t *testing.T) {
-	toolCall, _ := os.ReadFile("testdata/openai_toolcall.sse")
-	content, _ := os.ReadFile("testdata/openai_content.sse")
-	rec := &rawBodies{}
-	_, url := countingUpstream(t, func(n int32, w http.ResponseWriter, r *http.Request) {
-		rec.add(r)
-		body := content
-		if n == 1 {
-			body = toolCall
-		}
-		sseOK(w, strings.SplitAfter(string(body), "\n\n")...)
-	})
+	rec, url := toolRoundTripUpstream(t)
 	p, m := openAIUpstream(url, "sk-up")
 	h := newHarness(t, newConfig(p, m))
 	client := h.anthropicClient("k")

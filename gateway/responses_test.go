@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -119,17 +118,7 @@ func TestResponsesSDKWhole(t *testing.T) {
 // a tool call streams as a function_call item; sent back with its output,
 // it reaches the upstream as an assistant tool call and a tool message.
 func TestResponsesFunctionCallRoundTrip(t *testing.T) {
-	toolCall, _ := os.ReadFile("testdata/openai_toolcall.sse")
-	content, _ := os.ReadFile("testdata/openai_content.sse")
-	rec := &rawBodies{}
-	_, url := countingUpstream(t, func(n int32, w http.ResponseWriter, r *http.Request) {
-		rec.add(r)
-		body := content
-		if n == 1 {
-			body = toolCall
-		}
-		sseOK(w, strings.SplitAfter(string(body), "\n\n")...)
-	})
+	rec, url := toolRoundTripUpstream(t)
 	p, m := openAIUpstream(url, "sk-up")
 	h := newHarness(t, newConfig(p, m))
 	c := h.openaiGo()
@@ -278,17 +267,7 @@ func TestResponsesFaultsMidStream(t *testing.T) {
 // retried invisibly: one response.created, one response.completed.
 func TestResponsesFaultsBeforeFirstDelta(t *testing.T) {
 	for _, w := range wires {
-		for _, f := range []struct {
-			name  string
-			first func(rw http.ResponseWriter)
-		}{
-			{"in-band error", func(rw http.ResponseWriter) { sseOK(rw, w.head[0], w.inBand) }},
-			{"429", func(rw http.ResponseWriter) {
-				rw.Header().Set("Content-Type", "application/json")
-				rw.WriteHeader(http.StatusTooManyRequests)
-				fmt.Fprint(rw, w.busyBody)
-			}},
-		} {
+		for _, f := range preStreamFaults(w) {
 			t.Run(w.name+"/"+f.name, func(t *testing.T) {
 				calls, url := countingUpstream(t, func(n int32, rw http.ResponseWriter, _ *http.Request) {
 					if n == 1 {

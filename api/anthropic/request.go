@@ -73,29 +73,9 @@ type message struct {
 	Content content `json:"content"`
 }
 
-// content is a message's (or a tool result's) content: a string, or
-// content blocks, decoded in the body's one pass. What is neither is
-// marked bad, for ToProvider to refuse naming the field.
-type content struct {
-	text   string
-	blocks []block
-	isText bool
-	bad    bool
-}
-
-func (c *content) UnmarshalJSON(b []byte) error {
-	switch {
-	case string(b) == "null":
-	case b[0] == '"':
-		c.isText = true
-		c.bad = json.Unmarshal(b, &c.text) != nil
-	case b[0] == '[':
-		c.bad = json.Unmarshal(b, &c.blocks) != nil
-	default:
-		c.bad = true
-	}
-	return nil
-}
+// content is a message's (or a tool result's, or the system prompt's)
+// content: a string, or content blocks.
+type content = api.StringOr[block]
 
 // block is one content block, with the fields of the types the gateway
 // translates; others are kept only in the raw body.
@@ -260,13 +240,13 @@ func (r *messagesRequest) applyThinking(req *providers.Request) *failure.Error {
 func (r *messagesRequest) system(req *providers.Request) *failure.Error {
 	sys := &r.System
 	switch {
-	case sys.bad:
+	case sys.Bad:
 		return failure.BadParam("invalid_type", "system", "system: must be a string or an array of text blocks")
-	case sys.isText:
-		req.Messages = append(req.Messages, providers.Message{Role: "system", Content: sys.text})
+	case sys.IsText:
+		req.Messages = append(req.Messages, providers.Message{Role: "system", Content: sys.Text})
 		return nil
 	}
-	blocks := sys.blocks
+	blocks := sys.List
 	for i, b := range blocks {
 		if b.Type != "text" {
 			return failure.BadParam("invalid_value", fmt.Sprintf("system.%d.type", i), fmt.Sprintf("system.%d.type: must be text, not %s", i, failure.Quote(b.Type)))
@@ -286,14 +266,14 @@ func (r *messagesRequest) message(req *providers.Request, i int) *failure.Error 
 	if m.Role != "user" && m.Role != "assistant" {
 		return failure.BadParam("invalid_value", field+".role", fmt.Sprintf("%s.role: must be user or assistant, not %s", field, failure.Quote(m.Role)))
 	}
-	if m.Content.bad || (!m.Content.isText && m.Content.blocks == nil) {
+	if m.Content.Bad || (!m.Content.IsText && m.Content.List == nil) {
 		return failure.BadParam("invalid_type", field+".content", field+".content: must be a string or an array of content blocks")
 	}
-	if m.Content.isText {
-		req.Messages = append(req.Messages, providers.Message{Role: m.Role, Content: m.Content.text})
+	if m.Content.IsText {
+		req.Messages = append(req.Messages, providers.Message{Role: m.Role, Content: m.Content.Text})
 		return nil
 	}
-	blocks := m.Content.blocks
+	blocks := m.Content.List
 	if m.Role == "assistant" {
 		return r.assistant(req, field, blocks)
 	}
@@ -383,13 +363,13 @@ func (r *messagesRequest) toolResult(field string, b *block) (providers.Message,
 	}
 	m := providers.Message{Role: "tool", ToolCallID: b.ToolUseID, CacheControl: api.NullToEmpty(b.CacheControl)}
 	switch c := &b.Content; {
-	case c.bad:
+	case c.Bad:
 		return m, failure.BadParam("invalid_type", field+".content", field+".content: must be a string or an array of content blocks")
-	case c.isText:
-		m.Content = c.text
+	case c.IsText:
+		m.Content = c.Text
 	default:
 		var text strings.Builder
-		for k, p := range c.blocks {
+		for k, p := range c.List {
 			if p.Type != "text" {
 				r.only = append(r.only, fmt.Sprintf("%s.content.%d (a %s block in a tool result)", field, k, p.Type))
 				continue

@@ -155,26 +155,7 @@ type item struct {
 }
 
 // itemContents is a message's content: a string or parts.
-type itemContents struct {
-	text   string
-	parts  []part
-	isText bool
-	bad    bool
-}
-
-func (c *itemContents) UnmarshalJSON(b []byte) error {
-	switch {
-	case string(b) == "null":
-	case b[0] == '"':
-		c.isText = true
-		c.bad = json.Unmarshal(b, &c.text) != nil
-	case b[0] == '[':
-		c.bad = json.Unmarshal(b, &c.parts) != nil
-	default:
-		c.bad = true
-	}
-	return nil
-}
+type itemContents = api.StringOr[part]
 
 type part struct {
 	Type     string `json:"type"`
@@ -349,7 +330,7 @@ func (r *createRequest) input(req *providers.Request) *failure.Error {
 			for _, s := range it.Summary {
 				a.Reasoning += s.Text
 			}
-			for _, p := range it.Content.parts {
+			for _, p := range it.Content.List {
 				a.Reasoning += p.Text
 			}
 		case "item_reference":
@@ -371,13 +352,13 @@ func message(field string, it *item) (providers.Message, *failure.Error) {
 	}
 	c := &it.Content
 	switch {
-	case c.bad || (!c.isText && c.parts == nil):
+	case c.Bad || (!c.IsText && c.List == nil):
 		return m, failure.BadParam("invalid_type", field+".content", field+".content must be a string or an array of content parts")
-	case c.isText:
-		m.Content = c.text
+	case c.IsText:
+		m.Content = c.Text
 		return m, nil
 	}
-	for j, p := range c.parts {
+	for j, p := range c.List {
 		pf := fmt.Sprintf("%s.content[%d]", field, j)
 		switch p.Type {
 		case "input_text", "output_text":
