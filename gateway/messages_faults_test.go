@@ -141,15 +141,33 @@ func toolRoundTripUpstream(t *testing.T) (*rawBodies, string) {
 	return rec, url
 }
 
-// messagesEvents posts a streamed Messages request and reads its events.
-func messagesEvents(t *testing.T, h *harness, model string) (int, []sseEvent, string) {
+// postEvents posts body to path and reads the events of the stream it
+// answers with; a refusal's status and body otherwise.
+func postEvents(t *testing.T, h *harness, path, body string) (int, []sseEvent, string) {
 	t.Helper()
-	resp := h.post(t, context.Background(), "/v1/messages", `{"model":"`+model+`","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	resp := h.post(t, context.Background(), path, body)
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return resp.StatusCode, nil, drainClose(resp)
 	}
 	return resp.StatusCode, newSSEReader(resp.Body).readAll(t), ""
+}
+
+// messagesEvents posts a streamed Messages request and reads its events.
+func messagesEvents(t *testing.T, h *harness, model string) (int, []sseEvent, string) {
+	t.Helper()
+	return postEvents(t, h, "/v1/messages", `{"model":"`+model+`","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+}
+
+// faultyGateway serves model "faulty" from an upstream of w's API that
+// sends its stream's head, then does then.
+func faultyGateway(t *testing.T, w wire, then func(rw http.ResponseWriter, r *http.Request)) *harness {
+	t.Helper()
+	_, url := countingUpstream(t, func(_ int32, rw http.ResponseWriter, r *http.Request) {
+		sseOK(rw, w.head...)
+		then(rw, r)
+	})
+	return newHarness(t, faultConfig(w, url))
 }
 
 // tally counts a stream's events by name and gathers its text.
@@ -177,11 +195,7 @@ func TestMessagesFaultsMidStream(t *testing.T) {
 	for _, w := range wires {
 		for _, f := range midStreamFaults(w) {
 			t.Run(w.name+"/"+f.name, func(t *testing.T) {
-				_, url := countingUpstream(t, func(_ int32, rw http.ResponseWriter, r *http.Request) {
-					sseOK(rw, w.head...)
-					f.then(rw, r)
-				})
-				h := newHarness(t, faultConfig(w, url))
+				h := faultyGateway(t, w, f.then)
 				status, evs, body := messagesEvents(t, h, "faulty")
 				if status != http.StatusOK {
 					t.Fatalf("status %d: %s", status, body)

@@ -82,6 +82,18 @@ new MutationObserver(() => {
 }).observe(document.getElementById("transcript"), {subtree: true, childList: true, characterData: true});
 true`
 
+// stopSlowAnswer sends prompt, waits until a few words of the answer are
+// on screen, presses Stop and waits for the page to say it stopped.
+func stopSlowAnswer(ctx context.Context, prompt string) error {
+	return chromedp.Do(ctx,
+		chromedp.SendKeys("#prompt", prompt),
+		chromedp.Click("#send"),
+		chromedp.Poll[chromedp.Void](`(() => { const s = document.querySelectorAll('.msg[data-state="streaming"] .content'); return s.length > 0 && s[0].textContent.split(" ").length > 3; })()`),
+		chromedp.Click("#stop"),
+		chromedp.WaitVisible(`.msg[data-state="stopped"]`),
+	)
+}
+
 // TestPlaygroundInBrowser drives the playground in headless Chromium: the
 // answer grows on screen in steps before done, Stop cancels the upstream,
 // and screenshots (laptop light, phone dark) are saved.
@@ -120,13 +132,7 @@ func TestPlaygroundInBrowser(t *testing.T) {
 
 	// Stop during a slow answer: the upstream is cancelled, as the
 	// gateway's metrics and log say.
-	err = chromedp.Do(ctx,
-		chromedp.SendKeys("#prompt", "Tell me everything [mock tokens=400 delay=50ms]"),
-		chromedp.Click("#send"),
-		chromedp.Poll[chromedp.Void](`(() => { const s = document.querySelectorAll('.msg[data-state="streaming"] .content'); return s.length > 0 && s[0].textContent.split(" ").length > 3; })()`),
-		chromedp.Click("#stop"),
-		chromedp.WaitVisible(`.msg[data-state="stopped"]`),
-	)
+	err = stopSlowAnswer(ctx, "Tell me everything [mock tokens=400 delay=50ms]")
 	if err != nil {
 		t.Fatalf("stop: %v", err)
 	}
@@ -366,13 +372,7 @@ func TestPlaygroundSpeaksEachAPI(t *testing.T) {
 	}
 	artifact(t, "playground-messages.png", shot)
 
-	err = chromedp.Do(ctx,
-		chromedp.SendKeys("#prompt", "Go on and on [mock tokens=400 delay=50ms]"),
-		chromedp.Click("#send"),
-		chromedp.Poll[chromedp.Void](`(() => { const s = document.querySelectorAll('.msg[data-state="streaming"] .content'); return s.length > 0 && s[0].textContent.split(" ").length > 3; })()`),
-		chromedp.Click("#stop"),
-		chromedp.WaitVisible(`.msg[data-state="stopped"]`),
-	)
+	err = stopSlowAnswer(ctx, "Go on and on [mock tokens=400 delay=50ms]")
 	if err != nil {
 		t.Fatalf("stop: %v", err)
 	}

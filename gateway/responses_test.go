@@ -192,12 +192,7 @@ func TestResponsesRefusals(t *testing.T) {
 // events.
 func responsesEvents(t *testing.T, h *harness, model string) (int, []sseEvent, string) {
 	t.Helper()
-	resp := h.post(t, context.Background(), "/v1/responses", `{"model":"`+model+`","stream":true,"input":"hi"}`)
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return resp.StatusCode, nil, drainClose(resp)
-	}
-	return resp.StatusCode, newSSEReader(resp.Body).readAll(t), ""
+	return postEvents(t, h, "/v1/responses", `{"model":"`+model+`","stream":true,"input":"hi"}`)
 }
 
 // responsesTally counts a stream's events by name, gathers its text, and
@@ -230,11 +225,7 @@ func TestResponsesFaultsMidStream(t *testing.T) {
 	for _, w := range wires {
 		for _, f := range midStreamFaults(w) {
 			t.Run(w.name+"/"+f.name, func(t *testing.T) {
-				_, url := countingUpstream(t, func(_ int32, rw http.ResponseWriter, r *http.Request) {
-					sseOK(rw, w.head...)
-					f.then(rw, r)
-				})
-				h := newHarness(t, faultConfig(w, url))
+				h := faultyGateway(t, w, f.then)
 				status, evs, body := responsesEvents(t, h, "faulty")
 				if status != http.StatusOK {
 					t.Fatalf("status %d: %s", status, body)
