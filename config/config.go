@@ -347,6 +347,13 @@ type Provider struct {
 	Headers map[string]Secret `yaml:"headers"`
 	// Azure switches the openai provider to Azure OpenAI.
 	Azure *Azure `yaml:"azure"`
+	// ResponsesAPI says an openai provider's upstream serves OpenAI's
+	// Responses API (POST {base_url}/responses: OpenAI, Azure's v1 API,
+	// vLLM, OpenRouter): requests to /v1/responses then go to it as the
+	// client sent them, hosted tools and all, instead of being
+	// translated into chat completions. Default: true for OpenAI's own
+	// API, false for any other base_url.
+	ResponsesAPI *bool `yaml:"responses_api"`
 	// ConnectTimeout bounds dialling and TLS (default 10s).
 	ConnectTimeout Duration `yaml:"connect_timeout"`
 	// MaxTokens is sent to an anthropic provider when a request gives
@@ -368,6 +375,15 @@ type Provider struct {
 	// (default 5s), then gets 429. 0 means no pacing (default).
 	RequestsPerSecond float64  `yaml:"requests_per_second"`
 	QueueTimeout      Duration `yaml:"queue_timeout"`
+}
+
+// ServesResponses reports whether an openai provider's upstream serves
+// the Responses API (ResponsesAPI, or its default).
+func (p *Provider) ServesResponses() bool {
+	if p.ResponsesAPI != nil {
+		return *p.ResponsesAPI
+	}
+	return p.Azure == nil && (p.BaseURL == "" || strings.HasPrefix(string(p.BaseURL), "https://api.openai.com/"))
 }
 
 // Azure holds Azure OpenAI settings.

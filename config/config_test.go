@@ -70,6 +70,7 @@ func TestProblemsAreReported(t *testing.T) {
 		{"bad origin", strings.Replace(good, "  listen: 127.0.0.1:9090\n", "  listen: 127.0.0.1:9090\n  cors:\n    allowed_origins: [\"chat.example.com/app\"]\n", 1), []string{`line 4: server.cors.allowed_origins[0]: "chat.example.com/app" is not an origin`}},
 		{"bad fail_status", strings.Replace(good, "    type: mock\n", "    type: mock\n    mock:\n      fail_status: 200\n", 1), []string{"line 7: providers.m.mock.fail_status: 200 is not an HTTP error status"}},
 		{"mock with api key", strings.Replace(good, "    type: mock\n", "    type: mock\n    api_key: x\n", 1), []string{"providers.m.type: a mock provider takes only mock settings"}},
+		{"mock with responses_api", strings.Replace(good, "    type: mock\n", "    type: mock\n    responses_api: true\n", 1), []string{"providers.m.type: a mock provider takes only mock settings", "responses_api"}},
 		{"unclosed variable", strings.Replace(good, "http://127.0.0.1:11434/v1", "${OLLAMA_URL", 1), []string{"line 8: unclosed ${"}},
 		{"several at once", strings.Replace(strings.Replace(good, "provider: m\n", "provider: nope\n", 1), "type: mock", "type: bad", 1),
 			[]string{`providers.m.type: "bad"`, `"nope" is not a configured provider`, "2 problem(s)"}},
@@ -271,6 +272,27 @@ func TestResolve(t *testing.T) {
 	} {
 		if got := c.Resolve(name); got != want {
 			t.Errorf("Resolve(%q) = %q, want %q", name, got, want)
+		}
+	}
+}
+
+// TestServesResponses: OpenAI's own API serves the Responses API unless
+// said otherwise; any other base URL only when said.
+func TestServesResponses(t *testing.T) {
+	yes, no := true, false
+	for _, tc := range []struct {
+		p    Provider
+		want bool
+	}{
+		{Provider{Type: TypeOpenAI}, true},
+		{Provider{Type: TypeOpenAI, BaseURL: "https://api.openai.com/v1"}, true},
+		{Provider{Type: TypeOpenAI, BaseURL: "https://api.openai.com/v1", ResponsesAPI: &no}, false},
+		{Provider{Type: TypeOpenAI, BaseURL: "http://127.0.0.1:8000/v1"}, false},
+		{Provider{Type: TypeOpenAI, BaseURL: "http://127.0.0.1:8000/v1", ResponsesAPI: &yes}, true},
+		{Provider{Type: TypeOpenAI, BaseURL: "https://r.openai.azure.com", Azure: &Azure{}}, false},
+	} {
+		if got := tc.p.ServesResponses(); got != tc.want {
+			t.Errorf("%+v: %v", tc.p, got)
 		}
 	}
 }

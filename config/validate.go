@@ -171,8 +171,8 @@ func (p Provider) validate(field, name string) []Problem {
 				add(field+".base_url", "%q is not an http(s) URL", p.BaseURL)
 			}
 		}
-		if p.Azure != nil || p.Mock != nil || p.Organization != "" {
-			add(field+".type", "an anthropic provider takes no azure, mock or organization settings")
+		if p.Azure != nil || p.Mock != nil || p.Organization != "" || p.ResponsesAPI != nil {
+			add(field+".type", "an anthropic provider takes no azure, mock, organization or responses_api settings")
 		}
 		if p.MaxTokens < 0 {
 			add(field+".max_tokens", "%d must not be negative", p.MaxTokens)
@@ -196,8 +196,8 @@ func (p Provider) validate(field, name string) []Problem {
 			add(field+".mock", "mock settings need type: mock")
 		}
 	case TypeMock:
-		if p.BaseURL != "" || p.APIKey != "" || p.Azure != nil || len(p.Headers) > 0 || p.Organization != "" {
-			add(field+".type", "a mock provider takes only mock settings, not base_url, api_key, organization, headers or azure")
+		if p.BaseURL != "" || p.APIKey != "" || p.Azure != nil || len(p.Headers) > 0 || p.Organization != "" || p.ResponsesAPI != nil {
+			add(field+".type", "a mock provider takes only mock settings, not base_url, api_key, organization, headers, azure or responses_api")
 		}
 		if m := p.Mock; m != nil {
 			if m.Tokens != nil && *m.Tokens < 0 {

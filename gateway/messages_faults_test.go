@@ -27,6 +27,8 @@ type wire struct {
 	inBand     string // an error event inside the stream
 	busy       int    // the status of an overloaded upstream
 	busyBody   string
+	// settings are more lines of the provider's config.
+	settings string
 }
 
 var wires = []wire{
@@ -68,7 +70,7 @@ func faultConfig(w wire, url string) string {
 	if w.typ == "openai" {
 		base += "/v1"
 	}
-	return newConfig(fmt.Sprintf("  up:\n    type: %s\n    base_url: %s\n    api_key: sk-up-secret-key\n    idle_timeout: 100ms\n", w.typ, base),
+	return newConfig(fmt.Sprintf("  up:\n    type: %s\n    base_url: %s\n    api_key: sk-up-secret-key\n    idle_timeout: 100ms\n%s", w.typ, base, w.settings),
 		"  faulty:\n    routes:\n      - provider: up\n        model: claude-sonnet-4-5\n")
 }
 

@@ -165,17 +165,21 @@ func TestResponsesFunctionCallRoundTrip(t *testing.T) {
 	}
 }
 
-// TestResponsesRefusals: what the gateway cannot serve is refused before
+// TestResponsesRefusals: what the gateway cannot serve, or cannot
+// translate for a provider that does not speak the API, is refused before
 // anything is sent upstream, in OpenAI's envelope, naming the field.
 func TestResponsesRefusals(t *testing.T) {
 	h := newHarness(t, newConfig("", ""))
 	for _, tc := range []struct{ body, param string }{
 		{`{"model":"mock-gpt","input":"hi","store":false,"background":true}`, "background"},
 		{`{"model":"mock-gpt","input":"hi","conversation":"conv_1"}`, "conversation"},
-		{`{"model":"mock-gpt","input":"hi","tools":[{"type":"web_search"}]}`, "tools[0].type"},
+		{`{"model":"mock-gpt","input":"hi","tools":[{"type":"web_search"}]}`, "tools[0]"},
 		{`{"model":"mock-gpt","input":[{"type":"item_reference","id":"x"}]}`, "input[0]"},
 		{`{"model":"mock-gpt","input":"hi","max_output_tokens":0}`, "max_output_tokens"},
 		{`{"model":"mock-gpt","input":"hi","reasoning":{"effort":"extreme"}}`, "reasoning.effort"},
+		{`{"model":"mock-gpt","input":[{"role":"user","content":[{"type":"input_file","file_id":"file_1"}]}]}`, "input[0].content[0]"},
+		{`{"model":"mock-gpt","input":"hi","tool_choice":{"type":"web_search_preview"}}`, "tool_choice"},
+		{`{"model":"mock-gpt","input":"hi","truncation":"auto"}`, "truncation"},
 		{`{"model":"mock-gpt","input":"hi","include":["file_search_call.results"]}`, "include[0]"},
 		{`{"model":"mock-gpt","input":"hi","temprature":1}`, "temprature"},
 		{`{"model":"mock-gpt","input":5}`, "input"},
@@ -219,10 +223,10 @@ func responsesTally(t *testing.T, evs []sseEvent) (map[string]int, string) {
 }
 
 // TestResponsesFaultsMidStream: once the stream is open, every fault of
-// either upstream API ends it with exactly one response.failed, last,
+// any upstream API (the Responses API's own relayed) ends it with exactly one response.failed, last,
 // never response.completed; the text before it is intact.
 func TestResponsesFaultsMidStream(t *testing.T) {
-	for _, w := range wires {
+	for _, w := range responsesWires {
 		for _, f := range midStreamFaults(w) {
 			t.Run(w.name+"/"+f.name, func(t *testing.T) {
 				h := faultyGateway(t, w, f.then)
@@ -257,7 +261,7 @@ func TestResponsesFaultsMidStream(t *testing.T) {
 // TestResponsesFaultsBeforeFirstDelta: a failure before any token is
 // retried invisibly: one response.created, one response.completed.
 func TestResponsesFaultsBeforeFirstDelta(t *testing.T) {
-	for _, w := range wires {
+	for _, w := range responsesWires {
 		for _, f := range preStreamFaults(w) {
 			t.Run(w.name+"/"+f.name, func(t *testing.T) {
 				calls, url := countingUpstream(t, func(n int32, rw http.ResponseWriter, _ *http.Request) {
@@ -283,37 +287,52 @@ func TestResponsesFaultsBeforeFirstDelta(t *testing.T) {
 }
 
 // TestResponsesDisconnectCancelsUpstream: an SDK client that leaves
-// mid-stream cancels the upstream request.
+// mid-stream cancels the upstream request, whichever API it speaks; the
+// response is stored as cancelled, with what was generated.
 func TestResponsesDisconnectCancelsUpstream(t *testing.T) {
-	upstreamGone := make(chan struct{})
-	_, url := countingUpstream(t, func(_ int32, rw http.ResponseWriter, r *http.Request) {
-		sseOK(rw, wires[1].head...)
-		<-r.Context().Done()
-		close(upstreamGone)
-	})
-	h := newHarness(t, faultConfig(wires[1], url), func(c *config.Config) {
-		p := c.Providers["up"]
-		p.IdleTimeout = nil
-		c.Providers["up"] = p
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	c := h.openaiGo()
-	st := c.Responses.NewStreaming(ctx, responses.ResponseNewParams{Model: "faulty", Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("hi")}})
-	for st.Next() {
-		if st.Current().Delta == "partial" {
-			break
-		}
-	}
-	cancel()
-	st.Close()
-	select {
-	case <-upstreamGone:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the upstream request was not cancelled after the client left")
-	}
-	h.logs.waitFor(t, `"end":"client_gone"`)
-	var apiErr *openai.Error
-	if err := st.Err(); err != nil && errors.As(err, &apiErr) {
-		t.Errorf("an API error after leaving: %v", err)
+	for _, w := range responsesWires {
+		t.Run(w.name, func(t *testing.T) {
+			upstreamGone := make(chan struct{})
+			_, url := countingUpstream(t, func(_ int32, rw http.ResponseWriter, r *http.Request) {
+				sseOK(rw, w.head...)
+				<-r.Context().Done()
+				close(upstreamGone)
+			})
+			h := newHarness(t, faultConfig(w, url), func(c *config.Config) {
+				p := c.Providers["up"]
+				p.IdleTimeout = nil
+				c.Providers["up"] = p
+			})
+			ctx, cancel := context.WithCancel(context.Background())
+			c := h.openaiGo()
+			st := c.Responses.NewStreaming(ctx, responses.ResponseNewParams{Model: "faulty", Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("hi")}})
+			var id string
+			for st.Next() {
+				if ev := st.Current(); ev.Type == "response.created" {
+					id = ev.Response.ID
+				}
+				if st.Current().Delta == "partial" {
+					break
+				}
+			}
+			cancel()
+			st.Close()
+			select {
+			case <-upstreamGone:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the upstream request was not cancelled after the client left")
+			}
+			h.logs.waitFor(t, `"end":"client_gone"`)
+			var apiErr *openai.Error
+			if err := st.Err(); err != nil && errors.As(err, &apiErr) {
+				t.Errorf("an API error after leaving: %v", err)
+			}
+			// Stored as it was when the client left.
+			got, err := c.Responses.Get(context.Background(), id, responses.ResponseGetParams{})
+			if err != nil || got.Status != "cancelled" || got.Error.Code != "client_closed_request" || len(got.Output) != 1 || got.Output[0].Status != "incomplete" ||
+				(w.name != "responses" && got.OutputText() != "partial") {
+				t.Errorf("stored after leaving: %v %s", err, got.RawJSON())
+			}
+		})
 	}
 }

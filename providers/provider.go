@@ -12,6 +12,7 @@ package providers
 import (
 	"context"
 	"encoding/json"
+	"strings"
 )
 
 // Provider opens streaming chat calls against one upstream.
@@ -75,12 +76,13 @@ type Request struct {
 }
 
 // Native is a request in the wire format of an API that some providers
-// speak as their own (Anthropic's Messages API). Such a provider sends
-// Body, with the routed model and the fields of Request that the engine
-// may override written over it, instead of translating Request: nothing
-// the client sent is lost on the way. It then streams the upstream's
-// events back verbatim in Chunk.Raw. Any other provider translates
-// Request as usual, and refuses the request when Only is not empty.
+// speak as their own (Anthropic's Messages API, OpenAI's Responses API).
+// Such a provider sends Body, with the routed model and the fields of
+// Request that the engine may override written over it, instead of
+// translating Request: nothing the client sent is lost on the way. It
+// then streams the upstream's events back verbatim in Chunk.Raw. Any
+// other provider translates Request as usual, and refuses the request
+// when Only is not empty.
 type Native struct {
 	// API names the wire format (APIAnthropicMessages).
 	API  string
@@ -89,13 +91,23 @@ type Native struct {
 	// (anthropic-beta).
 	Header map[string]string
 	// Only names what Body holds that Request cannot (a document block,
-	// a server tool, top_k), in the API's words: a provider that does
-	// not speak API refuses the request naming the first.
+	// a server tool, top_k), in the API's words: each a field's path,
+	// with what it is in parentheses after it ("tools[0] (the
+	// web_search tool)"). A provider that does not speak API refuses the
+	// request naming the first.
 	Only []string
 }
 
-// APIAnthropicMessages is Anthropic's Messages API, as a Native API.
-const APIAnthropicMessages = "anthropic.messages"
+// The Native APIs, and the form of Chunk.Raw for each.
+const (
+	// APIAnthropicMessages is Anthropic's Messages API; Raw holds whole
+	// SSE frames ("event: ...\ndata: ...\n\n"), written as they are.
+	APIAnthropicMessages = "anthropic.messages"
+	// APIOpenAIResponses is OpenAI's Responses API; Raw holds the
+	// events' JSON, one per line, which the dialect numbers and frames
+	// itself (its sequence numbers and response id are the gateway's).
+	APIOpenAIResponses = "openai.responses"
+)
 
 // NativeSpeaker is an optional interface of Provider, for providers that
 // take a Native request of api as it is.
@@ -120,7 +132,8 @@ func Untranslatable(p Provider, req *Request, name string) error {
 	if s, ok := p.(NativeSpeaker); ok && s.SpeaksNative(n.API) {
 		return nil
 	}
-	return &Error{Status: 400, Code: "unsupported_parameter", Param: n.Only[0],
+	param, _, _ := strings.Cut(n.Only[0], " (")
+	return &Error{Status: 400, Code: "unsupported_parameter", Param: param,
 		Message: n.Only[0] + " cannot be translated for this model's provider (" + name + "); remove it, or use a model served by a provider that speaks the API natively"}
 }
 
@@ -257,9 +270,9 @@ type Chunk struct {
 	// Usage is set when the upstream reported token counts.
 	Usage *Usage
 	// Raw is, for a Native request, the upstream's events that this
-	// chunk stands for, as complete frames of the client's wire format:
-	// the dialect relays them as they are. The fields above still say
-	// what they carry, for the engine's counting.
+	// chunk stands for, whole, in the form its API's constant says: the
+	// dialect relays them. The fields above still say what they carry,
+	// for the engine's counting.
 	Raw string
 }
 

@@ -203,6 +203,7 @@ func newProvider(pc config.Provider) (providers.Provider, error) {
 			Organization:   string(pc.Organization),
 			ConnectTimeout: pc.ConnectTimeout.Std(),
 			Headers:        revealAll(pc.Headers),
+			Responses:      pc.ServesResponses(),
 		}
 		if pc.Azure != nil {
 			opts.Azure = &openai.AzureOptions{APIVersion: pc.Azure.APIVersion, Deployments: pc.Azure.Deployments}

@@ -2,6 +2,10 @@ package responses
 
 import (
 	"strconv"
+	"strings"
+
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
 
 	"github.com/streamgate/gateway/failure"
 	"github.com/streamgate/gateway/internal/jsonstr"
@@ -59,7 +63,27 @@ type format struct {
 	save func(response []byte)
 	// background is said in the response object.
 	background bool
+	// ended is set once the response object is final.
+	ended bool
+	// prev is the previous_response_id the request continued, which an
+	// upstream speaking the API never saw.
+	prev string
+
+	// native is set at the first chunk relayed from an upstream that
+	// speaks the API (Chunk.Raw): its events then go out as they came,
+	// numbered by the gateway, and the translation is idle.
+	native bool
+	// final is that upstream's response object at its end, held until
+	// the engine says the answer is complete; out its output items by
+	// index, as done, or as added and marked incomplete, for a response
+	// that fails before that.
+	final []byte
+	out   [][]byte
 }
+
+// maxOutputItems bounds the output items of a relayed response that the
+// format keeps.
+const maxOutputItems = 4096
 
 var _ resumable.Lines = (*format)(nil)
 
@@ -135,6 +159,15 @@ func (f *format) response(buf []byte, status string, e *failure.Error, reason st
 		}
 		buf = f.item(buf, &f.items[i], true)
 	}
+	for _, it := range f.out {
+		if len(it) == 0 {
+			continue
+		}
+		if buf[len(buf)-1] != '[' {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, it...)
+	}
 	buf = append(buf, `],"usage":`...)
 	if r == nil {
 		buf = append(buf, "null"...)
@@ -205,6 +238,13 @@ func (f *format) Opened(buf []byte, _ string) []byte {
 }
 
 func (f *format) Chunk(buf []byte, c *providers.Chunk) []byte {
+	if c.Raw != "" {
+		f.native = true
+		return f.relay(buf, c.Raw)
+	}
+	if f.native {
+		return buf
+	}
 	if c.Reasoning != "" {
 		buf = f.ensure(buf, reasoningItem, nil)
 		buf = f.delta(buf, "response.reasoning_text.delta", c.Reasoning, true)
@@ -363,6 +403,83 @@ func (f *format) close(buf []byte, status string) []byte {
 	return f.end(buf)
 }
 
+// relay writes the events of an upstream that speaks the API (one JSON
+// object a line) with the gateway's sequence numbers. The response's
+// own announcements are the gateway's (sent when the stream opened, with
+// its id); its end is held for Done.
+func (f *format) relay(buf []byte, raw string) []byte {
+	for len(raw) > 0 {
+		line, rest, _ := strings.Cut(raw, "\n")
+		raw = rest
+		typ := gjson.Get(line, "type").Str
+		switch typ {
+		case "response.created", "response.queued", "response.in_progress":
+			continue
+		case "response.completed", "response.incomplete":
+			f.final = append(f.final[:0], gjson.Get(line, "response").Raw...)
+			continue
+		case "response.output_item.added", "response.output_item.done":
+			f.keep(line, typ == "response.output_item.done")
+		}
+		if !f.lines {
+			buf = append(buf, "event: "...)
+			buf = append(buf, typ...)
+			buf = append(buf, "\ndata: "...)
+		}
+		// The upstream's number replaced by the gateway's, the rest
+		// as it came.
+		if seq := gjson.Get(line, "sequence_number"); seq.Index > 0 {
+			buf = append(buf, line[:seq.Index]...)
+			buf = strconv.AppendInt(buf, int64(f.seq), 10)
+			buf = append(buf, line[seq.Index+len(seq.Raw):]...)
+		} else {
+			buf = append(buf, `{"sequence_number":`...)
+			buf = strconv.AppendInt(buf, int64(f.seq), 10)
+			buf = append(buf, ',')
+			buf = append(buf, line[1:]...)
+		}
+		f.seq++
+		buf = append(buf, '\n')
+		if !f.lines {
+			buf = append(buf, '\n')
+		}
+	}
+	return buf
+}
+
+// keep notes the output item of an output_item event: as it is when
+// done, marked incomplete until then.
+func (f *format) keep(line string, done bool) {
+	i := gjson.Get(line, "output_index").Int()
+	if i < 0 || i >= maxOutputItems {
+		return
+	}
+	item := gjson.Get(line, "item").Raw
+	if !done {
+		item, _ = sjson.Set(item, "status", "incomplete")
+	}
+	for int64(len(f.out)) <= i {
+		f.out = append(f.out, nil)
+	}
+	f.out[i] = append(f.out[i][:0], item...)
+}
+
+// finalObject is the relayed upstream's last response object as the
+// gateway's: its id, and what the upstream was not told.
+func (f *format) finalObject() []byte {
+	b, err := sjson.SetBytes(f.final, "id", "resp_"+f.ref)
+	if err == nil {
+		b, err = sjson.SetBytes(b, "background", f.background)
+	}
+	if err == nil && f.prev != "" {
+		b, err = sjson.SetBytes(b, "previous_response_id", f.prev)
+	}
+	if err != nil { // the upstream's object was checked to be JSON
+		return f.final
+	}
+	return b
+}
+
 // Done ends a complete answer: response.completed, or response.incomplete
 // when max_output_tokens or a content filter cut it.
 func (f *format) Done(buf []byte, r *relay.Result) []byte {
@@ -374,16 +491,36 @@ func (f *format) Done(buf []byte, r *relay.Result) []byte {
 	buf = f.event(buf, typ)
 	buf = append(buf, `,"response":`...)
 	n := len(buf)
-	buf = f.response(buf, status, nil, reason, r)
+	if f.native && len(f.final) > 0 {
+		buf = append(buf, f.finalObject()...)
+	} else {
+		buf = f.response(buf, status, nil, reason, r)
+	}
 	f.saved(buf[n:])
 	return f.end(buf)
 }
 
 // saved hands the final response object to save, if set.
 func (f *format) saved(response []byte) {
+	f.ended = true
 	if f.save != nil {
 		f.save(response)
 	}
+}
+
+// abandoned keeps, if it is to be kept, a response whose client left
+// before its end (no terminal event was written, there being no one to
+// read it): cancelled, with what was generated by then, the item cut
+// short marked incomplete.
+func (f *format) abandoned() {
+	if f.ended || f.save == nil {
+		return
+	}
+	if f.open >= 0 {
+		f.items[f.open].status = "incomplete"
+		f.open = -1
+	}
+	f.saved(f.response(nil, "cancelled", &failure.Error{Code: failure.CodeClientClosed, Message: "the client closed the connection before the response was complete"}, "", nil))
 }
 
 // Failed ends any other stream: response.failed, with the error, and the

@@ -1,10 +1,14 @@
 package responses
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
+
+	"github.com/tidwall/sjson"
 
 	"github.com/streamgate/gateway/api"
 	"github.com/streamgate/gateway/failure"
@@ -41,11 +45,21 @@ type createRequest struct {
 	PromptCacheKey     string          `json:"prompt_cache_key"`
 	ServiceTier        string          `json:"service_tier"`
 	StreamOptions      json.RawMessage `json:"stream_options"`
-	// Parameters the gateway cannot serve: refused if set.
+	// Parameters only an upstream that speaks the API can take.
 	Conversation json.RawMessage `json:"conversation"`
 	Prompt       json.RawMessage `json:"prompt"`
 	TopLogprobs  *int            `json:"top_logprobs"`
 	MaxToolCalls *int            `json:"max_tool_calls"`
+
+	// raw is the body as sent, for an upstream that speaks the API.
+	raw []byte
+	// only names what the body holds that a translation cannot carry
+	// (hosted tools, item references, fields of the API the gateway
+	// does not decode): a provider that does not speak the API refuses
+	// the request naming the first.
+	only []string
+	// inputOnly is set when some of the input is in only.
+	inputOnly bool
 }
 
 type reasoning struct {
@@ -167,13 +181,15 @@ type part struct {
 }
 
 // createFields are the top-level fields of the API that the gateway
-// decodes.
+// decodes. Any other (fields the API adds later) goes to an upstream
+// that speaks the API as it is, which judges it, and is refused for
+// translation.
 var createFields = []string{"model", "input", "instructions", "stream", "max_output_tokens", "temperature", "top_p", "tools", "tool_choice",
 	"parallel_tool_calls", "reasoning", "text", "metadata", "user", "safety_identifier", "store", "background", "previous_response_id",
 	"include", "truncation", "prompt_cache_key", "service_tier", "stream_options", "conversation", "prompt", "top_logprobs", "max_tool_calls"}
 
-// UnmarshalJSON decodes the body and refuses top-level fields that the
-// Responses API does not have, as OpenAI does.
+// UnmarshalJSON decodes the body, keeping it whole, and notes the
+// top-level fields a translation cannot carry.
 func (r *createRequest) UnmarshalJSON(b []byte) error {
 	type plain createRequest
 	if err := json.Unmarshal(b, (*plain)(r)); err != nil {
@@ -183,39 +199,44 @@ func (r *createRequest) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &keys); err != nil {
 		return err
 	}
-	for k := range keys {
-		if !slices.Contains(createFields, k) {
-			return fmt.Errorf("json: unknown field %q", k)
+	r.only = r.only[:0]
+	for k, v := range keys {
+		if !slices.Contains(createFields, k) && string(v) != "null" {
+			r.only = append(r.only, k)
 		}
 	}
+	slices.Sort(r.only)
+	r.raw = bytes.Clone(b)
 	return nil
 }
 
 // ModelName is the model asked for.
 func (r *createRequest) ModelName() string { return r.Model }
 
-// refused names the first field set that the gateway cannot serve yet.
+// refused names the first field set that the gateway cannot serve.
 func (r *createRequest) refused() (string, string) {
-	switch {
-	case r.Background && !r.stored():
+	if r.Background && !r.stored() {
 		return "background", "background responses must be stored: send store: true (the default) with background: true"
-	case len(api.NullToEmpty(r.Conversation)) > 0:
-		return "conversation", "conversation is not supported by the gateway: send the whole conversation as input"
-	case len(api.NullToEmpty(r.Prompt)) > 0:
-		return "prompt", "prompt templates are not supported by the gateway: send instructions and input"
-	case r.TopLogprobs != nil:
-		return "top_logprobs", "top_logprobs is not supported by the gateway on this endpoint"
-	case r.MaxToolCalls != nil:
-		return "max_tool_calls", "max_tool_calls is not supported by the gateway (it serves function tools, which the client runs)"
-	case r.Truncation != "" && r.Truncation != "disabled":
-		return "truncation", "truncation must be disabled (the default): the gateway does not cut conversations"
-	}
-	for i, inc := range r.Include {
-		if inc != "reasoning.encrypted_content" {
-			return fmt.Sprintf("include[%d]", i), "include may name only reasoning.encrypted_content, not " + failure.Quote(inc)
-		}
 	}
 	return "", ""
+}
+
+// untranslated notes the fields set that only an upstream speaking the
+// API can take.
+func (r *createRequest) untranslated() {
+	add := func(set bool, name string) {
+		if set {
+			r.only = append(r.only, name)
+		}
+	}
+	add(len(api.NullToEmpty(r.Conversation)) > 0, "conversation")
+	add(len(api.NullToEmpty(r.Prompt)) > 0, "prompt (a prompt template)")
+	add(r.TopLogprobs != nil, "top_logprobs")
+	add(r.MaxToolCalls != nil, "max_tool_calls")
+	add(r.Truncation != "" && r.Truncation != "disabled", "truncation ("+failure.Quote(r.Truncation)+")")
+	for i, inc := range r.Include {
+		add(inc != "reasoning.encrypted_content", fmt.Sprintf("include[%d] (%s)", i, failure.Quote(inc)))
+	}
 }
 
 // ToProvider validates the body and translates it into the engine's
@@ -227,6 +248,7 @@ func (r *createRequest) ToProvider() (*providers.Request, *failure.Error) {
 	if p, msg := r.refused(); p != "" {
 		return nil, failure.BadParam("unsupported_parameter", p, msg)
 	}
+	r.untranslated()
 	req := &providers.Request{ParallelToolCalls: r.ParallelToolCalls, User: r.User}
 	req.OpenAI.SafetyIdentifier, req.OpenAI.ServiceTier = r.SafetyIdentifier, r.ServiceTier
 	if r.Instructions != nil && *r.Instructions != "" {
@@ -235,7 +257,9 @@ func (r *createRequest) ToProvider() (*providers.Request, *failure.Error) {
 	if e := r.input(req); e != nil {
 		return nil, e
 	}
-	if e := api.CheckMessages(req.Messages); e != nil {
+	// Input of items only an upstream speaking the API reads (an
+	// item_reference) is its to judge.
+	if e := api.CheckMessages(req.Messages); e != nil && !r.inputOnly {
 		e.Param, e.Message = "input", "input must hold at least one message or item"
 		return nil, e
 	}
@@ -263,7 +287,27 @@ func (r *createRequest) ToProvider() (*providers.Request, *failure.Error) {
 	if e := r.format(req); e != nil {
 		return nil, e
 	}
+	body, err := r.nativeBody()
+	if err != nil {
+		return nil, &failure.Error{Status: http.StatusBadRequest, Type: failure.TypeInvalidRequest, Code: "invalid_request", Message: "request body: " + err.Error()}
+	}
+	req.Native = &providers.Native{API: providers.APIOpenAIResponses, Body: body, Only: r.only}
 	return req, nil
+}
+
+// nativeBody is the body for an upstream that speaks the API: as sent,
+// except that a conversation continued with previous_response_id is sent
+// whole, since the id is the gateway's and not the upstream's.
+func (r *createRequest) nativeBody() ([]byte, error) {
+	if r.PreviousResponseID == "" {
+		return r.raw, nil
+	}
+	in, _ := json.Marshal(r.Input.itemsJSON()) // raw messages: cannot fail
+	b, err := sjson.SetRawBytes(bytes.Clone(r.raw), "input", in)
+	if err != nil {
+		return nil, err
+	}
+	return sjson.DeleteBytes(b, "previous_response_id")
 }
 
 // input translates the input items into chat messages: consecutive
@@ -296,7 +340,7 @@ func (r *createRequest) input(req *providers.Request) *failure.Error {
 		}
 		switch typ {
 		case "message":
-			m, e := message(field, &it)
+			m, e := r.message(field, &it)
 			if e != nil {
 				return e
 			}
@@ -333,17 +377,18 @@ func (r *createRequest) input(req *providers.Request) *failure.Error {
 			for _, p := range it.Content.List {
 				a.Reasoning += p.Text
 			}
-		case "item_reference":
-			return failure.BadParam("unsupported_parameter", field, field+": item_reference is not supported by the gateway: send the item, or continue with previous_response_id")
 		default:
-			return failure.BadParam("unsupported_parameter", field+".type", fmt.Sprintf("%s.type %s is not supported by the gateway (it serves message, function_call, function_call_output and reasoning items)", field, failure.Quote(typ)))
+			// An item_reference, a hosted tool's call (web_search_call,
+			// computer_call_output, ...), or a type added later: the
+			// upstream's to read.
+			r.only, r.inputOnly = append(r.only, fmt.Sprintf("%s (a %s item)", field, failure.Quote(typ))), true
 		}
 	}
 	return nil
 }
 
 // message translates a message item.
-func message(field string, it *item) (providers.Message, *failure.Error) {
+func (r *createRequest) message(field string, it *item) (providers.Message, *failure.Error) {
 	m := providers.Message{Role: it.Role}
 	switch it.Role {
 	case "user", "assistant", "system", "developer":
@@ -367,11 +412,13 @@ func message(field string, it *item) (providers.Message, *failure.Error) {
 			m.Parts = append(m.Parts, providers.ContentPart{Type: "text", Text: p.Refusal})
 		case "input_image":
 			if p.ImageURL == "" {
-				return m, failure.BadParam("unsupported_parameter", pf+".file_id", pf+": an image by file_id needs OpenAI's file store; send image_url (a URL or a data: URL)")
+				r.only, r.inputOnly = append(r.only, pf+" (an image by file_id, in OpenAI's file store)"), true
+				continue
 			}
 			m.Parts = append(m.Parts, providers.ContentPart{Type: "image_url", ImageURL: &providers.ImageURL{URL: p.ImageURL, Detail: p.Detail}})
 		default:
-			return m, failure.BadParam("unsupported_parameter", pf+".type", fmt.Sprintf("%s.type %s is not supported by the gateway (it serves input_text, input_image and output_text)", pf, failure.Quote(p.Type)))
+			// input_file, input_audio, or a part added later.
+			r.only, r.inputOnly = append(r.only, fmt.Sprintf("%s (an %s part)", pf, failure.Quote(p.Type))), true
 		}
 	}
 	if m.Role == "assistant" || (len(m.Parts) == 1 && m.Parts[0].Type == "text") {
@@ -411,7 +458,10 @@ func (r *createRequest) tools(req *providers.Request) *failure.Error {
 	for i, t := range r.Tools {
 		field := fmt.Sprintf("tools[%d]", i)
 		if t.Type != "function" {
-			return failure.BadParam("unsupported_parameter", field+".type", fmt.Sprintf("%s.type %s is not supported by the gateway: it serves function tools", field, failure.Quote(t.Type)))
+			// web_search, file_search, computer_use_preview, mcp, ...:
+			// tools the upstream runs itself.
+			r.only = append(r.only, fmt.Sprintf("%s (the %s tool)", field, failure.Quote(t.Type)))
+			continue
 		}
 		if t.Name == "" {
 			return failure.BadParam("invalid_value", field+".name", field+".name is required")
@@ -439,7 +489,12 @@ func (r *createRequest) tools(req *providers.Request) *failure.Error {
 		Type string `json:"type"`
 		Name string `json:"name"`
 	}
-	if json.Unmarshal(raw, &fn) != nil || fn.Type != "function" || fn.Name == "" {
+	if json.Unmarshal(raw, &fn) == nil && fn.Type != "function" && fn.Type != "" {
+		// A hosted tool, allowed_tools, a custom tool: the upstream's.
+		r.only = append(r.only, "tool_choice (of type "+failure.Quote(fn.Type)+")")
+		return nil
+	}
+	if fn.Type != "function" || fn.Name == "" {
 		return failure.BadParam("invalid_value", "tool_choice", "tool_choice must be auto, none, required or {\"type\":\"function\",\"name\":...}")
 	}
 	b, _ := json.Marshal(map[string]any{"type": "function", "function": map[string]string{"name": fn.Name}})

@@ -83,7 +83,7 @@ func (d *Dialect) create(c *gin.Context) {
 		d.background(c, call, &body, created)
 		return
 	}
-	f := newFormat(info.RequestID, body.Model, created, body.echo())
+	f := body.stream(info.RequestID, created)
 	if body.stored() {
 		f.save = d.saver("resp_"+info.RequestID, info.KeyName, body.Input.itemsJSON(), "")
 	}
@@ -93,7 +93,9 @@ func (d *Dialect) create(c *gin.Context) {
 	}
 	if e := call.Stream(f, endpoint); e != nil {
 		d.WriteError(c, e)
+		return
 	}
+	f.abandoned()
 }
 
 // complete answers stream=false with the response object the stream
@@ -102,6 +104,18 @@ func (d *Dialect) complete(c *gin.Context, call *engine.Call, f *format) {
 	ans, res, e := call.Complete(endpoint)
 	if e != nil {
 		d.WriteError(c, e)
+		return
+	}
+	if len(ans.Raw) > 0 {
+		// From an upstream that speaks the API: its final object.
+		f.relay(nil, string(ans.Raw))
+		if len(f.final) == 0 {
+			d.WriteError(c, &failure.Error{Status: http.StatusBadGateway, Type: failure.TypeServer, Code: "upstream_malformed", Message: "the upstream's response ended without its final object"})
+			return
+		}
+		resp := f.finalObject()
+		f.saved(resp)
+		c.Data(http.StatusOK, "application/json", append(resp, '\n'))
 		return
 	}
 	f.answer(&ans)
@@ -136,6 +150,14 @@ func (f *format) answer(ans *relay.Answer) {
 	for i := range ans.ToolCalls {
 		add(callItem, ans.ToolCalls[i].Function.Arguments, &ans.ToolCalls[i])
 	}
+}
+
+// stream returns the format of response ref ("resp_" + ref), created at
+// created, answering r.
+func (r *createRequest) stream(ref string, created int64) *format {
+	f := newFormat(ref, r.Model, created, r.echo())
+	f.prev = r.PreviousResponseID
+	return f
 }
 
 // echo renders the request's settings as the response object repeats

@@ -98,6 +98,56 @@ func TestFailedNeverCompletes(t *testing.T) {
 	}
 }
 
+// TestRelayRenumbers: a relayed upstream's events go out as they came
+// but for their sequence numbers, which continue the gateway's own
+// (response.created and in_progress); the upstream's announcements are
+// dropped, its final object is held for Done and carries the gateway's
+// id; in lines mode (a background log) the same JSON goes one a line.
+func TestRelayRenumbers(t *testing.T) {
+	raw := `{"type":"response.created","sequence_number":0,"response":{"id":"resp_up"}}` + "\n" +
+		`{"type":"response.output_item.added","sequence_number":2,"output_index":0,"item":{"id":"msg_up","type":"message","status":"in_progress","content":[]}}` + "\n" +
+		`{"type":"response.output_text.delta","item_id":"msg_up","output_index":0,"delta":"hi \"sequence_number\":9"}` + "\n"
+	end := `{"type":"response.completed","sequence_number":9,"response":{"id":"resp_up","status":"completed","background":false,"output":[]}}` + "\n"
+	for _, lines := range []bool{false, true} {
+		f := newFormat("r", "m", 1, nil)
+		f.lines, f.prev = lines, "resp_before"
+		buf := f.Opened(nil, "p")
+		buf = f.Chunk(buf, &providers.Chunk{Content: "hi", Raw: raw})
+		buf = f.Chunk(buf, &providers.Chunk{FinishReason: "stop", Raw: end})
+		if bytes.Contains(buf, []byte("resp_up")) || bytes.Contains(buf, []byte("response.completed")) {
+			t.Errorf("before Done:\n%s", buf)
+		}
+		buf = f.Done(buf, &relay.Result{FinishReason: "stop"})
+		want := []string{
+			`{"type":"response.output_item.added","sequence_number":2,"output_index":0,`,
+			`{"sequence_number":3,"type":"response.output_text.delta","item_id":"msg_up","output_index":0,"delta":"hi \"sequence_number\":9"}`,
+			`{"type":"response.completed","sequence_number":4,"response":{"id":"resp_r","status":"completed","background":false,"output":[],"previous_response_id":"resp_before"}}`,
+		}
+		for _, w := range want {
+			if !bytes.Contains(buf, []byte(w)) {
+				t.Errorf("lines=%v: no %s in\n%s", lines, w, buf)
+			}
+		}
+		if got := bytes.Contains(buf, []byte("event: ")); got == lines {
+			t.Errorf("lines=%v, framed as SSE: %v", lines, got)
+		}
+	}
+}
+
+// TestRelayFailedKeepsItems: a relayed response that fails ends with the
+// gateway's response.failed, whose output holds the items done and, marked
+// incomplete, the one cut short.
+func TestRelayFailedKeepsItems(t *testing.T) {
+	f := newFormat("r", "m", 1, nil)
+	buf := f.Chunk(nil, &providers.Chunk{Content: "x", Raw: `{"type":"response.output_item.done","sequence_number":1,"output_index":0,"item":{"id":"ws","type":"web_search_call","status":"completed"}}` + "\n" +
+		`{"type":"response.output_item.added","sequence_number":2,"output_index":1,"item":{"id":"msg","type":"message","status":"in_progress","content":[]}}` + "\n"})
+	buf = f.Failed(buf, &failure.Error{Code: "upstream_truncated", Message: "cut"})
+	if !bytes.Contains(buf, []byte(`"output":[{"id":"ws","type":"web_search_call","status":"completed"},{"id":"msg","type":"message","status":"incomplete","content":[]}]`)) ||
+		bytes.Count(buf, []byte("event: response.failed")) != 1 {
+		t.Errorf("wire\n%s", buf)
+	}
+}
+
 // FuzzDecodeRequest decodes arbitrary bodies as POST /v1/responses does:
 // no panic; refusals are 4xx in the client's terms; accepted requests are
 // bounded.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -88,7 +89,7 @@ func (d *Dialect) background(c *gin.Context, call *engine.Call, body *createRequ
 	)
 	p, _, fe := call.Generate(func(g engine.Generation) resumable.Lines {
 		id = "resp_" + g.ID
-		f := newFormat(g.ID, body.Model, created, body.echo())
+		f := body.stream(g.ID, created)
 		f.lines, f.background = true, true
 		save := d.saver(id, info.KeyName, body.Input.itemsJSON(), g.ID)
 		f.save = save
@@ -123,11 +124,31 @@ func (d *Dialect) get(c *gin.Context) {
 		d.WriteError(c, fe)
 		return
 	}
-	if stream, _ := strconv.ParseBool(c.Query("stream")); stream {
+	if wantsStream(c) {
 		d.follow(c, rec)
 		return
 	}
 	c.Data(http.StatusOK, "application/json", append(rec.Response, '\n'))
+}
+
+// wantsStream reports whether a GET asks for the events: stream=true in
+// its query, as the API documents, or in a JSON body, which is where
+// OpenAI's SDKs put it (GetStreaming).
+func wantsStream(c *gin.Context) bool {
+	if stream, _ := strconv.ParseBool(c.Query("stream")); stream {
+		return true
+	}
+	if c.Request.Body == nil || c.Request.ContentLength == 0 {
+		return false
+	}
+	b, err := io.ReadAll(io.LimitReader(c.Request.Body, 4<<10))
+	if err != nil {
+		return false
+	}
+	var body struct {
+		Stream bool `json:"stream"`
+	}
+	return json.Unmarshal(b, &body) == nil && body.Stream
 }
 
 // follow streams a background response's events after the sequence

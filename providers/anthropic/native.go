@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
-	"strconv"
 
 	sdk "github.com/anthropics/anthropic-sdk-go"
 	"github.com/anthropics/anthropic-sdk-go/option"
@@ -71,60 +69,22 @@ func (p *Provider) nativeOptions(req *providers.Request, body []byte) []option.R
 }
 
 // nativeBody is the body of a Native request as it goes upstream: the
-// model routed to, and the fields that the engine may have overridden
-// (a model's drop and force settings) written from req. Each was decoded
-// from this body, so a field nothing overrode is written back unchanged.
+// model routed to, and the fields that the engine may have overridden.
 func nativeBody(req *providers.Request, defaultMax int) ([]byte, error) {
-	b := req.Native.Body
-	var err error
-	set := func(path string, v any) {
-		if err == nil {
-			b, err = sjson.SetBytes(b, path, v)
-		}
-	}
-	setRaw := func(path string, raw string) {
-		if err == nil {
-			b, err = sjson.SetRawBytes(b, path, []byte(raw))
-		}
-	}
-	del := func(path string) {
-		if err == nil {
-			b, err = sjson.DeleteBytes(b, path)
-		}
-	}
-	// sjson writes into the slice it is given when it has room: work
-	// on a copy, so the request can be sent again on a retry.
-	b = append(make([]byte, 0, len(b)+64), b...)
-	set("model", req.Model)
+	e := providers.EditBody(req.Native.Body)
+	e.Set("model", req.Model)
 	maxTokens := req.MaxTokens
 	if maxTokens <= 0 {
 		maxTokens = defaultMax
 	}
-	set("max_tokens", maxTokens)
-	// A float32 printed at its own precision reads back as the number
-	// the client wrote (0.7, not 0.699999988).
-	for _, f := range []struct {
-		path string
-		v    *float32
-	}{{"temperature", req.Temperature}, {"top_p", req.TopP}} {
-		if f.v == nil {
-			del(f.path)
-			continue
-		}
-		setRaw(f.path, strconv.FormatFloat(float64(*f.v), 'g', -1, 32))
-	}
+	e.Set("max_tokens", maxTokens)
+	e.Float("temperature", req.Temperature)
+	e.Float("top_p", req.TopP)
 	if len(req.Stop) == 0 {
-		del("stop_sequences")
+		e.Delete("stop_sequences")
 	} else {
-		set("stop_sequences", req.Stop)
+		e.Set("stop_sequences", req.Stop)
 	}
-	if req.User == "" {
-		del("metadata.user_id")
-	} else {
-		set("metadata.user_id", req.User)
-	}
-	if err != nil {
-		return nil, &providers.Error{Status: http.StatusBadRequest, Code: "invalid_request", Message: "request body: " + err.Error(), Err: err}
-	}
-	return b, nil
+	e.String("metadata.user_id", req.User)
+	return e.Bytes()
 }

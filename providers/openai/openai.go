@@ -45,6 +45,10 @@ type Options struct {
 	// MaxLineBytes caps one line of the upstream's event stream
 	// (default 8 MiB).
 	MaxLineBytes int
+	// Responses says the upstream serves OpenAI's Responses API
+	// (POST /responses): requests made in that API go to it as they
+	// are instead of being translated into chat completions.
+	Responses bool
 	// Transport, when set, replaces the default HTTP transport (tests).
 	Transport http.RoundTripper
 }
@@ -64,19 +68,28 @@ type Provider struct {
 	http        *http.Client
 	unavailable error
 	maxLine     int
-	// legacy says where, and as whom, legacy completions are sent; nil
-	// for Azure (whose deployments serve chat).
-	legacy *legacyTarget
+	// direct says where, and as whom, the requests go that the
+	// provider sends itself rather than through go-openai: legacy
+	// completions (go-openai refuses by name models it takes for chat
+	// models on /completions, which is the upstream's to decide) and
+	// the Responses API (which go-openai does not speak).
+	direct *target
+	// azure: Azure deployments serve no legacy completions.
+	azure bool
+	// responses: the upstream serves the Responses API.
+	responses bool
 }
 
-// legacyTarget is what a legacy completion request is sent with:
-// go-openai refuses by name models it takes for chat models on
-// /completions, which is the upstream's to decide.
-type legacyTarget struct {
-	url     string
+// target is an upstream API root and its credentials.
+type target struct {
+	// root is the URL the API's paths go under (.../v1).
+	root    string
 	apiKey  string
 	org     string
 	headers map[string]string
+	// azure sends the key as api-key and maps models to deployments.
+	azure       bool
+	deployments map[string]string
 }
 
 // New builds a provider. A provider for OpenAI's own API (or Azure) without
@@ -118,9 +131,13 @@ func New(opts Options) (*Provider, error) {
 	httpClient := &http.Client{Transport: transport}
 	cfg.HTTPClient = &doer{client: httpClient, headers: opts.Headers}
 
-	p := &Provider{client: goopenai.NewClientWithConfig(cfg), http: httpClient, maxLine: opts.MaxLineBytes}
-	if opts.Azure == nil {
-		p.legacy = &legacyTarget{url: strings.TrimRight(opts.BaseURL, "/") + "/completions", apiKey: opts.APIKey, org: opts.Organization, headers: opts.Headers}
+	p := &Provider{client: goopenai.NewClientWithConfig(cfg), http: httpClient, maxLine: opts.MaxLineBytes, azure: opts.Azure != nil, responses: opts.Responses}
+	p.direct = &target{root: strings.TrimRight(opts.BaseURL, "/"), apiKey: opts.APIKey, org: opts.Organization, headers: opts.Headers}
+	if opts.Azure != nil {
+		// Azure's v1 API (no api-version), where the model is the
+		// deployment's name.
+		p.direct.root += "/openai/v1"
+		p.direct.azure, p.direct.deployments = true, opts.Azure.Deployments
 	}
 	if opts.APIKey == "" && (opts.Azure != nil || strings.HasPrefix(opts.BaseURL, "https://api.openai.com")) {
 		p.unavailable = fmt.Errorf("%w: its api_key is empty (set the environment variable config.yaml names, e.g. OPENAI_API_KEY, and restart)", providers.ErrUnavailable)
@@ -191,6 +208,9 @@ func (p *Provider) StreamChat(ctx context.Context, req *providers.Request) (prov
 	}
 	if req.Prompt != "" {
 		return p.complete(ctx, req)
+	}
+	if p.SpeaksNative(apiOf(req)) {
+		return p.streamResponses(ctx, req)
 	}
 	creq, err := toUpstream(req)
 	if err != nil {
@@ -495,46 +515,66 @@ func (p *Provider) complete(ctx context.Context, req *providers.Request) (provid
 	if o := req.OpenAI; o.PresencePenalty != nil {
 		creq.PresencePenalty = *o.PresencePenalty
 	}
-	if p.legacy == nil {
+	if p.azure {
 		return nil, providers.Unsupported("prompt", "azure")
 	}
 	body, err := json.Marshal(creq)
 	if err != nil {
 		return nil, err
 	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, p.legacy.url, bytes.NewReader(body))
+	resp, err := p.post(ctx, "/completions", body, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &stream{body: resp.Body, events: newEventReader(resp.Body, p.maxLine), legacy: true}, nil
+}
+
+// post sends body to the upstream's path as a streaming request, with the
+// provider's credentials and headers (after header, the client's own
+// API headers, which the provider's override). An error status comes
+// back as the error, classified as go-openai's would be.
+func (p *Provider) post(ctx context.Context, path string, body []byte, header map[string]string) (*http.Response, error) {
+	t := p.direct
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, t.root+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
 	hreq.Header.Set("Content-Type", "application/json")
 	hreq.Header.Set("Accept", "text/event-stream")
-	if p.legacy.apiKey != "" {
-		hreq.Header.Set("Authorization", "Bearer "+p.legacy.apiKey)
+	switch {
+	case t.apiKey == "":
+	case t.azure:
+		hreq.Header.Set("api-key", t.apiKey)
+	default:
+		hreq.Header.Set("Authorization", "Bearer "+t.apiKey)
 	}
-	if p.legacy.org != "" {
-		hreq.Header.Set("OpenAI-Organization", p.legacy.org)
+	if t.org != "" {
+		hreq.Header.Set("OpenAI-Organization", t.org)
 	}
-	for k, v := range p.legacy.headers {
+	for k, v := range header {
+		hreq.Header.Set(k, v)
+	}
+	for k, v := range t.headers {
 		hreq.Header.Set(k, v)
 	}
 	resp, err := p.http.Do(hreq)
 	if err != nil {
 		return nil, err
 	}
-	if resp.StatusCode >= 400 {
-		defer resp.Body.Close()
-		var eb struct {
-			Error *goopenai.APIError `json:"error"`
-		}
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		apiErr := &goopenai.APIError{HTTPStatusCode: resp.StatusCode, Message: http.StatusText(resp.StatusCode)}
-		if json.Unmarshal(b, &eb) == nil && eb.Error != nil {
-			apiErr = eb.Error
-			apiErr.HTTPStatusCode = resp.StatusCode
-		}
-		return nil, classify(apiErr, parseRetryAfter(resp.Header.Get("Retry-After")))
+	if resp.StatusCode < 400 {
+		return resp, nil
 	}
-	return &stream{body: resp.Body, events: newEventReader(resp.Body, p.maxLine), legacy: true}, nil
+	defer resp.Body.Close()
+	var eb struct {
+		Error *goopenai.APIError `json:"error"`
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	apiErr := &goopenai.APIError{HTTPStatusCode: resp.StatusCode, Message: http.StatusText(resp.StatusCode)}
+	if json.Unmarshal(b, &eb) == nil && eb.Error != nil {
+		apiErr = eb.Error
+		apiErr.HTTPStatusCode = resp.StatusCode
+	}
+	return nil, classify(apiErr, parseRetryAfter(resp.Header.Get("Retry-After")))
 }
 
 // legacyChunk is a text_completion chunk, or an error object.
