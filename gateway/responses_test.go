@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -334,5 +335,45 @@ func TestResponsesDisconnectCancelsUpstream(t *testing.T) {
 				t.Errorf("stored after leaving: %v %s", err, got.RawJSON())
 			}
 		})
+	}
+}
+
+// TestResponsesTranslatesReasoning: a chat-completions upstream's
+// reasoning_content streams as a reasoning item before the message and
+// the function call, counted in usage; sent back as input, the reasoning
+// item reaches the upstream as the assistant turn's reasoning_content.
+func TestResponsesTranslatesReasoning(t *testing.T) {
+	rec, _, url := recordingUpstream(t, deepSeekChunks...)
+	p, m := openAIUpstream(url, "sk-test-0123456789")
+	h := newHarness(t, newConfig(p, m))
+	c := h.openaiGo()
+	types, text, final := streamResponse(t, c, responses.ResponseNewParams{Model: "up-model",
+		Reasoning: openai.ReasoningParam{Effort: openai.ReasoningEffortHigh},
+		Input:     responses.ResponseNewParamsInputUnion{OfString: openai.String("weather in Paris?")}})
+	var items []string
+	for _, it := range final.Output {
+		items = append(items, it.Type)
+	}
+	if strings.Join(items, ",") != "reasoning,message,function_call" || text != "Checking." || final.Usage.OutputTokensDetails.ReasoningTokens != 20 ||
+		!slices.Contains(types, "response.reasoning_text.delta") || final.Output[0].Content[0].Text != "The user wants the weather." {
+		t.Fatalf("events %q final %s", types, final.RawJSON())
+	}
+	if eff := rec.first()["reasoning_effort"]; eff != "high" {
+		t.Errorf("reasoning_effort upstream %v", eff)
+	}
+	// The next turn: the output as input, and the call's result.
+	var out struct{ Output []json.RawMessage }
+	_ = json.Unmarshal([]byte(final.RawJSON()), &out)
+	input, _ := json.Marshal(append(out.Output, json.RawMessage(`{"type":"function_call_output","call_id":"call_0","output":"sunny"}`)))
+	resp := h.post(t, context.Background(), "/v1/responses", `{"model":"up-model","input":`+string(input)+`}`)
+	if body := drainClose(resp); resp.StatusCode != http.StatusOK {
+		t.Fatalf("next turn: %d %s", resp.StatusCode, body)
+	}
+	msgs := rec.last()["messages"].([]any)
+	if len(msgs) != 2 {
+		t.Fatalf("upstream messages %v", msgs)
+	}
+	if a := msgs[0].(map[string]any); a["reasoning_content"] != "The user wants the weather." || a["content"] != "Checking." || a["tool_calls"] == nil {
+		t.Errorf("assistant turn sent upstream %v", a)
 	}
 }
