@@ -381,7 +381,7 @@ func TestMessagesFallbackAcrossAPIs(t *testing.T) {
 	if n["message_start"] != 1 || n["message_stop"] != 1 || n["error"] != 0 || text != "partial" {
 		t.Errorf("events %v, text %q", n, text)
 	}
-	if !strings.Contains(evs[0].Data, `"id":"msg_`) || strings.Contains(evs[0].Data, "msg_1") {
+	if !strings.Contains(evs[0].Data, `"id":"msg_`) || strings.Contains(evs[0].Data, `"msg_1"`) {
 		t.Errorf("message_start %s: the failed attempt's leaked", evs[0].Data)
 	}
 	h.logs.waitFor(t, `"provider":"gpt"`)
