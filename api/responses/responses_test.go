@@ -165,3 +165,42 @@ func FuzzDecodeRequest(f *testing.F) {
 		apitest.CheckDecoded(t, body, req, e, api.MaxOutputTokens, 4, "responses.")
 	})
 }
+
+// relayedDelta is an upstream's text delta as OpenAI sends it.
+const relayedDelta = `{"type":"response.output_text.delta","sequence_number":41,"item_id":"msg_68f0a1b5cc2c8190b4f6d8fa02c4e6f8","output_index":2,"content_index":0,"delta":" token","logprobs":[],"obfuscation":"Qx0aPz"}` + "\n"
+
+// TestRelayAllocatesNothingPerToken: a relayed delta is renumbered and
+// framed without an allocation.
+func TestRelayAllocatesNothingPerToken(t *testing.T) {
+	f := newFormat("r", "m", 1, nil)
+	c := providers.Chunk{Content: " token", Raw: relayedDelta}
+	buf := f.Chunk(make([]byte, 0, 4096), &c)
+	if n := testing.AllocsPerRun(1000, func() { buf = f.Chunk(buf[:0], &c) }); n != 0 {
+		t.Errorf("%v allocations per relayed delta", n)
+	}
+}
+
+// BenchmarkResponsesChunkFrame is the per-token cost of each way a text
+// delta goes out: translated from a chunk, or relayed from an upstream
+// that speaks the API.
+func BenchmarkResponsesChunkFrame(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		c    providers.Chunk
+	}{
+		{"translated", providers.Chunk{Content: " token"}},
+		{"relayed", providers.Chunk{Content: " token", Raw: relayedDelta}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			f := newFormat("r", "m", 1, nil)
+			buf := f.Chunk(make([]byte, 0, 4096), &tc.c)
+			if f.open >= 0 {
+				f.items[f.open].text = make([]byte, 0, 64<<20)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				buf = f.Chunk(buf[:0], &tc.c)
+			}
+		})
+	}
+}
