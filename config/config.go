@@ -11,10 +11,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/streamgate/gateway/spend"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -41,6 +44,12 @@ type Config struct {
 	Streams Streams `yaml:"streams"`
 	// Responses configures the store of the Responses API.
 	Responses Responses `yaml:"responses"`
+	// Ledger is where every request's usage and cost is recorded.
+	Ledger Ledger `yaml:"ledger"`
+	// Prices are what upstream models cost, by upstream model name,
+	// over the bundled table (spend.Bundled); a model's or a route's
+	// price overrides both.
+	Prices map[string]spend.Price `yaml:"prices"`
 }
 
 // Responses configures where POST /v1/responses keeps what clients ask
@@ -57,6 +66,37 @@ type Responses struct {
 	// MaxBytes bounds the memory backend: past it, the oldest responses
 	// are forgotten (default 64 MiB).
 	MaxBytes int64 `yaml:"max_bytes"`
+}
+
+// Ledger backends.
+const (
+	LedgerNone     = "none"
+	LedgerSQLite   = "sqlite"
+	LedgerPostgres = "postgres"
+)
+
+// Ledger configures the usage ledger: one row per request that reached
+// routing, written in batches off the request path.
+type Ledger struct {
+	// Backend is none (default), sqlite (a file, for one replica, no
+	// setup) or postgres (for several replicas).
+	Backend string `yaml:"backend"`
+	// Path is the SQLite file; a relative path is beside the config
+	// file.
+	Path string `yaml:"path"`
+	// DSN is the PostgreSQL connection string
+	// (postgres://user:pass@host/db), usually "${DATABASE_URL}".
+	DSN Secret `yaml:"dsn"`
+	// FlushInterval is the longest a row waits to be written (default
+	// 1s): what a crash can lose.
+	FlushInterval Duration `yaml:"flush_interval"`
+	// BatchSize is the most rows written at once (default 500).
+	BatchSize int `yaml:"batch_size"`
+	// QueueSize bounds the rows waiting to be written, while the
+	// database is slow or down (default 65536): past it rows are
+	// dropped and counted (gateway_ledger_dropped_total); no request
+	// ever waits for the ledger.
+	QueueSize int `yaml:"queue_size"`
 }
 
 // Last-reader policies: what a stream does when its last reader leaves.
@@ -473,6 +513,8 @@ type Model struct {
 	Force Force `yaml:"force"`
 	// The model's last-reader policy overrides streams.last_reader.
 	LastReaderPolicy `yaml:",inline"`
+	// Price is what the model costs on every route that gives none.
+	Price *spend.Price `yaml:"price"`
 }
 
 // OverridableParams are the request parameters a model may drop or
@@ -503,6 +545,29 @@ type Route struct {
 	// Weight is the route's share under the weighted strategy
 	// (default 1).
 	Weight *int `yaml:"weight"`
+	// Price is what this deployment costs, where it differs from the
+	// model's.
+	Price *spend.Price `yaml:"price"`
+}
+
+// PriceOf is the price of model's route r: the route's, the model's, the
+// config's for the upstream model, or the bundled table's; nil when none
+// is known.
+func (c *Config) PriceOf(model string, r Route) *spend.Price {
+	if r.Price != nil {
+		return r.Price
+	}
+	if m := c.Models[model]; m.Price != nil {
+		return m.Price
+	}
+	upstream := r.Model
+	if upstream == "" {
+		upstream = model
+	}
+	if p, ok := c.Prices[upstream]; ok {
+		return &p
+	}
+	return spend.Bundled(upstream)
 }
 
 // Resolve returns the model that name stands for: name itself when it is
@@ -543,6 +608,7 @@ func Default() Config {
 			LastReader: LastReaderCancel, LastReaderGrace: Duration(30 * time.Second), MaxStreamBytes: 1 << 20, MaxStreamEvents: 20000,
 			MaxTotalBytes: 256 << 20, MaxReaders: 4, LeaseTTL: Duration(5 * time.Second), ReconnectDelay: Duration(time.Second)},
 		Responses: Responses{Backend: "memory", Retention: Duration(720 * time.Hour), MaxBytes: 64 << 20},
+		Ledger:    Ledger{Backend: LedgerNone, FlushInterval: Duration(time.Second), BatchSize: 500, QueueSize: 65536},
 		Retry:     Retry{AttemptsPerRoute: 2, MaxAttempts: 4, MaxTime: Duration(30 * time.Second), Backoff: Duration(250 * time.Millisecond)},
 		RateLimit: RateLimit{Backend: "memory", FailureMode: "fail_open", LeaseTTL: Duration(30 * time.Second),
 			IdleTTL: Duration(10 * time.Minute), MaxClients: 100000}}
@@ -588,7 +654,11 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(path, data)
+	cfg, err := Parse(path, data)
+	if err == nil && cfg.Ledger.Path != "" && !filepath.IsAbs(cfg.Ledger.Path) {
+		cfg.Ledger.Path = filepath.Join(filepath.Dir(path), cfg.Ledger.Path)
+	}
+	return cfg, err
 }
 
 // Parse decodes and validates data; name is used in error messages.

@@ -13,6 +13,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/streamgate/gateway/spend"
 )
 
 var providerName = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
@@ -90,6 +92,18 @@ func (c *Config) Validate() []Problem {
 
 	ps = append(ps, c.validateLimits()...)
 	ps = append(ps, c.validateStreams()...)
+	ps = append(ps, c.Ledger.validate()...)
+	for _, name := range sortedKeys(c.Prices) {
+		p := c.Prices[name]
+		ps = append(ps, validPrice("prices."+name, &p)...)
+	}
+	for _, name := range sortedKeys(c.Models) {
+		m := c.Models[name]
+		ps = append(ps, validPrice("models."+name+".price", m.Price)...)
+		for i := range m.Routes {
+			ps = append(ps, validPrice(fmt.Sprintf("models.%s.routes[%d].price", name, i), m.Routes[i].Price)...)
+		}
+	}
 
 	if len(c.Models) == 0 {
 		add("models", "at least one model is required")
@@ -460,4 +474,60 @@ func (r Redis) CertPool() (*x509.CertPool, error) {
 		return nil, nil
 	}
 	return loadCertPool(r.TLSCAFile)
+}
+
+// maxPrice bounds a price per million tokens: past it, a price is a
+// typo (per token instead of per million, or a missing decimal point).
+const maxPrice = 10000
+
+// validPrice checks a price, if one is set: every figure a number of
+// dollars per million tokens, from 0 to maxPrice.
+func validPrice(field string, p *spend.Price) []Problem {
+	if p == nil {
+		return nil
+	}
+	var ps []Problem
+	for _, f := range []struct {
+		name string
+		v    *float64
+	}{{"input", &p.Input}, {"cached_input", p.CachedInput}, {"cache_write", p.CacheWrite}, {"output", &p.Output}, {"reasoning", p.Reasoning}} {
+		if f.v != nil && (*f.v < 0 || *f.v > maxPrice || *f.v != *f.v) {
+			ps = append(ps, Problem{Field: field + "." + f.name, Msg: fmt.Sprintf("%v is not a price in dollars per million tokens (0 to %d)", *f.v, maxPrice)})
+		}
+	}
+	return ps
+}
+
+// maxLedgerBatch keeps one batch's insert within PostgreSQL's 65535
+// parameters.
+const maxLedgerBatch = 2000
+
+func (l Ledger) validate() []Problem {
+	var ps []Problem
+	add := func(field, format string, args ...any) {
+		ps = append(ps, Problem{Field: "ledger." + field, Msg: fmt.Sprintf(format, args...)})
+	}
+	switch l.Backend {
+	case LedgerNone:
+	case LedgerSQLite:
+		if l.Path == "" {
+			add("path", "is required with backend sqlite (a file, e.g. gateway-usage.db)")
+		}
+	case LedgerPostgres:
+		if l.DSN == "" {
+			add("dsn", "is required with backend postgres (postgres://user:password@host:5432/db, usually ${DATABASE_URL})")
+		}
+	default:
+		add("backend", "%q is not one of none, sqlite, postgres", l.Backend)
+	}
+	if l.FlushInterval <= 0 {
+		add("flush_interval", "%s must be positive", l.FlushInterval)
+	}
+	if l.BatchSize < 1 || l.BatchSize > maxLedgerBatch {
+		add("batch_size", "%d is not between 1 and %d", l.BatchSize, maxLedgerBatch)
+	}
+	if l.QueueSize < l.BatchSize {
+		add("queue_size", "%d is less than batch_size (%d)", l.QueueSize, l.BatchSize)
+	}
+	return ps
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/streamgate/gateway/eventlog"
 	"github.com/streamgate/gateway/failure"
 	"github.com/streamgate/gateway/internal/tokens"
+	"github.com/streamgate/gateway/ledger"
 	"github.com/streamgate/gateway/metrics"
 	"github.com/streamgate/gateway/middleware"
 	"github.com/streamgate/gateway/outcome"
@@ -45,7 +46,10 @@ type Options struct {
 	Hub      *resumable.Hub
 	// Responses keeps the Responses API's stored responses.
 	Responses responsestore.Store
-	Keys      middleware.Keys
+	// Ledger, when set, gets a row for every request that reached
+	// routing.
+	Ledger *ledger.Ledger
+	Keys   middleware.Keys
 	// Redact makes text safe to show and log.
 	Redact func(string) string
 	// Stopping is cancelled, with failure.ErrShutdown as its cause, when
@@ -173,6 +177,8 @@ type Call struct {
 	ticket *admission.Ticket
 	// outlive makes a generated stream run to its end whoever reads it.
 	outlive bool
+	// endpoint labels the call in metrics and the ledger.
+	endpoint string
 }
 
 // Outlive makes the call, once Generate runs it, go on to its end
@@ -222,12 +228,15 @@ func (call *Call) open(parent context.Context) (running, *failure.Error) {
 		defer context.AfterFunc(rctx, func() { cancel(context.Canceled) })()
 	}
 	st, a, err := e.Registry.Open(ctx, call.req, call.model, call.info.RequestID)
-	call.info.Provider, call.info.Attempts, call.info.Fallbacks = a.Provider, a.Attempts, a.Fallbacks
+	call.info.Provider, call.info.Attempts, call.info.Fallbacks, call.info.Deployment = a.Provider, a.Attempts, a.Fallbacks, a.Deployment
 	if err != nil {
 		fe := failure.Classify(ctx, err)
 		fe.Message = e.Redact(fe.Message)
 		run.release()
 		call.ticket.Unused()
+		call.info.Endpoint, call.info.Status = call.endpoint, fe.Status
+		call.info.ErrorCode = fe.Code
+		e.record(call.info)
 		return run, fe
 	}
 	run.st = st
@@ -243,19 +252,40 @@ func (e *Engine) upstreamContext(parent context.Context) (ctx context.Context, c
 }
 
 // finish records how a stream of endpoint ended, in info (the access
-// log), the metrics and the admission.
-func (call *Call) finish(info *middleware.Info, o relay.Outcome, a upstream.Attempt, endpoint string) {
-	info.Provider, info.Attempts, info.Fallbacks = a.Provider, a.Attempts, a.Fallbacks
+// log), the metrics, the ledger and the admission. streamed says the
+// client was answered 200 before the end (a stream, whatever its end);
+// otherwise a failure is answered with its own status.
+func (call *Call) finish(info *middleware.Info, o relay.Outcome, a upstream.Attempt, endpoint string, streamed bool) {
+	info.Provider, info.Attempts, info.Fallbacks, info.Deployment = a.Provider, a.Attempts, a.Fallbacks, a.Deployment
 	info.TTFT, info.End = o.TTFT, o.End
-	// What was generated is counted on every ending: a stream cut short
-	// was billed too.
+	// What was generated is counted and priced on every ending: a
+	// stream cut short was billed too.
 	info.PromptTokens, info.CompletionTokens = o.Usage.PromptTokens, o.Usage.CompletionTokens
-	info.CachedTokens, info.ReasoningTokens = o.Usage.CachedTokens, o.Usage.ReasoningTokens
+	info.CachedTokens, info.ReasoningTokens, info.CacheWriteTokens = o.Usage.CachedTokens, o.Usage.ReasoningTokens, o.Usage.CacheWriteTokens
+	info.UsageEstimated, info.Cost, info.Priced = o.UsageEstimated, o.Cost, o.Priced
+	info.Endpoint, info.Status = endpoint, http.StatusOK
 	if o.End != outcome.Done {
 		info.ErrorCode, info.Error = o.Err.Code, o.Cause
+		if !streamed {
+			info.Status = o.Err.Status
+		}
 	}
 	call.e.Metrics.StreamEnded(endpoint, info, time.Since(info.Start))
+	call.e.record(info)
 	call.ticket.Settle(info.PromptTokens + info.CompletionTokens)
+}
+
+// record writes the request's row in the ledger, if there is one.
+func (e *Engine) record(info *middleware.Info) {
+	if e.Ledger == nil {
+		return
+	}
+	e.Ledger.Record(ledger.Entry{Time: info.Start, RequestID: info.RequestID, Key: info.KeyName, Model: info.Model,
+		Provider: info.Provider, Deployment: info.Deployment, Endpoint: info.Endpoint, Status: info.Status,
+		End: info.End.String(), ErrorCode: info.ErrorCode,
+		PromptTokens: info.PromptTokens, CachedTokens: info.CachedTokens, CacheWriteTokens: info.CacheWriteTokens,
+		CompletionTokens: info.CompletionTokens, ReasoningTokens: info.ReasoningTokens, UsageEstimated: info.UsageEstimated,
+		Cost: info.Cost, Priced: info.Priced, TTFT: info.TTFT, Duration: time.Since(info.Start)})
 }
 
 // Stream relays the call to the client as SSE in format f: the upstream
@@ -263,6 +293,7 @@ func (call *Call) finish(info *middleware.Info, o relay.Outcome, a upstream.Atte
 // sent, so a failure before that is returned for a plain HTTP error with
 // a real status. endpoint labels the metrics.
 func (call *Call) Stream(f relay.Format, endpoint string) *failure.Error {
+	call.endpoint = endpoint
 	run, fe := call.open(call.c.Request.Context())
 	if fe != nil {
 		return fe
@@ -280,7 +311,7 @@ func (call *Call) Stream(f relay.Format, endpoint string) *failure.Error {
 	p := &relay.Pump{Stream: run.st, Format: f, Request: call.req, Start: call.info.Start,
 		Observer: call.e.Metrics.Stream(call.model, func() string { return run.st.Attempt().Provider }, nil)}
 	o := relay.Relay(run.ctx, out, p, run.st.Attempt().Provider, call.e.Redact)
-	call.finish(call.info, o, run.st.Attempt(), endpoint)
+	call.finish(call.info, o, run.st.Attempt(), endpoint, true)
 	return nil
 }
 
@@ -288,6 +319,7 @@ func (call *Call) Stream(f relay.Format, endpoint string) *failure.Error {
 // streaming. The upstream is still streamed (one code path, cancellable
 // at any point).
 func (call *Call) Complete(endpoint string) (relay.Answer, relay.Result, *failure.Error) {
+	call.endpoint = endpoint
 	run, fe := call.open(call.c.Request.Context())
 	if fe != nil {
 		return relay.Answer{}, relay.Result{}, fe
@@ -296,7 +328,7 @@ func (call *Call) Complete(endpoint string) (relay.Answer, relay.Result, *failur
 	defer run.st.Close()
 	ans, res, err := relay.Collect(run.st, call.req)
 	o := relay.Conclude(run.ctx, res, err, call.e.Redact)
-	call.finish(call.info, o, run.st.Attempt(), endpoint)
+	call.finish(call.info, o, run.st.Attempt(), endpoint, false)
 	if o.End != outcome.Done {
 		return relay.Answer{}, o.Result, o.Err
 	}
@@ -322,6 +354,7 @@ func (call *Call) Generate(newFormat func(Generation) resumable.Lines, detached 
 	g := Generation{ID: resumable.NewID()}
 	g.EventsURL, g.TokenExp = e.Hub.EventsURL(g.ID, time.Now())
 	f := newFormat(g)
+	call.endpoint = endpoint
 	// The generation does not depend on this connection.
 	run, fe := call.open(context.Background())
 	if fe != nil {
@@ -345,7 +378,7 @@ func (call *Call) Generate(newFormat func(Generation) resumable.Lines, detached 
 		Policy: policy, Grace: grace, Detached: detached, Info: *call.info, Redact: e.Redact,
 		OnEnd: func(o relay.Outcome, info *middleware.Info) {
 			inFlight.Dec()
-			call.finish(info, o, run.st.Attempt(), endpoint)
+			call.finish(info, o, run.st.Attempt(), endpoint, true)
 		},
 	})
 	return p, g, nil
@@ -368,7 +401,8 @@ func (e *Engine) Embed(c *gin.Context, name string, req *providers.EmbedRequest,
 	ctx, _, release := e.upstreamContext(c.Request.Context())
 	defer release()
 	out, a, err := e.Registry.Embed(ctx, req, model, info.RequestID)
-	info.Provider, info.Attempts, info.Fallbacks = a.Provider, a.Attempts, a.Fallbacks
+	info.Provider, info.Attempts, info.Fallbacks, info.Deployment = a.Provider, a.Attempts, a.Fallbacks, a.Deployment
+	info.Endpoint = endpoint
 	if err != nil {
 		if a.Attempts == 0 {
 			t.Unused()
@@ -377,10 +411,16 @@ func (e *Engine) Embed(c *gin.Context, name string, req *providers.EmbedRequest,
 		}
 		fe := failure.Classify(ctx, err)
 		fe.Message = e.Redact(fe.Message)
+		info.Status, info.ErrorCode = fe.Status, fe.Code
+		e.record(info)
 		return nil, fe
 	}
-	info.End, info.PromptTokens = outcome.Done, out.Usage.PromptTokens
+	info.End, info.PromptTokens, info.Status = outcome.Done, out.Usage.PromptTokens, http.StatusOK
+	if a.Price != nil {
+		info.Cost, info.Priced = a.Price.Cost(&out.Usage), true
+	}
 	e.Metrics.StreamEnded(endpoint, info, time.Since(info.Start))
+	e.record(info)
 	t.Settle(out.Usage.PromptTokens)
 	return out, nil
 }

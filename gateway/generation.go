@@ -70,7 +70,7 @@ func (s *Server) build(cfg *config.Config, prev *generation) (*generation, error
 	s.builtMu.Unlock()
 	g.engine = engine.New(engine.Options{
 		Config: cfg, Log: s.log, Registry: reg, Admitter: admission.New(cfg, s.store, s.pending, s.metrics),
-		Metrics: s.metrics, Hub: s.hub, Responses: s.responses, Keys: g.keys, Redact: g.redact.Replace, Stopping: s.stopping, Started: s.started,
+		Metrics: s.metrics, Hub: s.hub, Responses: s.responses, Ledger: s.ledger, Keys: g.keys, Redact: g.redact.Replace, Stopping: s.stopping, Started: s.started,
 	})
 	if g.routes, err = s.routes(g); err != nil {
 		return nil, err

@@ -121,6 +121,13 @@ type harness struct {
 	srv  *Server
 	http *httptest.Server
 	logs *syncBuffer
+	once sync.Once
+}
+
+// stop closes the server now (as at exit: the ledger writes what it
+// holds) rather than when the test ends.
+func (h *harness) stop() {
+	h.once.Do(func() { h.http.Close(); h.srv.Close() })
 }
 
 // newHarness builds a gateway from YAML (through the real config loader)
@@ -145,9 +152,9 @@ func newHarnessWith(t *testing.T, yaml string, opts []Option, edit ...func(*conf
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() { ts.Close(); srv.Close() })
-	return &harness{srv: srv, http: ts, logs: logs}
+	h := &harness{srv: srv, http: httptest.NewServer(srv.Handler()), logs: logs}
+	t.Cleanup(h.stop)
+	return h
 }
 
 func newConfig(extraProviders, extraModels string) string {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/streamgate/gateway/config"
 	"github.com/streamgate/gateway/failure"
+	"github.com/streamgate/gateway/ledger"
 	"github.com/streamgate/gateway/limit"
 	"github.com/streamgate/gateway/metrics"
 	"github.com/streamgate/gateway/middleware"
@@ -44,6 +45,10 @@ type Server struct {
 	// the hub (a reload does not move it).
 	responses      responsestore.Store
 	closeResponses func() error
+	// ledger records usage (nil when off), in usage, which the admin
+	// API reads; built once too.
+	ledger *ledger.Ledger
+	usage  *ledger.DB
 	// pending counts requests in progress per client, bodies the bytes
 	// of bodies being read: both bound what slow clients hold, across
 	// generations.
@@ -108,9 +113,12 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Server, error) 
 	} else {
 		s.responses = responsestore.NewMemory(r.Retention.Std(), r.MaxBytes, s.now)
 	}
+	if err := s.openLedger(cfg.Ledger); err != nil {
+		return nil, errors.Join(err, store.Close(), s.hub.Close(), s.closeResponses())
+	}
 	g, err := s.build(cfg, nil)
 	if err != nil {
-		return nil, errors.Join(err, store.Close(), s.hub.Close(), s.closeResponses())
+		return nil, errors.Join(err, store.Close(), s.hub.Close(), s.closeResponses(), s.closeLedger())
 	}
 	s.cur.Store(g)
 	s.metrics.Register(
@@ -142,13 +150,61 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Server, error) 
 // once a test's handlers are done.
 func (s *Server) Close() error {
 	s.stopStreams(failure.ErrShutdown)
-	err := errors.Join(s.hub.Close(), s.store.Close(), s.closeResponses())
+	// The ledger last: the streams the hub ends record their rows.
+	err := errors.Join(s.hub.Close(), s.store.Close(), s.closeResponses(), s.closeLedger())
 	s.builtMu.Lock()
 	defer s.builtMu.Unlock()
 	for _, p := range s.built {
 		providers.CloseIdle(p)
 	}
 	return err
+}
+
+// ledgerOpenTimeout bounds connecting to the ledger's database and
+// migrating it at start.
+const ledgerOpenTimeout = 30 * time.Second
+
+// openLedger opens the usage ledger cfg configures, if any.
+func (s *Server) openLedger(cfg config.Ledger) error {
+	ctx, cancel := context.WithTimeout(context.Background(), ledgerOpenTimeout)
+	defer cancel()
+	var err error
+	switch cfg.Backend {
+	case config.LedgerSQLite:
+		s.usage, err = ledger.OpenSQLite(ctx, cfg.Path)
+	case config.LedgerPostgres:
+		s.usage, err = ledger.OpenPostgres(ctx, cfg.DSN.Reveal())
+	default:
+		return nil
+	}
+	if err != nil {
+		// The DSN may be in the driver's error: never show it.
+		msg := err.Error()
+		if dsn := cfg.DSN.Reveal(); dsn != "" {
+			msg = strings.ReplaceAll(msg, dsn, config.Redacted)
+		}
+		return fmt.Errorf("ledger: %s", msg)
+	}
+	s.ledger = ledger.New(s.usage, ledger.Options{FlushInterval: cfg.FlushInterval.Std(), BatchSize: cfg.BatchSize,
+		QueueSize: cfg.QueueSize, Log: s.log, Observer: s.metrics})
+	s.metrics.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gateway_ledger_queued_rows",
+		Help: "Usage ledger rows waiting to be written (bounded by ledger.queue_size).",
+	}, func() float64 { return float64(s.ledger.Queued()) }))
+	s.log.Info("usage ledger open", "backend", cfg.Backend, "schema_version", ledger.SchemaVersion)
+	return nil
+}
+
+// ledgerCloseTimeout bounds writing the rows still queued at exit.
+const ledgerCloseTimeout = 10 * time.Second
+
+func (s *Server) closeLedger() error {
+	if s.ledger == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ledgerCloseTimeout)
+	defer cancel()
+	return s.ledger.Close(ctx)
 }
 
 // Handler returns the HTTP handler of all routes, which serves each

@@ -47,6 +47,10 @@ type Metrics struct {
 	resumes          *prometheus.CounterVec
 	streamsCancelled *prometheus.CounterVec
 	producersLost    prometheus.Counter
+
+	cost          *prometheus.CounterVec
+	ledgerRows    *prometheus.CounterVec
+	ledgerFailure prometheus.Counter
 }
 
 // Buckets in seconds that resolve milliseconds where streaming lives.
@@ -70,7 +74,7 @@ func New() *Metrics {
 	m.ttfc = histogram("gateway_time_to_first_content_seconds", "From a request's arrival to its first answer text or tool call; later than the time to first token when the model streams its thinking first.", ttftBuckets, "model", "provider")
 	m.gap = histogram("gateway_inter_token_gap_seconds", "Between consecutive deltas of a stream.", gapBuckets, "model", "provider")
 	m.duration = histogram("gateway_stream_duration_seconds", "From a stream's request to its end.", durationBuckets, "endpoint", "model", "provider")
-	m.tokens = counter("gateway_tokens_total", "Tokens by model, provider, key name and kind: prompt and completion (as reported by the upstream, or counted), and the parts of them the upstream reports: cached_prompt (read from its prompt cache), reasoning (spent thinking).", "model", "provider", "key", "kind")
+	m.tokens = counter("gateway_tokens_total", "Tokens by model, provider, key name and kind: prompt and completion (as reported by the upstream, or counted), and the parts of them the upstream reports: cached_prompt (read from its prompt cache), reasoning (spent thinking), cache_write (written to its prompt cache).", "model", "provider", "key", "kind")
 	m.inFlight = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "gateway_streams_in_flight", Help: "Streams being generated, by endpoint."}, []string{"endpoint"})
 	m.endings = counter("gateway_stream_endings_total", "Streams ended, by endpoint and how: done, client_gone, upstream_error, timeout, cancelled, shutdown.", "endpoint", "reason")
 	m.rateLimited = counter("gateway_rate_limit_rejections_total", "Requests refused by a limit: requests, tokens, concurrency, provider_queue, limiter_unavailable.", "limit")
@@ -88,8 +92,15 @@ func New() *Metrics {
 		Name: "gateway_stream_producers_lost_total",
 		Help: "Streams this replica ended with producer_lost: their producing replica stopped renewing its lease.",
 	})
+	m.cost = counter("gateway_cost_dollars_total", "What requests cost in US dollars at the configured (or bundled) prices, by model, provider and key name; requests of deployments without a price add nothing.", "model", "provider", "key")
+	m.ledgerRows = counter("gateway_ledger_rows_total", "Usage ledger rows, by result: written (stored in the database), dropped (the queue was full: the database was down or slow for longer than the queue holds).", "result")
+	m.ledgerFailure = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gateway_ledger_write_errors_total",
+		Help: "Usage ledger batch writes that failed (the batch is kept and retried).",
+	})
 	m.reg.MustRegister(m.requests, m.ttft, m.ttfc, m.gap, m.duration, m.tokens, m.inFlight, m.endings, m.rateLimited,
 		m.upstreamErrors, m.retries, m.fallbacks, m.reloads, m.unattendedTokens, m.resumes, m.streamsCancelled, m.producersLost,
+		m.cost, m.ledgerRows, m.ledgerFailure,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -184,7 +195,19 @@ func (m *Metrics) StreamEnded(endpoint string, info *middleware.Info, d time.Dur
 	if info.ReasoningTokens > 0 {
 		m.tokens.WithLabelValues(info.Model, info.Provider, info.KeyName, "reasoning").Add(float64(info.ReasoningTokens))
 	}
+	if info.CacheWriteTokens > 0 {
+		m.tokens.WithLabelValues(info.Model, info.Provider, info.KeyName, "cache_write").Add(float64(info.CacheWriteTokens))
+	}
+	if info.Priced && info.Cost > 0 {
+		m.cost.WithLabelValues(info.Model, info.Provider, info.KeyName).Add(info.Cost)
+	}
 }
+
+// LedgerWritten, LedgerDropped and LedgerFailed make Metrics the ledger's
+// Observer.
+func (m *Metrics) LedgerWritten(rows int) { m.ledgerRows.WithLabelValues("written").Add(float64(rows)) }
+func (m *Metrics) LedgerDropped()         { m.ledgerRows.WithLabelValues("dropped").Inc() }
+func (m *Metrics) LedgerFailed()          { m.ledgerFailure.Inc() }
 
 // Retried, FellBack, Failed and QueueFull make Metrics the upstream
 // package's Observer.

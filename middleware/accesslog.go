@@ -50,6 +50,15 @@ func AccessLog(log *slog.Logger) gin.HandlerFunc {
 			if info.ReasoningTokens > 0 {
 				attrs = append(attrs, slog.Int("reasoning_tokens", info.ReasoningTokens))
 			}
+			if info.CacheWriteTokens > 0 {
+				attrs = append(attrs, slog.Int("cache_write_tokens", info.CacheWriteTokens))
+			}
+			if info.UsageEstimated {
+				attrs = append(attrs, slog.Bool("usage_estimated", true))
+			}
+		}
+		if info.Priced {
+			attrs = append(attrs, slog.Float64("cost_usd", info.Cost))
 		}
 		if info.End != outcome.None {
 			attrs = append(attrs, slog.String("end", info.End.String()))

@@ -35,6 +35,23 @@ type Info struct {
 	// upstream reports them.
 	CachedTokens    int
 	ReasoningTokens int
+	// CacheWriteTokens are prompt tokens written to the upstream's
+	// prompt cache (Anthropic).
+	CacheWriteTokens int
+	// UsageEstimated says the gateway counted the tokens, the upstream
+	// having reported none.
+	UsageEstimated bool
+	// Deployment is the upstream model that answered.
+	Deployment string
+	// Cost is what the request cost in dollars, when Priced.
+	Cost   float64
+	Priced bool
+	// Endpoint labels the API the request came in by (chat, messages,
+	// responses, native, embeddings), for generation requests.
+	Endpoint string
+	// Status is the HTTP status the request was answered with, once
+	// known to the engine (200 for a stream, whatever its end).
+	Status int
 	// End says how a stream ended; None for requests that did not
 	// stream.
 	End outcome.End

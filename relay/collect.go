@@ -85,6 +85,7 @@ func Collect(st providers.Stream, req *providers.Request) (Answer, Result, error
 		}
 	}
 	res, err := t.end(err, req)
+	price(st, &res)
 	if err != nil {
 		return Answer{}, res, err
 	}

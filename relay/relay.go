@@ -14,6 +14,7 @@ import (
 
 	"github.com/streamgate/gateway/failure"
 	"github.com/streamgate/gateway/providers"
+	"github.com/streamgate/gateway/spend"
 )
 
 // Format renders one stream in a dialect's wire protocol. Each method
@@ -34,6 +35,20 @@ type Result struct {
 	UsageEstimated bool
 	TTFT           time.Duration
 	Duration       time.Duration
+	// Cost is what Usage cost in dollars, when Priced: the deployment
+	// that answered has a price.
+	Cost   float64
+	Priced bool
+}
+
+// price sets res's cost at the price of the deployment that answered st,
+// if it has one.
+func price(st providers.Stream, res *Result) {
+	if p, ok := st.(spend.Pricer); ok {
+		if pr := p.Price(); pr != nil {
+			res.Cost, res.Priced = pr.Cost(&res.Usage), true
+		}
+	}
 }
 
 // IdleStream is a stream that reports when it is about to wait.
@@ -158,6 +173,7 @@ func (p *Pump) Run(buf []byte, flush func([]byte) error) ([]byte, Result, error)
 	}
 	res, err := t.end(err, p.Request)
 	res.Duration = time.Since(p.Start)
+	price(p.Stream, &res)
 	return buf, res, err
 }
 

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
-GATEWAY_TEST_REQUIRE=redis,chromium GATEWAY_TEST_ARTIFACTS="$PWD/artifacts" CGO_ENABLED=1 go test -race -count=1 -timeout 10m -v ./... >"$log" 2>&1
+GATEWAY_TEST_REQUIRE=redis,chromium,postgres GATEWAY_TEST_ARTIFACTS="$PWD/artifacts" CGO_ENABLED=1 go test -race -count=1 -timeout 10m -v ./... >"$log" 2>&1
 status=$?
 
 grep -E '^(ok|FAIL|\?) ' "$log"

@@ -30,7 +30,7 @@ func (r *Registry) Embed(ctx context.Context, req *providers.EmbedRequest, model
 			r.opts.Observer.FellBack(model)
 		}
 		a.Attempts++
-		a.Provider = dep.providerName
+		a.Provider, a.Deployment, a.Price = dep.providerName, dep.model, dep.price
 		req.Model = dep.model
 		out, err := e.Embed(ctx, req)
 		if err == nil {

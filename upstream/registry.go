@@ -20,6 +20,7 @@ import (
 	"github.com/streamgate/gateway/providers/anthropic"
 	"github.com/streamgate/gateway/providers/mock"
 	"github.com/streamgate/gateway/providers/openai"
+	"github.com/streamgate/gateway/spend"
 )
 
 // deployment is one place a model can be served from.
@@ -33,6 +34,8 @@ type deployment struct {
 	weight                                        int
 	// health is shared by every request using this deployment.
 	health *health
+	// price is what the deployment costs; nil when it is not known.
+	price *spend.Price
 }
 
 // Observer is told what routing does, for metrics. Its methods are called
@@ -144,7 +147,7 @@ func Build(cfg *config.Config, prev *Registry, opts Options) (*Registry, error) 
 			r.models[name] = append(r.models[name], deployment{
 				providerName: route.Provider, provider: r.providers[route.Provider], model: upstream,
 				firstTokenTimeout: first, idleTimeout: idle, streamTimeout: total,
-				weight: weight, health: h,
+				weight: weight, health: h, price: cfg.PriceOf(name, route),
 			})
 		}
 		r.names = append(r.names, name)

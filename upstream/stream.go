@@ -11,6 +11,7 @@ import (
 	"github.com/streamgate/gateway/failure"
 	"github.com/streamgate/gateway/limit"
 	"github.com/streamgate/gateway/providers"
+	"github.com/streamgate/gateway/spend"
 )
 
 // Timeouts, each reported with its own code.
@@ -30,6 +31,10 @@ type Attempt struct {
 	// Attempts counts upstream calls; Fallbacks the moves to another
 	// route.
 	Attempts, Fallbacks int
+	// Deployment is the upstream model of the current (or last)
+	// attempt, and Price its price (nil when not known).
+	Deployment string
+	Price      *spend.Price
 }
 
 // Stream is what the relay reads: an upstream stream that, until the
@@ -93,6 +98,11 @@ func (r *Registry) Open(ctx context.Context, req *providers.Request, model, requ
 // provider answered.
 func (s *Stream) Attempt() Attempt { return s.attempt }
 
+var _ spend.Pricer = (*Stream)(nil)
+
+// Price is the price of the deployment answering.
+func (s *Stream) Price() *spend.Price { return s.attempt.Price }
+
 // advance starts the next attempt after lastErr (nil for the first one),
 // waiting out a backoff when it retries the same deployment. It returns
 // the error to give up with when no attempt is left.
@@ -121,7 +131,7 @@ func (s *Stream) advance(lastErr error) error {
 		}
 		dep := s.routes[s.route]
 		s.attempt.Attempts++
-		s.attempt.Provider = dep.providerName
+		s.attempt.Provider, s.attempt.Deployment, s.attempt.Price = dep.providerName, dep.model, dep.price
 		s.routeTries++
 		if err := s.pace(dep); err != nil {
 			lastErr = err

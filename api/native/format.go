@@ -83,6 +83,12 @@ func (f *format) Done(buf []byte, r *relay.Result) []byte {
 	if r.UsageEstimated {
 		buf = append(buf, `,"usage_estimated":true`...)
 	}
+	if r.Priced {
+		// Dollars at the deployment's price, in the shortest form
+		// that reads back as the same number.
+		buf = append(buf, `,"cost":`...)
+		buf = strconv.AppendFloat(buf, r.Cost, 'f', -1, 64)
+	}
 	buf = append(buf, `,"ttft_ms":`...)
 	buf = appendMillis(buf, r.TTFT)
 	buf = append(buf, `,"duration_ms":`...)
