@@ -240,20 +240,42 @@ type Key struct {
 // the default, for a key).
 type Limits struct {
 	// RequestsPerMinute is the sustained request rate of a token bucket.
-	RequestsPerMinute *int `yaml:"requests_per_minute"`
+	RequestsPerMinute *int `yaml:"requests_per_minute" json:"requests_per_minute,omitempty"`
 	// Burst is how many requests may come at once (default: a sixth of
 	// requests_per_minute, at least 1).
-	Burst *int `yaml:"burst"`
+	Burst *int `yaml:"burst" json:"burst,omitempty"`
 	// ConcurrentStreams caps requests in flight.
-	ConcurrentStreams *int `yaml:"concurrent_streams"`
+	ConcurrentStreams *int `yaml:"concurrent_streams" json:"concurrent_streams,omitempty"`
 	// TokensPerMinute caps prompt plus completion tokens. A request
 	// reserves its estimated prompt tokens plus max_tokens (or
 	// default_max_tokens) at admission; the reservation is settled with
 	// the real usage when it ends.
-	TokensPerMinute *int `yaml:"tokens_per_minute"`
+	TokensPerMinute *int `yaml:"tokens_per_minute" json:"tokens_per_minute,omitempty"`
 	// DefaultMaxTokens is reserved for requests without max_tokens
 	// (default 1024).
-	DefaultMaxTokens *int `yaml:"default_max_tokens"`
+	DefaultMaxTokens *int `yaml:"default_max_tokens" json:"default_max_tokens,omitempty"`
+	// Budget caps what a key spends; a key's replaces the default's
+	// whole. Budgets apply to keys only (not to clients by address).
+	Budget *Budget `yaml:"budget" json:"budget,omitempty"`
+}
+
+// Budget is a key's spending cap over a period, counted like
+// tokens_per_minute: a request reserves its prompt and max_tokens at the
+// highest price of its model's routes, and settles with its real cost
+// when it ends. A request that would go over a hard amount is refused
+// 429 (budget_exceeded) until the period resets; a soft amount only
+// warns (a log line and gateway_budget_soft_limit_crossed_total) when
+// spend crosses it. A zero amount is no cap.
+type Budget struct {
+	// Period is day, month (the default) or total; days and months are
+	// UTC.
+	Period string `yaml:"period" json:"period,omitempty"`
+	// Dollars and Tokens (prompt plus completion) are hard caps.
+	Dollars float64 `yaml:"dollars" json:"dollars,omitempty"`
+	Tokens  int64   `yaml:"tokens" json:"tokens,omitempty"`
+	// SoftDollars and SoftTokens only warn.
+	SoftDollars float64 `yaml:"soft_dollars" json:"soft_dollars,omitempty"`
+	SoftTokens  int64   `yaml:"soft_tokens" json:"soft_tokens,omitempty"`
 }
 
 // RateLimit configures limiting.

@@ -168,5 +168,8 @@ func (l Limits) Merge(o Limits) Limits {
 			*f.dst = *f.src
 		}
 	}
+	if o.Budget != nil {
+		l.Budget = o.Budget
+	}
 	return l
 }

@@ -444,6 +444,43 @@ func (l Limits) validate(field string) []Problem {
 		}
 	}
 	sort.Slice(ps, func(i, j int) bool { return ps[i].Field < ps[j].Field })
+	if l.Budget != nil {
+		ps = append(ps, l.Budget.validate(field+".budget")...)
+	}
+	return ps
+}
+
+// maxBudgetDollars and maxBudgetTokens bound a budget's amounts: the
+// stores count in billionths of a dollar within 2^53.
+const (
+	maxBudgetDollars = 1e6
+	maxBudgetTokens  = 1 << 50
+)
+
+func (b Budget) validate(field string) []Problem {
+	var ps []Problem
+	add := func(f, format string, args ...any) {
+		ps = append(ps, Problem{Field: field + f, Msg: fmt.Sprintf(format, args...)})
+	}
+	switch b.Period {
+	case "", "day", "month", "total":
+	default:
+		add(".period", "%q is not one of day, month, total", b.Period)
+	}
+	for name, v := range map[string]float64{"dollars": b.Dollars, "soft_dollars": b.SoftDollars} {
+		if !(v >= 0 && v <= maxBudgetDollars) {
+			add("."+name, "%g must be between 0 and %g", v, float64(maxBudgetDollars))
+		}
+	}
+	for name, v := range map[string]int64{"tokens": b.Tokens, "soft_tokens": b.SoftTokens} {
+		if v < 0 || v > maxBudgetTokens {
+			add("."+name, "%d must be between 0 and %d", v, int64(maxBudgetTokens))
+		}
+	}
+	if b.Dollars == 0 && b.Tokens == 0 && b.SoftDollars == 0 && b.SoftTokens == 0 {
+		add("", "sets no amount: give dollars, tokens, soft_dollars or soft_tokens")
+	}
+	sort.Slice(ps, func(i, j int) bool { return ps[i].Field < ps[j].Field })
 	return ps
 }
 

@@ -1,0 +1,142 @@
+package budget
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+var _ Store = (*Memory)(nil)
+
+// Seed returns what client spent since from, as recorded elsewhere (the
+// usage ledger): a process keeping budgets in memory starts each window
+// from it, so a restart does not hand every key a fresh budget.
+type Seed func(ctx context.Context, client string, from time.Time) (Spend, error)
+
+// Memory keeps budget windows in this process. Windows that have reset
+// are dropped as new ones open, so it holds about one per client and
+// budget.
+type Memory struct {
+	seed Seed
+
+	mu      sync.Mutex
+	windows map[windowKey]*window
+}
+
+type windowKey struct{ client, id string }
+
+type window struct {
+	spend Spend
+	reset time.Time
+}
+
+// NewMemory returns an in-process store; seed may be nil.
+func NewMemory(seed Seed) *Memory {
+	return &Memory{seed: seed, windows: map[windowKey]*window{}}
+}
+
+// Close implements Store.
+func (m *Memory) Close() error { return nil }
+
+// get returns the window of l at now, opening (and seeding) it if need
+// be. The seed is read before the lock is taken, and only the first
+// opener's is kept.
+func (m *Memory) get(ctx context.Context, client string, l Limits, now time.Time) (*window, error) {
+	id, reset := l.Window(now)
+	k := windowKey{client, id}
+	m.mu.Lock()
+	w := m.windows[k]
+	m.mu.Unlock()
+	if w != nil {
+		return w, nil
+	}
+	var seeded Spend
+	if m.seed != nil {
+		from := time.Time{}
+		if l.Period != Total {
+			from = windowStart(l, now)
+		}
+		var err error
+		if seeded, err = m.seed(ctx, client, from); err != nil {
+			return nil, fmt.Errorf("budget of %s: %w", client, err)
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if w = m.windows[k]; w != nil {
+		return w, nil
+	}
+	for k, old := range m.windows {
+		if !old.reset.IsZero() && !now.Before(old.reset) {
+			delete(m.windows, k)
+		}
+	}
+	w = &window{spend: clamp(seeded), reset: reset}
+	m.windows[k] = w
+	return w, nil
+}
+
+// windowStart is when the window of l at now began.
+func windowStart(l Limits, now time.Time) time.Time {
+	_, reset := l.Window(now)
+	if l.Period == Day {
+		return reset.AddDate(0, 0, -1)
+	}
+	return reset.AddDate(0, -1, 0)
+}
+
+// Reserve implements Store.
+func (m *Memory) Reserve(ctx context.Context, client string, l Limits, now time.Time, r Spend) (Decision, Hold, error) {
+	w, err := m.get(ctx, client, l, now)
+	if err != nil {
+		return Decision{}, nil, err
+	}
+	r = clamp(r)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ok, kind := decide(l, w.spend, r)
+	d := Decision{Allowed: ok, Kind: kind, Reset: w.reset}
+	if !ok {
+		d.Spend = w.spend
+		return d, nil, nil
+	}
+	w.spend.Cost += r.Cost
+	w.spend.Tokens += r.Tokens
+	d.Spend = w.spend
+	return d, &memoryHold{m: m, w: w, reserved: r}, nil
+}
+
+// Spent implements Store.
+func (m *Memory) Spent(ctx context.Context, client string, l Limits, now time.Time) (Spend, error) {
+	w, err := m.get(ctx, client, l, now)
+	if err != nil {
+		return Spend{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return w.spend, nil
+}
+
+type memoryHold struct {
+	m        *Memory
+	w        *window
+	reserved Spend
+	done     bool
+}
+
+func (h *memoryHold) Settle(used Spend) (before, after Spend) {
+	used = clamp(used)
+	h.m.mu.Lock()
+	defer h.m.mu.Unlock()
+	if h.done {
+		return Spend{}, Spend{}
+	}
+	h.done = true
+	before = h.w.spend
+	before.Cost -= h.reserved.Cost
+	before.Tokens -= h.reserved.Tokens
+	h.w.spend.Cost = min(before.Cost+used.Cost, maxNanos)
+	h.w.spend.Tokens = min(before.Tokens+used.Tokens, maxNanos)
+	return before, h.w.spend
+}
