@@ -1,16 +1,19 @@
 // Package admission decides whether a client's request may go upstream:
-// the models its key may use, and its rate limits (requests, concurrent
-// streams, tokens) through a limit.Store. An admitted request holds a
-// Ticket, settled with how its stream ended.
+// the models its key may use, its rate limits (requests, concurrent
+// streams, tokens) through a limit.Store, and its key's budget through a
+// budget.Store. An admitted request holds a Ticket, settled with what its
+// stream used and cost, however it ended.
 package admission
 
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/streamgate/gateway/budget"
 	"github.com/streamgate/gateway/config"
 	"github.com/streamgate/gateway/failure"
 	"github.com/streamgate/gateway/internal/tokens"
@@ -25,32 +28,85 @@ type policy struct {
 	models map[string]bool
 	// defaultMaxTokens is reserved for requests without max_tokens.
 	defaultMaxTokens int
+	// budget is the key's (off for clients by address).
+	budget budget.Limits
 }
 
 // Observer is told of refusals, for metrics: limit is requests, tokens,
-// concurrency or limiter_unavailable.
+// concurrency, budget or limiter_unavailable; and of a key's spend
+// crossing a soft budget amount (kind dollars or tokens).
 type Observer interface {
 	Rejected(limit string)
+	BudgetCrossed(key, kind string)
 }
 
-// Admitter holds one configuration's policies over the process's store.
+// Parts are what an Admitter works with, beyond the configuration.
+type Parts struct {
+	Store limit.Store
+	// Budgets keeps budget windows; nil when no key has a budget.
+	Budgets budget.Store
+	// Pending is the process's count of requests in progress.
+	Pending *limit.Pending
+	Obs     Observer
+	Log     *slog.Logger
+	// Now is the clock budget windows are read by (time.Now when nil).
+	Now func() time.Time
+}
+
+// Admitter holds one configuration's policies over the process's stores.
 type Admitter struct {
-	store    limit.Store
-	pending  *limit.Pending
-	obs      Observer
+	Parts
 	defaults policy            // clients by IP, when auth is off
 	keys     map[string]policy // by key name
+	// worst is each model's highest price over its routes: what a
+	// budget reserves at.
+	worst map[string]worstPrice
 }
 
-// New builds the policies of cfg over store, and pending (the process's
-// count of requests in progress).
-func New(cfg *config.Config, store limit.Store, pending *limit.Pending, obs Observer) *Admitter {
+// worstPrice is the highest price per prompt and per completion token.
+type worstPrice struct{ prompt, completion float64 }
+
+// New builds the policies of cfg over p.
+func New(cfg *config.Config, p Parts) *Admitter {
+	if p.Now == nil {
+		p.Now = time.Now
+	}
 	rl := cfg.RateLimit
-	a := &Admitter{store: store, pending: pending, obs: obs, defaults: toPolicy(rl.Defaults, nil), keys: map[string]policy{}}
+	a := &Admitter{Parts: p, defaults: toPolicy(rl.Defaults, nil), keys: map[string]policy{}, worst: map[string]worstPrice{}}
 	for name, k := range cfg.Keys {
 		a.keys[name] = toPolicy(rl.Defaults.Merge(k.Limits), k.Models)
 	}
+	for name, m := range cfg.Models {
+		var w worstPrice
+		for _, r := range m.Routes {
+			if pr := cfg.PriceOf(name, r); pr != nil {
+				w.prompt = max(w.prompt, pr.Input, deref(pr.CacheWrite), deref(pr.CachedInput))
+				w.completion = max(w.completion, pr.Output, deref(pr.Reasoning))
+			}
+		}
+		a.worst[name] = w
+	}
 	return a
+}
+
+func deref(p *float64) float64 {
+	if p == nil {
+		return 0
+	}
+	return *p
+}
+
+// BudgetLimits converts a configured budget.
+func BudgetLimits(b *config.Budget) budget.Limits {
+	if b == nil {
+		return budget.Limits{}
+	}
+	l := budget.Limits{Period: budget.Period(b.Period), Dollars: budget.Dollars(b.Dollars), Tokens: b.Tokens,
+		SoftDollars: budget.Dollars(b.SoftDollars), SoftTokens: b.SoftTokens}
+	if l.Period == "" {
+		l.Period = budget.Month
+	}
+	return l
 }
 
 func toPolicy(c config.Limits, models []string) policy {
@@ -66,6 +122,7 @@ func toPolicy(c config.Limits, models []string) policy {
 			ConcurrentStreams: get(c.ConcurrentStreams), TokensPerMinute: get(c.TokensPerMinute),
 		},
 		defaultMaxTokens: get(c.DefaultMaxTokens),
+		budget:           BudgetLimits(c.Budget),
 	}
 	if p.defaultMaxTokens == 0 {
 		p.defaultMaxTokens = 1024
@@ -104,75 +161,143 @@ func (a *Admitter) Allows(c Client, model string) bool {
 // many streams. Release it when the request is over.
 func (a *Admitter) Hold(c Client) (release func(), e *failure.Error) {
 	pol, client := a.policy(c)
-	release, ok := a.pending.Hold(client, pol.limits.ConcurrentStreams)
+	release, ok := a.Pending.Hold(client, pol.limits.ConcurrentStreams)
 	if !ok {
-		a.obs.Rejected(limit.KindConcurrency)
+		a.Obs.Rejected(limit.KindConcurrency)
 		return nil, &failure.Error{Status: http.StatusTooManyRequests, Type: failure.TypeRateLimit, Code: "concurrency_limit_exceeded", RetryAfter: time.Second,
 			Message: fmt.Sprintf("too many requests in flight: the limit is %d", pol.limits.ConcurrentStreams)}
 	}
 	return release, nil
 }
 
-// Ticket is an admitted request's lease and what it reserved.
+// Ticket is an admitted request's lease and budget hold, and what it
+// reserved.
 type Ticket struct {
+	a        *Admitter
+	key      string
 	lease    limit.Lease
+	hold     budget.Hold // nil without a budget
+	budget   budget.Limits
 	reserved int
 }
 
 // Unused releases a ticket whose request never reached an upstream.
-func (t *Ticket) Unused() { t.lease.Release(0) }
+func (t *Ticket) Unused() { t.Settle(0, 0) }
 
 // Settle releases the ticket when the request is over, charging the
-// tokens used (reported by the upstream, or counted), however the stream
-// ended: a stream cut short by the client, a timeout or shutdown was
-// billed for what it generated.
-func (t *Ticket) Settle(used int) {
+// tokens used (reported by the upstream, or counted) and their cost in
+// dollars, however the stream ended: a stream cut short by the client, a
+// timeout or shutdown was billed for what it generated.
+func (t *Ticket) Settle(used int, cost float64) {
 	t.lease.Release(used)
+	if t.hold == nil {
+		return
+	}
+	before, after := t.hold.Settle(budget.Spend{Cost: budget.Dollars(cost), Tokens: int64(used)})
+	for _, kind := range budget.Crossed(t.budget, before, after) {
+		t.a.Obs.BudgetCrossed(t.key, kind)
+		if t.a.Log != nil {
+			t.a.Log.Warn("key went over its soft budget", "key", t.key, "kind", kind, "period", string(t.budget.Period),
+				"spent_usd", after.Cost.Float(), "tokens", after.Tokens)
+		}
+	}
 }
 
-// Admit applies c's limits to a parsed request for a model it Allows:
-// every limit must admit it (429, before anything reaches the upstream).
+// Admit applies c's limits and budget to a parsed request for a model it
+// Allows: each must admit it (429, before anything reaches the upstream).
 // It sets OpenAI's x-ratelimit-* headers in h. Provider pacing comes
 // later, per attempt (upstream).
-func (a *Admitter) Admit(ctx context.Context, h http.Header, c Client, req *providers.Request) (*Ticket, *failure.Error) {
+func (a *Admitter) Admit(ctx context.Context, h http.Header, c Client, model string, req *providers.Request) (*Ticket, *failure.Error) {
 	pol, _ := a.policy(c)
 	maxTokens := req.MaxTokens
 	if maxTokens == 0 {
 		maxTokens = pol.defaultMaxTokens
 	}
-	return a.admit(ctx, h, c, tokens.Approx(req.Messages)+maxTokens)
+	prompt := tokens.Approx(req.Messages)
+	w := a.worst[model]
+	return a.admit(ctx, h, c, prompt+maxTokens, (float64(prompt)*w.prompt+float64(maxTokens)*w.completion)/1e6)
 }
 
-func (a *Admitter) admit(ctx context.Context, h http.Header, c Client, reserve int) (*Ticket, *failure.Error) {
+func (a *Admitter) admit(ctx context.Context, h http.Header, c Client, reserve int, cost float64) (*Ticket, *failure.Error) {
 	pol, client := a.policy(c)
-	d, lease, err := a.store.Admit(ctx, client, pol.limits, reserve)
+	t := &Ticket{a: a, key: c.Key, budget: pol.budget, reserved: reserve}
+	// The budget first: a request it refuses takes nothing from the
+	// rate limits.
+	if pol.budget.On() && c.Key != "" && a.Budgets != nil {
+		d, hold, err := a.Budgets.Reserve(ctx, c.Key, pol.budget, a.Now(), budget.Spend{Cost: budget.Dollars(cost), Tokens: int64(reserve)})
+		if err != nil {
+			a.Obs.Rejected("limiter_unavailable")
+			return nil, &failure.Error{Status: http.StatusServiceUnavailable, Type: failure.TypeServer, Code: "budget_unavailable", Message: "the budget store is unavailable"}
+		}
+		if !d.Allowed {
+			a.Obs.Rejected("budget")
+			return nil, a.overBudget(d, pol.budget)
+		}
+		t.hold = hold
+	}
+	d, lease, err := a.Store.Admit(ctx, client, pol.limits, reserve)
 	if err != nil {
-		a.obs.Rejected("limiter_unavailable")
+		t.settleBudget()
+		a.Obs.Rejected("limiter_unavailable")
 		return nil, &failure.Error{Status: http.StatusServiceUnavailable, Type: failure.TypeServer, Code: "rate_limiter_unavailable", Message: "the rate limiter is unavailable"}
 	}
 	setRateHeaders(h, d.Status)
 	if !d.Allowed {
-		a.obs.Rejected(d.Kind)
+		t.settleBudget()
+		a.Obs.Rejected(d.Kind)
 		return nil, rateLimited(d, pol.limits)
 	}
-	return &Ticket{lease: lease, reserved: reserve}, nil
+	t.lease = lease
+	return t, nil
 }
 
-// AdmitTokens admits a request that is no stream of tokens (embeddings):
-// it reserves reserve tokens and takes a request and a slot as any other.
-func (a *Admitter) AdmitTokens(ctx context.Context, h http.Header, c Client, reserve int) (*Ticket, *failure.Error) {
-	return a.admit(ctx, h, c, reserve)
+// settleBudget gives back the budget reservation of a request refused
+// later.
+func (t *Ticket) settleBudget() {
+	if t.hold != nil {
+		t.hold.Settle(budget.Spend{})
+	}
+}
+
+// overBudget is the refusal of a request over its key's budget.
+func (a *Admitter) overBudget(d budget.Decision, l budget.Limits) *failure.Error {
+	e := &failure.Error{Status: http.StatusTooManyRequests, Type: failure.TypeRateLimit, Code: "budget_exceeded"}
+	e.Message = "budget exceeded: this key may spend " + l.Describe(d.Kind)
+	if d.Reset.IsZero() {
+		e.Message += "; the budget does not reset"
+		return e
+	}
+	e.RetryAfter = d.Reset.Sub(a.Now())
+	e.Message += "; it resets at " + d.Reset.UTC().Format(time.RFC3339)
+	return e
+}
+
+// AdmitTokens admits a request that is no stream of tokens (embeddings)
+// for model: it reserves reserve prompt tokens and takes a request and a
+// slot as any other.
+func (a *Admitter) AdmitTokens(ctx context.Context, h http.Header, c Client, model string, reserve int) (*Ticket, *failure.Error) {
+	return a.admit(ctx, h, c, reserve, float64(reserve)*a.worst[model].prompt/1e6)
 }
 
 // AdmitReader admits a reader of a stream already generated: it counts
 // against c's request rate and concurrent streams, and reserves no tokens
 // (the stream's own request holds them).
 func (a *Admitter) AdmitReader(ctx context.Context, h http.Header, c Client) (*Ticket, *failure.Error) {
-	return a.admit(ctx, h, c, 0)
+	return a.admit(ctx, h, c, 0, 0)
 }
 
-// Store is the limit store policies are applied over.
-func (a *Admitter) Store() limit.Store { return a.store }
+// Budget is key's budget and its current window's spend; ok is false when
+// the key has none.
+func (a *Admitter) Budget(ctx context.Context, key string) (l budget.Limits, spent budget.Spend, reset time.Time, ok bool, err error) {
+	pol, known := a.keys[key]
+	if !known || !pol.budget.On() || a.Budgets == nil {
+		return budget.Limits{}, budget.Spend{}, time.Time{}, false, nil
+	}
+	now := a.Now()
+	_, reset = pol.budget.Window(now)
+	spent, err = a.Budgets.Spent(ctx, key, pol.budget, now)
+	return pol.budget, spent, reset, true, err
+}
 
 func rateLimited(d limit.Decision, l limit.Limits) *failure.Error {
 	e := &failure.Error{Status: http.StatusTooManyRequests, Type: failure.TypeRateLimit, RetryAfter: d.RetryAfter}

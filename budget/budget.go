@@ -103,8 +103,8 @@ const (
 // Hold is an admitted request's reservation.
 type Hold interface {
 	// Settle replaces the reservation with what the request used and
-	// returns the window's spend before and after. Only the first call
-	// counts; later ones return zeros.
+	// returns the window's spend (reservations left out) before and
+	// after. Only the first call counts; later ones return zeros.
 	Settle(used Spend) (before, after Spend)
 }
 
@@ -116,7 +116,8 @@ type Store interface {
 	// that now falls in, if the window's spend plus r stays within every
 	// hard amount; a refused request takes nothing.
 	Reserve(ctx context.Context, client string, l Limits, now time.Time, r Spend) (Decision, Hold, error)
-	// Spent is the spend of client's window of l at now.
+	// Spent is the spend of client's window of l at now, reservations
+	// of requests in flight left out.
 	Spent(ctx context.Context, client string, l Limits, now time.Time) (Spend, error)
 	Close() error
 }

@@ -16,8 +16,9 @@ import (
 func newRedis(t *testing.T, addr string, failOpen bool) *Redis {
 	t.Helper()
 	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: 0, DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond})
-	t.Cleanup(func() { c.Close() })
-	return NewRedis(RedisOptions{Client: c, FailOpen: failOpen, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s := NewRedis(RedisOptions{Client: c, FailOpen: failOpen, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	t.Cleanup(func() { s.Close() })
+	return s
 }
 
 // stores returns, for each backend, a function giving the store of the

@@ -27,8 +27,9 @@ type Memory struct {
 type windowKey struct{ client, id string }
 
 type window struct {
-	spend Spend
-	reset time.Time
+	// held is spend plus reservations, spent spend alone.
+	held, spent Spend
+	reset       time.Time
 }
 
 // NewMemory returns an in-process store; seed may be nil.
@@ -72,7 +73,7 @@ func (m *Memory) get(ctx context.Context, client string, l Limits, now time.Time
 			delete(m.windows, k)
 		}
 	}
-	w = &window{spend: clamp(seeded), reset: reset}
+	w = &window{held: clamp(seeded), spent: clamp(seeded), reset: reset}
 	m.windows[k] = w
 	return w, nil
 }
@@ -95,15 +96,15 @@ func (m *Memory) Reserve(ctx context.Context, client string, l Limits, now time.
 	r = clamp(r)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	ok, kind := decide(l, w.spend, r)
+	ok, kind := decide(l, w.held, r)
 	d := Decision{Allowed: ok, Kind: kind, Reset: w.reset}
 	if !ok {
-		d.Spend = w.spend
+		d.Spend = w.held
 		return d, nil, nil
 	}
-	w.spend.Cost += r.Cost
-	w.spend.Tokens += r.Tokens
-	d.Spend = w.spend
+	w.held.Cost += r.Cost
+	w.held.Tokens += r.Tokens
+	d.Spend = w.held
 	return d, &memoryHold{m: m, w: w, reserved: r}, nil
 }
 
@@ -115,7 +116,7 @@ func (m *Memory) Spent(ctx context.Context, client string, l Limits, now time.Ti
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return w.spend, nil
+	return w.spent, nil
 }
 
 type memoryHold struct {
@@ -133,10 +134,10 @@ func (h *memoryHold) Settle(used Spend) (before, after Spend) {
 		return Spend{}, Spend{}
 	}
 	h.done = true
-	before = h.w.spend
-	before.Cost -= h.reserved.Cost
-	before.Tokens -= h.reserved.Tokens
-	h.w.spend.Cost = min(before.Cost+used.Cost, maxNanos)
-	h.w.spend.Tokens = min(before.Tokens+used.Tokens, maxNanos)
-	return before, h.w.spend
+	h.w.held.Cost = min(h.w.held.Cost-h.reserved.Cost+used.Cost, maxNanos)
+	h.w.held.Tokens = min(h.w.held.Tokens-h.reserved.Tokens+used.Tokens, maxNanos)
+	before = h.w.spent
+	h.w.spent.Cost = min(before.Cost+used.Cost, maxNanos)
+	h.w.spent.Tokens = min(before.Tokens+used.Tokens, maxNanos)
+	return before, h.w.spent
 }

@@ -38,8 +38,7 @@ type RedisOptions struct {
 	Log      *slog.Logger
 }
 
-// NewRedis returns a store over o.Client, which Close does not close (the
-// rate limiter shares it).
+// NewRedis returns a store over o.Client, which Close closes.
 func NewRedis(o RedisOptions) *Redis {
 	if o.Prefix == "" {
 		o.Prefix = "gw:"
@@ -51,7 +50,7 @@ func NewRedis(o RedisOptions) *Redis {
 }
 
 // Close implements Store.
-func (r *Redis) Close() error { return nil }
+func (r *Redis) Close() error { return r.rdb.Close() }
 
 // reserveScript admits a reservation within the hard amounts, or takes
 // nothing. KEYS: the window's hash. ARGV: dollar limit, token limit (0:
@@ -69,12 +68,15 @@ if exp > 0 then redis.call('EXPIREAT', KEYS[1], exp) end
 return {1, '', tostring(c), tostring(t)}
 `)
 
-// settleScript replaces a reservation with the usage. KEYS: the window's
-// hash. ARGV: cost and tokens to add (negative: given back). Returns the
-// window's cost and tokens after.
+// settleScript replaces a reservation with the usage: c and t hold
+// spend plus reservations, sc and st spend alone. KEYS: the window's
+// hash. ARGV: cost and tokens to add to c and t (negative: given back),
+// cost and tokens used. Returns the window's spend after.
 var settleScript = redis.NewScript(`
-local c = redis.call('HINCRBY', KEYS[1], 'c', ARGV[1])
-local t = redis.call('HINCRBY', KEYS[1], 't', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'c', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 't', ARGV[2])
+local c = redis.call('HINCRBY', KEYS[1], 'sc', ARGV[3])
+local t = redis.call('HINCRBY', KEYS[1], 'st', ARGV[4])
 return {tostring(c), tostring(t)}
 `)
 
@@ -110,7 +112,7 @@ func (r *Redis) Reserve(ctx context.Context, client string, l Limits, now time.T
 // Spent implements Store.
 func (r *Redis) Spent(ctx context.Context, client string, l Limits, now time.Time) (Spend, error) {
 	id, _ := l.Window(now)
-	v, err := r.rdb.HMGet(ctx, r.key(client, id), "c", "t").Result()
+	v, err := r.rdb.HMGet(ctx, r.key(client, id), "sc", "st").Result()
 	if err != nil {
 		return Spend{}, fmt.Errorf("budget: %w", err)
 	}
@@ -158,7 +160,8 @@ func (h *redisHold) Settle(used Spend) (before, after Spend) {
 		// Settle even if the request's context is gone.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		out, err := settleScript.Run(ctx, h.r.rdb, []string{h.key}, int64(used.Cost-h.reserved.Cost), used.Tokens-h.reserved.Tokens).Slice()
+		out, err := settleScript.Run(ctx, h.r.rdb, []string{h.key}, int64(used.Cost-h.reserved.Cost), used.Tokens-h.reserved.Tokens,
+			int64(used.Cost), used.Tokens).Slice()
 		if err != nil || len(out) != 2 {
 			h.r.log.Warn("budgets: settling failed; the window keeps the reservation", "error", fmt.Sprint(err))
 			return

@@ -28,6 +28,7 @@ import (
 	"github.com/streamgate/gateway/relay"
 	"github.com/streamgate/gateway/responsestore"
 	"github.com/streamgate/gateway/resumable"
+	"github.com/streamgate/gateway/spend"
 	"github.com/streamgate/gateway/upstream"
 )
 
@@ -196,7 +197,7 @@ func (e *Engine) Accept(c *gin.Context, req *providers.Request, name string) (*C
 		return nil, fe
 	}
 	override(req, e.Config.Models[model])
-	t, fe := e.Admitter.Admit(c.Request.Context(), c.Writer.Header(), client(c), req)
+	t, fe := e.Admitter.Admit(c.Request.Context(), c.Writer.Header(), client(c), model, req)
 	if fe != nil {
 		return nil, fe
 	}
@@ -272,7 +273,7 @@ func (call *Call) finish(info *middleware.Info, o relay.Outcome, a upstream.Atte
 	}
 	call.e.Metrics.StreamEnded(endpoint, info, time.Since(info.Start))
 	call.e.record(info)
-	call.ticket.Settle(info.PromptTokens + info.CompletionTokens)
+	call.ticket.Settle(info.PromptTokens+info.CompletionTokens, info.Cost)
 }
 
 // record writes the request's row in the ledger, if there is one.
@@ -394,7 +395,7 @@ func (e *Engine) Embed(c *gin.Context, name string, req *providers.EmbedRequest,
 		return nil, fe
 	}
 	reserve := tokens.ApproxTexts(req.Input...)
-	t, fe := e.Admitter.AdmitTokens(c.Request.Context(), c.Writer.Header(), client(c), reserve)
+	t, fe := e.Admitter.AdmitTokens(c.Request.Context(), c.Writer.Header(), client(c), model, reserve)
 	if fe != nil {
 		return nil, fe
 	}
@@ -407,7 +408,7 @@ func (e *Engine) Embed(c *gin.Context, name string, req *providers.EmbedRequest,
 		if a.Attempts == 0 {
 			t.Unused()
 		} else {
-			t.Settle(reserve) // the upstream may have billed it
+			t.Settle(reserve, float64(reserve)*priceIn(a.Price)) // the upstream may have billed it
 		}
 		fe := failure.Classify(ctx, err)
 		fe.Message = e.Redact(fe.Message)
@@ -421,7 +422,7 @@ func (e *Engine) Embed(c *gin.Context, name string, req *providers.EmbedRequest,
 	}
 	e.Metrics.StreamEnded(endpoint, info, time.Since(info.Start))
 	e.record(info)
-	t.Settle(out.Usage.PromptTokens)
+	t.Settle(out.Usage.PromptTokens, info.Cost)
 	return out, nil
 }
 
@@ -435,11 +436,11 @@ func (e *Engine) CountTokens(c *gin.Context, req *providers.Request, name string
 	if fe != nil {
 		return 0, false, fe
 	}
-	t, fe := e.Admitter.AdmitTokens(c.Request.Context(), c.Writer.Header(), client(c), 0)
+	t, fe := e.Admitter.AdmitTokens(c.Request.Context(), c.Writer.Header(), client(c), model, 0)
 	if fe != nil {
 		return 0, false, fe
 	}
-	defer t.Settle(0)
+	defer t.Settle(0, 0)
 	ctx, _, release := e.upstreamContext(c.Request.Context())
 	defer release()
 	n, a, err := e.Registry.CountTokens(ctx, req, model)
@@ -514,4 +515,12 @@ func override(req *providers.Request, m config.Model) {
 	if f.User != "" {
 		req.User = f.User
 	}
+}
+
+// priceIn is p's price of a prompt token, in dollars; 0 unpriced.
+func priceIn(p *spend.Price) float64 {
+	if p == nil {
+		return 0
+	}
+	return p.Input / 1e6
 }

@@ -69,7 +69,7 @@ func (s *Server) build(cfg *config.Config, prev *generation) (*generation, error
 	s.built = append(s.built, reg.Fresh()...)
 	s.builtMu.Unlock()
 	g.engine = engine.New(engine.Options{
-		Config: cfg, Log: s.log, Registry: reg, Admitter: admission.New(cfg, s.store, s.pending, s.metrics),
+		Config: cfg, Log: s.log, Registry: reg, Admitter: admission.New(cfg, admission.Parts{Store: s.store, Budgets: s.budgets, Pending: s.pending, Obs: s.metrics, Log: s.log, Now: s.now}),
 		Metrics: s.metrics, Hub: s.hub, Responses: s.responses, Ledger: s.ledger, Keys: g.keys, Redact: g.redact.Replace, Stopping: s.stopping, Started: s.started,
 	})
 	if g.routes, err = s.routes(g); err != nil {

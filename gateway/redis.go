@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -8,7 +9,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/streamgate/gateway/budget"
 	"github.com/streamgate/gateway/config"
+	"github.com/streamgate/gateway/ledger"
 	"github.com/streamgate/gateway/limit"
 )
 
@@ -25,6 +28,29 @@ func newStore(rl config.RateLimit, log *slog.Logger) (limit.Store, error) {
 	}
 	return limit.NewRedis(limit.RedisOptions{
 		Client: client, LeaseTTL: rl.LeaseTTL.Std(), FailOpen: rl.FailureMode == "fail_open", Log: log,
+	}), nil
+}
+
+// newBudgets returns the store of key budgets: in Redis beside the rate
+// limits when they are there, else in memory, each window started from
+// what the ledger (usage, when there is one) recorded for it.
+func newBudgets(rl config.RateLimit, usage *ledger.DB, log *slog.Logger) (budget.Store, error) {
+	if rl.Backend == "redis" {
+		client, err := newRedisClient(rl.Redis, 0)
+		if err != nil {
+			return nil, err
+		}
+		return budget.NewRedis(budget.RedisOptions{Client: client, FailOpen: rl.FailureMode == "fail_open", Log: log}), nil
+	}
+	if usage == nil {
+		return budget.NewMemory(nil), nil
+	}
+	return budget.NewMemory(func(ctx context.Context, key string, from time.Time) (budget.Spend, error) {
+		t, err := usage.Usage(ctx, ledger.Query{From: from, To: time.Now().Add(time.Hour), Key: key})
+		if err != nil || len(t) == 0 {
+			return budget.Spend{}, err
+		}
+		return budget.Spend{Cost: budget.Dollars(t[0].Cost), Tokens: t[0].PromptTokens + t[0].CompletionTokens}, nil
 	}), nil
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/streamgate/gateway/budget"
 	"github.com/streamgate/gateway/config"
 	"github.com/streamgate/gateway/failure"
 	"github.com/streamgate/gateway/ledger"
@@ -40,7 +41,10 @@ type Server struct {
 	// reload cannot change (listener, storage) are read from it.
 	first *config.Config
 	store limit.Store
-	hub   *resumable.Hub
+	// budgets keeps key budgets' windows, built after the ledger, which
+	// seeds them.
+	budgets budget.Store
+	hub     *resumable.Hub
 	// responses keeps stored Responses API responses; built once, like
 	// the hub (a reload does not move it).
 	responses      responsestore.Store
@@ -116,9 +120,12 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Server, error) 
 	if err := s.openLedger(cfg.Ledger); err != nil {
 		return nil, errors.Join(err, store.Close(), s.hub.Close(), s.closeResponses())
 	}
+	if s.budgets, err = newBudgets(cfg.RateLimit, s.usage, log); err != nil {
+		return nil, errors.Join(fmt.Errorf("budgets: %w", err), store.Close(), s.hub.Close(), s.closeResponses(), s.closeLedger())
+	}
 	g, err := s.build(cfg, nil)
 	if err != nil {
-		return nil, errors.Join(err, store.Close(), s.hub.Close(), s.closeResponses(), s.closeLedger())
+		return nil, errors.Join(err, store.Close(), s.hub.Close(), s.closeResponses(), s.closeLedger(), s.budgets.Close())
 	}
 	s.cur.Store(g)
 	s.metrics.Register(
@@ -151,7 +158,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Server, error) 
 func (s *Server) Close() error {
 	s.stopStreams(failure.ErrShutdown)
 	// The ledger last: the streams the hub ends record their rows.
-	err := errors.Join(s.hub.Close(), s.store.Close(), s.closeResponses(), s.closeLedger())
+	err := errors.Join(s.hub.Close(), s.store.Close(), s.budgets.Close(), s.closeResponses(), s.closeLedger())
 	s.builtMu.Lock()
 	defer s.builtMu.Unlock()
 	for _, p := range s.built {

@@ -38,6 +38,7 @@ type Metrics struct {
 	inFlight       *prometheus.GaugeVec
 	endings        *prometheus.CounterVec
 	rateLimited    *prometheus.CounterVec
+	budgetCrossed  *prometheus.CounterVec
 	upstreamErrors *prometheus.CounterVec
 	retries        *prometheus.CounterVec
 	fallbacks      *prometheus.CounterVec
@@ -77,7 +78,8 @@ func New() *Metrics {
 	m.tokens = counter("gateway_tokens_total", "Tokens by model, provider, key name and kind: prompt and completion (as reported by the upstream, or counted), and the parts of them the upstream reports: cached_prompt (read from its prompt cache), reasoning (spent thinking), cache_write (written to its prompt cache).", "model", "provider", "key", "kind")
 	m.inFlight = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "gateway_streams_in_flight", Help: "Streams being generated, by endpoint."}, []string{"endpoint"})
 	m.endings = counter("gateway_stream_endings_total", "Streams ended, by endpoint and how: done, client_gone, upstream_error, timeout, cancelled, shutdown.", "endpoint", "reason")
-	m.rateLimited = counter("gateway_rate_limit_rejections_total", "Requests refused by a limit: requests, tokens, concurrency, provider_queue, limiter_unavailable.", "limit")
+	m.rateLimited = counter("gateway_rate_limit_rejections_total", "Requests refused by a limit: requests, tokens, concurrency, budget, provider_queue, limiter_unavailable.", "limit")
+	m.budgetCrossed = counter("gateway_budget_soft_limit_crossed_total", "Times a key's spend crossed a soft budget amount (budget.soft_dollars or soft_tokens), by key and kind (dollars, tokens).", "key", "kind")
 	m.upstreamErrors = counter("gateway_upstream_errors_total", "Failed upstream attempts, by provider and the gateway's error code (upstream codes are reduced to http_STATUS).", "provider", "code")
 	m.retries = counter("gateway_upstream_retries_total", "Attempts that retried the same deployment before the first delta.", "provider")
 	m.fallbacks = counter("gateway_upstream_fallbacks_total", "Moves to the next route before the first delta, by model.", "model")
@@ -100,7 +102,7 @@ func New() *Metrics {
 	})
 	m.reg.MustRegister(m.requests, m.ttft, m.ttfc, m.gap, m.duration, m.tokens, m.inFlight, m.endings, m.rateLimited,
 		m.upstreamErrors, m.retries, m.fallbacks, m.reloads, m.unattendedTokens, m.resumes, m.streamsCancelled, m.producersLost,
-		m.cost, m.ledgerRows, m.ledgerFailure,
+		m.cost, m.ledgerRows, m.ledgerFailure, m.budgetCrossed,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -220,6 +222,9 @@ func (m *Metrics) QueueFull(string) { m.rateLimited.WithLabelValues("provider_qu
 
 // Rejected makes Metrics the admission package's Observer.
 func (m *Metrics) Rejected(limit string) { m.rateLimited.WithLabelValues(limit).Inc() }
+
+// BudgetCrossed counts a key's spend crossing a soft budget amount.
+func (m *Metrics) BudgetCrossed(key, kind string) { m.budgetCrossed.WithLabelValues(key, kind).Inc() }
 
 // Resumed counts a reader following a stream from source (memory, redis).
 func (m *Metrics) Resumed(source string) { m.resumes.WithLabelValues(source).Inc() }

@@ -138,7 +138,7 @@ func (d *Dialect) streamEvents(c *gin.Context) {
 		d.WriteError(c, e)
 		return
 	}
-	defer t.Settle(0)
+	defer t.Settle(0, 0)
 	hub := d.e.Hub
 	f := &format{}
 	rd, err := hub.Attach(c.Request.Context(), ref, f)

@@ -186,7 +186,7 @@ func (d *Dialect) follow(c *gin.Context, rec *responsestore.Record) {
 		d.WriteError(c, fe)
 		return
 	}
-	defer t.Settle(0)
+	defer t.Settle(0, 0)
 	f := newFormat(rec.Stream, "", 0, nil)
 	f.lines = true
 	rd, err := hub.Attach(c.Request.Context(), ref, f)
