@@ -118,6 +118,8 @@ func (s *Server) routes(g *generation) (*gin.Engine, error) {
 		admin.Use(middleware.Auth(g.keys, api.WriteError), requireAdmin(cfg.Keys))
 	}
 	admin.GET("/deployments", g.handleDeployments)
+	admin.GET("/usage", s.handleUsage)
+	admin.GET("/budgets", g.handleBudgets)
 	if cfg.Server.PlaygroundEnabled() {
 		servePlayground(e)
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"encoding/json"
 	"log/slog"
+	"net/http"
 	"math"
 	"path/filepath"
 	"strings"
@@ -152,4 +154,73 @@ func newServerErr(t *testing.T, yaml string) (*Server, error) {
 		srv.Close()
 	}
 	return srv, err
+}
+
+// TestAdminUsage: /admin/usage sums the ledger by key, model and day as
+// JSON and CSV, checks its parameters, and refuses keys without admin;
+// /admin/budgets shows a key's budget and spend.
+func TestAdminUsage(t *testing.T) {
+	_, _, url := recordingUpstream(t, pricedChunks...)
+	where := filepath.Join(t.TempDir(), "usage.db")
+	cfg := strings.Replace(ledgerConfig(url, "sqlite", where), "auth:\n  enabled: false\n", fmt.Sprintf(`auth:
+  enabled: true
+keys:
+  frontend:
+    key: %s
+    limits:
+      budget: {period: day, dollars: 5}
+  ops:
+    key: %s
+    admin: true
+`, frontendKey, batchKey), 1)
+	h := newHarness(t, cfg)
+	for _, m := range []string{"custom", "custom", "bundled"} {
+		drainClose(h.do(t, context.Background(), "POST", "/v1/chat/completions", frontendKey, `{"model":"`+m+`","messages":[{"role":"user","content":"hi"}]}`))
+	}
+	h.stop() // the ledger writes what it holds
+	h = newHarness(t, cfg)
+	get := func(key, query string) *http.Response {
+		return h.do(t, context.Background(), "GET", "/admin/usage"+query, key, "")
+	}
+	for key, want := range map[string]int{frontendKey: http.StatusForbidden, "": http.StatusUnauthorized} {
+		resp := get(key, "")
+		drainClose(resp)
+		if resp.StatusCode != want {
+			t.Errorf("key %q: %d, want %d", key, resp.StatusCode, want)
+		}
+	}
+	resp := get(batchKey, "?by=key,model")
+	var body struct {
+		Data []ledger.Total `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%d %v", resp.StatusCode, err)
+	}
+	resp.Body.Close()
+	custom := (600*1 + 400*0.5 + 150*2 + 50*4) / 1e6
+	if len(body.Data) != 2 || body.Data[1].Key != "frontend" || body.Data[1].Model != "custom" || body.Data[1].Requests != 2 || math.Abs(body.Data[1].Cost-2*custom) > 1e-12 {
+		t.Errorf("usage by key and model: %+v", body.Data)
+	}
+	resp = get(batchKey, "?format=csv&by=model")
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	want := "model,requests,errors,prompt_tokens,cached_tokens,completion_tokens,reasoning_tokens,cost_usd\nbundled,1,0,1000,400,200,50,"
+	if !strings.HasPrefix(string(b), want) || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/csv") {
+		t.Errorf("csv %q", b)
+	}
+	for _, q := range []string{"?by=provider", "?from=yesterday", "?from=2026-01-02&to=2026-01-01", "?from=2020-01-01&to=2026-01-01"} {
+		resp := get(batchKey, q)
+		drainClose(resp)
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s: %d, want 400", q, resp.StatusCode)
+		}
+	}
+	resp = h.do(t, context.Background(), "GET", "/admin/budgets", batchKey, "")
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	// The memory store opened today's window from the ledger.
+	spent := 2*custom + (600*0.15+400*0.075+200*0.60)/1e6
+	if !strings.Contains(string(b), `"key":"frontend"`) || !strings.Contains(string(b), fmt.Sprintf(`"spent_dollars":%v`, spent)) {
+		t.Errorf("budgets %s, want frontend's spend %v", b, spent)
+	}
 }
