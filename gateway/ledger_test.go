@@ -2,12 +2,12 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
-	"encoding/json"
 	"log/slog"
-	"net/http"
 	"math"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
