@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/streamgate/gateway/budget"
@@ -51,6 +53,17 @@ type Parts struct {
 	Log     *slog.Logger
 	// Now is the clock budget windows are read by (time.Now when nil).
 	Now func() time.Time
+	// Runtime holds the keys made at runtime (nil when there are none);
+	// a key of the config's wins over one of the same name.
+	Runtime RuntimeKeys
+}
+
+// RuntimeKeys are the keys made at runtime, at a revision that moves on
+// every change.
+type RuntimeKeys interface {
+	Revision() int64
+	Live(name string) (config.Key, bool)
+	Names() []string
 }
 
 // Admitter holds one configuration's policies over the process's stores.
@@ -61,6 +74,16 @@ type Admitter struct {
 	// worst is each model's highest price over its routes: what a
 	// budget reserves at.
 	worst map[string]worstPrice
+	// base is what a runtime key's limits override.
+	base config.Limits
+	// runtime caches the policies of the runtime keys at a revision.
+	runtimeMu sync.Mutex
+	runtime   atomic.Pointer[runtimePolicies]
+}
+
+type runtimePolicies struct {
+	rev  int64
+	keys map[string]policy
 }
 
 // worstPrice is the highest price per prompt and per completion token.
@@ -72,7 +95,7 @@ func New(cfg *config.Config, p Parts) *Admitter {
 		p.Now = time.Now
 	}
 	rl := cfg.RateLimit
-	a := &Admitter{Parts: p, defaults: toPolicy(rl.Defaults, nil), keys: map[string]policy{}, worst: map[string]worstPrice{}}
+	a := &Admitter{Parts: p, defaults: toPolicy(rl.Defaults, nil), keys: map[string]policy{}, worst: map[string]worstPrice{}, base: rl.Defaults}
 	for name, k := range cfg.Keys {
 		a.keys[name] = toPolicy(rl.Defaults.Merge(k.Limits), k.Models)
 	}
@@ -144,9 +167,34 @@ type Client struct {
 
 func (a *Admitter) policy(c Client) (policy, string) {
 	if c.Key != "" {
-		return a.keys[c.Key], "key:" + c.Key
+		p, _ := a.keyPolicy(c.Key)
+		return p, "key:" + c.Key
 	}
 	return a.defaults, "ip:" + c.IP
+}
+
+// keyPolicy is the policy of the key called name, of the config or made
+// at runtime. A runtime key's policies are built once per revision.
+func (a *Admitter) keyPolicy(name string) (policy, bool) {
+	if p, ok := a.keys[name]; ok || a.Runtime == nil {
+		return p, ok
+	}
+	rp := a.runtime.Load()
+	if rev := a.Runtime.Revision(); rp == nil || rp.rev != rev {
+		a.runtimeMu.Lock()
+		if rp = a.runtime.Load(); rp == nil || rp.rev != rev {
+			rp = &runtimePolicies{rev: rev, keys: map[string]policy{}}
+			for _, n := range a.Runtime.Names() {
+				if k, ok := a.Runtime.Live(n); ok {
+					rp.keys[n] = toPolicy(a.base.Merge(k.Limits), k.Models)
+				}
+			}
+			a.runtime.Store(rp)
+		}
+		a.runtimeMu.Unlock()
+	}
+	p, ok := rp.keys[name]
+	return p, ok
 }
 
 // Allows reports whether c may use model.
@@ -289,7 +337,7 @@ func (a *Admitter) AdmitReader(ctx context.Context, h http.Header, c Client) (*T
 // Budget is key's budget and its current window's spend; ok is false when
 // the key has none.
 func (a *Admitter) Budget(ctx context.Context, key string) (l budget.Limits, spent budget.Spend, reset time.Time, ok bool, err error) {
-	pol, known := a.keys[key]
+	pol, known := a.keyPolicy(key)
 	if !known || !pol.budget.On() || a.Budgets == nil {
 		return budget.Limits{}, budget.Spend{}, time.Time{}, false, nil
 	}

@@ -433,6 +433,10 @@ func (p LastReaderPolicy) validate(field string) []Problem {
 	return ps
 }
 
+// Problems are what is wrong with limits given at field (for limits
+// that come from elsewhere than the file: the admin API).
+func (l Limits) Problems(field string) []Problem { return l.validate(field) }
+
 func (l Limits) validate(field string) []Problem {
 	var ps []Problem
 	for name, v := range map[string]*int{

@@ -14,6 +14,7 @@ import (
 	"github.com/streamgate/gateway/api/native"
 	"github.com/streamgate/gateway/api/openai"
 	"github.com/streamgate/gateway/api/responses"
+	"github.com/streamgate/gateway/apikeys"
 	"github.com/streamgate/gateway/config"
 	"github.com/streamgate/gateway/engine"
 	"github.com/streamgate/gateway/failure"
@@ -33,6 +34,8 @@ type generation struct {
 	redact *strings.Replacer
 	engine *engine.Engine
 	routes *gin.Engine
+	// ring holds the keys made at runtime (nil without a ledger).
+	ring *apikeys.Ring
 }
 
 // dialects are the inbound APIs: a new one is a package under api/ and
@@ -55,7 +58,12 @@ func (s *Server) build(cfg *config.Config, prev *generation) (*generation, error
 	if p := cfg.RateLimit.Redis.Password.Reveal(); p != "" {
 		secrets = append(secrets, p)
 	}
-	g := &generation{cfg: cfg, keys: middleware.NewKeys(cfg.Keys), redact: newRedactor(secrets)}
+	var lookup middleware.Runtime
+	var runtime admission.RuntimeKeys
+	if s.keys != nil {
+		lookup, runtime = s.keys, s.keys
+	}
+	g := &generation{cfg: cfg, keys: middleware.NewKeys(cfg.Keys, lookup), redact: newRedactor(secrets), ring: s.keys}
 	var prevReg *upstream.Registry
 	if prev != nil {
 		prevReg = prev.reg
@@ -69,7 +77,7 @@ func (s *Server) build(cfg *config.Config, prev *generation) (*generation, error
 	s.built = append(s.built, reg.Fresh()...)
 	s.builtMu.Unlock()
 	g.engine = engine.New(engine.Options{
-		Config: cfg, Log: s.log, Registry: reg, Admitter: admission.New(cfg, admission.Parts{Store: s.store, Budgets: s.budgets, Pending: s.pending, Obs: s.metrics, Log: s.log, Now: s.now}),
+		Config: cfg, Log: s.log, Registry: reg, Admitter: admission.New(cfg, admission.Parts{Store: s.store, Budgets: s.budgets, Pending: s.pending, Obs: s.metrics, Log: s.log, Now: s.now, Runtime: runtime}),
 		Metrics: s.metrics, Hub: s.hub, Responses: s.responses, Ledger: s.ledger, Keys: g.keys, Redact: g.redact.Replace, Stopping: s.stopping, Started: s.started,
 	})
 	if g.routes, err = s.routes(g); err != nil {
@@ -115,11 +123,16 @@ func (s *Server) routes(g *generation) (*gin.Engine, error) {
 	}
 	admin := e.Group("/admin")
 	if cfg.Auth.AuthEnabled() {
-		admin.Use(middleware.Auth(g.keys, api.WriteError), requireAdmin(cfg.Keys))
+		admin.Use(middleware.Auth(g.keys, api.WriteError), requireAdmin(cfg.Keys, s.keys))
 	}
 	admin.GET("/deployments", g.handleDeployments)
 	admin.GET("/usage", s.handleUsage)
 	admin.GET("/budgets", g.handleBudgets)
+	admin.GET("/keys", g.listKeys)
+	admin.POST("/keys", g.createKey)
+	admin.GET("/keys/:name", g.getKey)
+	admin.PATCH("/keys/:name", g.updateKey)
+	admin.DELETE("/keys/:name", g.revokeKey)
 	if cfg.Server.PlaygroundEnabled() {
 		servePlayground(e)
 	}
@@ -140,10 +153,21 @@ func (s *Server) routes(g *generation) (*gin.Engine, error) {
 const minSecret = 8
 
 // requireAdmin lets through only requests authenticated with an admin
-// key (keys.NAME.admin): others get 403.
-func requireAdmin(keys map[string]config.Key) gin.HandlerFunc {
+// key (keys.NAME.admin, or a runtime key made with admin): others get
+// 403.
+func requireAdmin(keys map[string]config.Key, runtime *apikeys.Ring) gin.HandlerFunc {
+	isAdmin := func(name string) bool {
+		if k, ok := keys[name]; ok {
+			return k.Admin
+		}
+		if runtime == nil {
+			return false
+		}
+		k, ok := runtime.Live(name)
+		return ok && k.Admin
+	}
 	return func(c *gin.Context) {
-		if name := middleware.Get(c).KeyName; keys[name].Admin {
+		if name := middleware.Get(c).KeyName; isAdmin(name) {
 			c.Next()
 			return
 		}

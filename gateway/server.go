@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/streamgate/gateway/apikeys"
 	"github.com/streamgate/gateway/budget"
 	"github.com/streamgate/gateway/config"
 	"github.com/streamgate/gateway/failure"
@@ -53,6 +54,9 @@ type Server struct {
 	// API reads; built once too.
 	ledger *ledger.Ledger
 	usage  *ledger.DB
+	// keys are the keys made at runtime, kept in the ledger's database
+	// (nil without one).
+	keys *apikeys.Ring
 	// pending counts requests in progress per client, bodies the bytes
 	// of bodies being read: both bound what slow clients hold, across
 	// generations.
@@ -120,6 +124,14 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Server, error) 
 	if err := s.openLedger(cfg.Ledger); err != nil {
 		return nil, errors.Join(err, store.Close(), s.hub.Close(), s.closeResponses())
 	}
+	if s.usage != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), ledgerOpenTimeout)
+		s.keys, err = apikeys.Open(ctx, s.usage, log)
+		cancel()
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("runtime keys: %w", err), store.Close(), s.hub.Close(), s.closeResponses(), s.closeLedger())
+		}
+	}
 	if s.budgets, err = newBudgets(cfg.RateLimit, s.usage, log); err != nil {
 		return nil, errors.Join(fmt.Errorf("budgets: %w", err), store.Close(), s.hub.Close(), s.closeResponses(), s.closeLedger())
 	}
@@ -157,6 +169,9 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Server, error) 
 // once a test's handlers are done.
 func (s *Server) Close() error {
 	s.stopStreams(failure.ErrShutdown)
+	if s.keys != nil {
+		s.keys.Close()
+	}
 	// The ledger last: the streams the hub ends record their rows.
 	err := errors.Join(s.hub.Close(), s.store.Close(), s.budgets.Close(), s.closeResponses(), s.closeLedger())
 	s.builtMu.Lock()

@@ -130,6 +130,13 @@ func (g *generation) handleBudgets(c *gin.Context) {
 	for name := range g.cfg.Keys {
 		names = append(names, name)
 	}
+	if g.ring != nil {
+		for _, name := range g.ring.Names() {
+			if _, dup := g.cfg.Keys[name]; !dup {
+				names = append(names, name)
+			}
+		}
+	}
 	slices.Sort(names)
 	out := []gin.H{}
 	for _, name := range names {

@@ -101,6 +101,17 @@ var migrations = []string{
 	)`,
 	`CREATE INDEX gateway_usage_time ON gateway_usage (time_us)`,
 	`CREATE INDEX gateway_usage_key_time ON gateway_usage (key_name, time_us)`,
+	// Keys made through the admin API (keys.go).
+	`CREATE TABLE gateway_keys (
+		name TEXT PRIMARY KEY,
+		digest TEXT NOT NULL UNIQUE,
+		settings TEXT NOT NULL,
+		created_us BIGINT NOT NULL,
+		updated_us BIGINT NOT NULL,
+		revoked_us BIGINT NOT NULL
+	)`,
+	`CREATE TABLE gateway_keys_rev (rev BIGINT NOT NULL)`,
+	`INSERT INTO gateway_keys_rev (rev) VALUES (0)`,
 }
 
 // SchemaVersion is the version this build migrates to.

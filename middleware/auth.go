@@ -13,15 +13,26 @@ import (
 	"github.com/streamgate/gateway/failure"
 )
 
-// Keys maps the hex SHA-256 of each key's secret to the key's name, so
-// the config may hold only hashes.
-type Keys map[string]string
+// Keys are the keys a request may carry: the configured ones, indexed by
+// the hex SHA-256 of their secrets (so the config may hold only hashes),
+// and those made at runtime.
+type Keys struct {
+	digests map[string]string
+	names   map[string]bool
+	runtime Runtime
+}
 
-// NewKeys indexes the configured keys by digest.
-func NewKeys(keys map[string]config.Key) Keys {
-	k := make(Keys, len(keys))
+// Runtime finds a key made at runtime by the hex SHA-256 of its secret.
+type Runtime interface {
+	Lookup(digest string) (name string, ok bool)
+}
+
+// NewKeys indexes the configured keys by digest; runtime may be nil.
+func NewKeys(keys map[string]config.Key, runtime Runtime) Keys {
+	k := Keys{digests: make(map[string]string, len(keys)), names: make(map[string]bool, len(keys)), runtime: runtime}
 	for name, key := range keys {
-		k[key.Digest()] = name
+		k.digests[key.Digest()] = name
+		k.names[name] = true
 	}
 	return k
 }
@@ -86,15 +97,25 @@ func (keys Keys) Identify(r *http.Request) (string, *failure.Error) {
 
 // lookup finds the key whose digest matches, comparing in constant time
 // against every configured digest, so that neither the comparison nor the
-// number of comparisons depends on how close a guess came.
+// number of comparisons depends on how close a guess came. Runtime keys,
+// which may be many, are looked up by digest in a map: what a map's
+// timing could tell is about the SHA-256 of a guess, not the guess.
 func (keys Keys) lookup(key string) (string, bool) {
 	sum := sha256.Sum256([]byte(key))
 	digest := []byte(hex.EncodeToString(sum[:]))
 	name, found := "", 0
-	for d, n := range keys {
+	for d, n := range keys.digests {
 		if subtle.ConstantTimeCompare(digest, []byte(d)) == 1 {
 			name, found = n, 1
 		}
+	}
+	if found == 0 && keys.runtime != nil {
+		// A runtime key whose name the config took since (the admin API
+		// refuses such names) would act as the config's key: refuse it.
+		if name, ok := keys.runtime.Lookup(string(digest)); ok && !keys.names[name] {
+			return name, true
+		}
+		return "", false
 	}
 	return name, found == 1
 }
