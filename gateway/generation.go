@@ -133,9 +133,7 @@ func (s *Server) routes(g *generation) (*gin.Engine, error) {
 	admin.GET("/keys/:name", g.getKey)
 	admin.PATCH("/keys/:name", g.updateKey)
 	admin.DELETE("/keys/:name", g.revokeKey)
-	if cfg.Server.PlaygroundEnabled() {
-		servePlayground(e)
-	}
+	servePages(e, cfg.Server.PlaygroundEnabled())
 	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	e.GET("/readyz", func(c *gin.Context) { s.handleReady(c, g) })
 	e.NoRoute(func(c *gin.Context) {

@@ -160,25 +160,7 @@ func newServerErr(t *testing.T, yaml string) (*Server, error) {
 // JSON and CSV, checks its parameters, and refuses keys without admin;
 // /admin/budgets shows a key's budget and spend.
 func TestAdminUsage(t *testing.T) {
-	_, _, url := recordingUpstream(t, pricedChunks...)
-	where := filepath.Join(t.TempDir(), "usage.db")
-	cfg := strings.Replace(ledgerConfig(url, "sqlite", where), "auth:\n  enabled: false\n", fmt.Sprintf(`auth:
-  enabled: true
-keys:
-  frontend:
-    key: %s
-    limits:
-      budget: {period: day, dollars: 5}
-  ops:
-    key: %s
-    admin: true
-`, frontendKey, batchKey), 1)
-	h := newHarness(t, cfg)
-	for _, m := range []string{"custom", "custom", "bundled"} {
-		drainClose(h.do(t, context.Background(), "POST", "/v1/chat/completions", frontendKey, `{"model":"`+m+`","messages":[{"role":"user","content":"hi"}]}`))
-	}
-	h.stop() // the ledger writes what it holds
-	h = newHarness(t, cfg)
+	h := withUsage(t)
 	get := func(key, query string) *http.Response {
 		return h.do(t, context.Background(), "GET", "/admin/usage"+query, key, "")
 	}
@@ -223,4 +205,30 @@ keys:
 	if !strings.Contains(string(b), `"key":"frontend"`) || !strings.Contains(string(b), fmt.Sprintf(`"spent_dollars":%v`, spent)) {
 		t.Errorf("budgets %s, want frontend's spend %v", b, spent)
 	}
+}
+
+// withUsage returns a gateway whose SQLite ledger holds three requests
+// of key frontend (two to model custom, one to bundled), which has a
+// budget of $5 a day; key ops is an admin.
+func withUsage(t *testing.T) *harness {
+	t.Helper()
+	_, _, url := recordingUpstream(t, pricedChunks...)
+	where := filepath.Join(t.TempDir(), "usage.db")
+	cfg := strings.Replace(ledgerConfig(url, "sqlite", where), "auth:\n  enabled: false\n", fmt.Sprintf(`auth:
+  enabled: true
+keys:
+  frontend:
+    key: %s
+    limits:
+      budget: {period: day, dollars: 5}
+  ops:
+    key: %s
+    admin: true
+`, frontendKey, batchKey), 1)
+	h := newHarness(t, cfg)
+	for _, m := range []string{"custom", "custom", "bundled"} {
+		drainClose(h.do(t, context.Background(), "POST", "/v1/chat/completions", frontendKey, `{"model":"`+m+`","messages":[{"role":"user","content":"hi"}]}`))
+	}
+	h.stop() // the ledger writes what it holds
+	return newHarness(t, cfg)
 }

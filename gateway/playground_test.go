@@ -402,3 +402,50 @@ func TestPlaygroundSpeaksEachAPI(t *testing.T) {
 		t.Errorf("responses answer meta %q", meta)
 	}
 }
+
+// TestUsagePageInBrowser drives the usage page at /admin in headless
+// Chromium: a key without admin is told so; the admin key shows today's
+// spend as a bar, the top keys and models, and the key's budget bar; a
+// screenshot is saved.
+func TestUsagePageInBrowser(t *testing.T) {
+	ctx := browser(t)
+	h := withUsage(t)
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(h.http.URL+"/admin"),
+		chromedp.SendKeys("#admin-key", frontendKey),
+		chromedp.Click("#load"),
+		chromedp.WaitVisible("#error"),
+	)
+	if err != nil {
+		t.Fatalf("non-admin key: %v", err)
+	}
+	if msg, _ := chromedp.Run(ctx, chromedp.Text("#error")); !strings.Contains(msg, "admin") {
+		t.Errorf("a key without admin was told %q", msg)
+	}
+	err = chromedp.Do(ctx,
+		chromedp.SetValue("#admin-key", batchKey),
+		chromedp.Click("#load"),
+		chromedp.WaitReady(`body[data-loaded="true"]`),
+	)
+	if err != nil {
+		t.Fatalf("admin key: %v", err)
+	}
+	today := time.Now().UTC().Format(time.DateOnly)
+	bar, err := chromedp.Run(ctx, chromedp.Evaluate[float64](`Number(document.querySelector('#chart-cost rect[data-day="`+today+`"]').getAttribute("height"))`))
+	if err != nil || bar <= 0 {
+		t.Errorf("today's spend bar: height %v, %v", bar, err)
+	}
+	keys, _ := chromedp.Run(ctx, chromedp.Text("#top-keys tbody"))
+	models, _ := chromedp.Run(ctx, chromedp.Text("#top-models tbody"))
+	budget, _ := chromedp.Run(ctx, chromedp.Text(`.budget[data-key="frontend"] .label`))
+	requests, _ := chromedp.Run(ctx, chromedp.Text("#total-requests"))
+	if !strings.Contains(keys, "frontend") || !strings.Contains(models, "custom") || !strings.Contains(models, "bundled") ||
+		!strings.Contains(budget, "of $5.00 per day") || requests != "3" {
+		t.Errorf("keys %q, models %q, budget %q, requests %q", keys, models, budget, requests)
+	}
+	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	artifact(t, "usage-page.png", shot)
+}

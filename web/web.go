@@ -1,5 +1,6 @@
-// Package web is the playground the gateway serves at /: plain HTML, CSS
-// and JavaScript embedded in the binary, no build step.
+// Package web is the pages the gateway serves: the playground at / and
+// the usage page at /admin, plain HTML, CSS and JavaScript embedded in
+// the binary, no build step.
 package web
 
 import (
@@ -10,7 +11,8 @@ import (
 //go:embed static
 var static embed.FS
 
-// Files are the playground's files: index.html, app.css, app.js.
+// Files are the pages' files: index.html, app.css, app.js (the
+// playground), admin.html, admin.css, admin.js (the usage page).
 func Files() fs.FS {
 	sub, err := fs.Sub(static, "static")
 	if err != nil {
