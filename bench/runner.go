@@ -64,13 +64,16 @@ const (
 	// TargetGatewayResponses is the gateway's /v1/responses, likewise
 	// translating.
 	TargetGatewayResponses = "gateway-responses"
+	// TargetGatewayChatLedger is gateway-chat with every request priced
+	// and written to a SQLite usage ledger.
+	TargetGatewayChatLedger = "gateway-chat-ledger"
 )
 
 // Targets lists every target.
-var Targets = []string{TargetDirect, TargetBaseline, TargetGatewayNative, TargetGatewayChat, TargetGatewayMessages, TargetGatewayResponses}
+var Targets = []string{TargetDirect, TargetBaseline, TargetGatewayNative, TargetGatewayChat, TargetGatewayChatLedger, TargetGatewayMessages, TargetGatewayResponses}
 
 // GatewayTargets are the targets served by the gateway.
-var GatewayTargets = []string{TargetGatewayNative, TargetGatewayChat, TargetGatewayMessages, TargetGatewayResponses}
+var GatewayTargets = []string{TargetGatewayNative, TargetGatewayChat, TargetGatewayChatLedger, TargetGatewayMessages, TargetGatewayResponses}
 
 // Runner starts the servers as separate processes (so their CPU time and
 // memory can be read from /proc) and runs every scenario against every
@@ -152,9 +155,17 @@ func (r *Runner) measure(ctx context.Context, sc Scenario, target string) (*Meas
 		}
 		defer relay.stop()
 		load.URL = "http://" + relay.addr + "/v1/chat/completions"
-	case TargetGatewayNative, TargetGatewayChat, TargetGatewayMessages, TargetGatewayResponses:
+	case TargetGatewayNative, TargetGatewayChat, TargetGatewayChatLedger, TargetGatewayMessages, TargetGatewayResponses:
 		cfg := filepath.Join(r.WorkDir, "gateway.yaml")
-		if err := os.WriteFile(cfg, []byte(gatewayConfig(mockURL, sc.H2C)), 0o600); err != nil {
+		yaml := gatewayConfig(mockURL, sc.H2C)
+		if target == TargetGatewayChatLedger {
+			db := filepath.Join(r.WorkDir, "usage.db")
+			for _, suffix := range []string{"", "-wal", "-shm"} {
+				_ = os.Remove(db + suffix) // each measurement starts empty
+			}
+			yaml += ledgerConfig(db)
+		}
+		if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 			return nil, err
 		}
 		if relay, err = r.start(ctx, "gateway", r.GatewayBin, "-config", cfg); err != nil {
@@ -224,6 +235,17 @@ models:
       - provider: mock-upstream
         model: bench
 `, h2c, mockURL)
+}
+
+// ledgerConfig prices the bench model and records every request in a
+// SQLite ledger at path, as the shipped config does.
+func ledgerConfig(path string) string {
+	return fmt.Sprintf(`prices:
+  bench: {input: 0.15, output: 0.60}
+ledger:
+  backend: sqlite
+  path: %s
+`, path)
 }
 
 // process is a server started for one measurement.
