@@ -24,7 +24,7 @@ func newRedis(t *testing.T, addr string, failOpen bool) *Redis {
 // stores returns, for each backend, a function giving the store of the
 // i-th of several replicas (one Memory is one replica).
 func stores(t *testing.T) map[string]func(i int) Store {
-	mem := NewMemory(nil)
+	mem := NewMemory(nil, nil)
 	srv := redistest.Start(t)
 	a, b := newRedis(t, srv.Addr, false), newRedis(t, srv.Addr, false)
 	return map[string]func(int) Store{
@@ -126,7 +126,7 @@ func TestWindows(t *testing.T) {
 
 func TestSoftCrossedOnce(t *testing.T) {
 	l := Limits{Period: Month, SoftDollars: Dollars(1), SoftTokens: 1000}
-	s := NewMemory(nil)
+	s := NewMemory(nil, nil)
 	var crossed []string
 	for range 3 {
 		_, h, _ := s.Reserve(context.Background(), "k", l, now, Spend{Cost: Dollars(2), Tokens: 2000})
@@ -145,7 +145,7 @@ func TestMemorySeeded(t *testing.T) {
 	s := NewMemory(func(_ context.Context, client string, from time.Time) (Spend, error) {
 		asked = from
 		return Spend{Cost: Dollars(4.5)}, nil
-	})
+	}, nil)
 	l := Limits{Period: Month, Dollars: Dollars(5)}
 	if d, _, _ := s.Reserve(context.Background(), "k", l, now, Spend{Cost: Dollars(0.6)}); d.Allowed {
 		t.Fatal("a request over what the seeded window has left was admitted")
@@ -179,4 +179,17 @@ func TestDollars(t *testing.T) {
 			t.Errorf("Dollars(%g) = %d, want %d", tc.in, got, tc.want)
 		}
 	}
+}
+
+// TestMemorySeedFails: a ledger that cannot be read does not refuse the
+// key: its window counts from zero.
+func TestMemorySeedFails(t *testing.T) {
+	s := NewMemory(func(context.Context, string, time.Time) (Spend, error) {
+		return Spend{}, context.DeadlineExceeded
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	d, h, err := s.Reserve(context.Background(), "k", Limits{Period: Day, Dollars: Dollars(1)}, now, Spend{Cost: Dollars(0.5)})
+	if err != nil || !d.Allowed {
+		t.Fatalf("%+v %v", d, err)
+	}
+	h.Settle(Spend{})
 }

@@ -2,7 +2,7 @@ package budget
 
 import (
 	"context"
-	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 )
@@ -19,6 +19,7 @@ type Seed func(ctx context.Context, client string, from time.Time) (Spend, error
 // budget.
 type Memory struct {
 	seed Seed
+	log  *slog.Logger
 
 	mu      sync.Mutex
 	windows map[windowKey]*window
@@ -32,9 +33,15 @@ type window struct {
 	reset       time.Time
 }
 
-// NewMemory returns an in-process store; seed may be nil.
-func NewMemory(seed Seed) *Memory {
-	return &Memory{seed: seed, windows: map[windowKey]*window{}}
+// seedTimeout bounds reading a window's seed.
+const seedTimeout = 2 * time.Second
+
+// NewMemory returns an in-process store; seed and log may be nil.
+func NewMemory(seed Seed, log *slog.Logger) *Memory {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Memory{seed: seed, log: log, windows: map[windowKey]*window{}}
 }
 
 // Close implements Store.
@@ -42,7 +49,9 @@ func (m *Memory) Close() error { return nil }
 
 // get returns the window of l at now, opening (and seeding) it if need
 // be. The seed is read before the lock is taken, and only the first
-// opener's is kept.
+// opener's is kept. A seed that cannot be read (the ledger's database
+// is down) opens the window from zero rather than refuse the key's
+// requests: it is logged, as the budget then under-counts.
 func (m *Memory) get(ctx context.Context, client string, l Limits, now time.Time) (*window, error) {
 	id, reset := l.Window(now)
 	k := windowKey{client, id}
@@ -58,9 +67,15 @@ func (m *Memory) get(ctx context.Context, client string, l Limits, now time.Time
 		if l.Period != Total {
 			from = windowStart(l, now)
 		}
+		// Not the request's context: a client leaving must not leave its
+		// key's window unseeded.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), seedTimeout)
 		var err error
-		if seeded, err = m.seed(ctx, client, from); err != nil {
-			return nil, fmt.Errorf("budget of %s: %w", client, err)
+		seeded, err = m.seed(sctx, client, from)
+		cancel()
+		if err != nil {
+			m.log.Warn("budget: cannot read the key's spend so far; counting this window from zero", "key", client, "window", id, "error", err.Error())
+			seeded = Spend{}
 		}
 	}
 	m.mu.Lock()

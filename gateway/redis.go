@@ -43,7 +43,7 @@ func newBudgets(rl config.RateLimit, usage *ledger.DB, log *slog.Logger) (budget
 		return budget.NewRedis(budget.RedisOptions{Client: client, FailOpen: rl.FailureMode == "fail_open", Log: log}), nil
 	}
 	if usage == nil {
-		return budget.NewMemory(nil), nil
+		return budget.NewMemory(nil, log), nil
 	}
 	return budget.NewMemory(func(ctx context.Context, key string, from time.Time) (budget.Spend, error) {
 		t, err := usage.Usage(ctx, ledger.Query{From: from, To: time.Now().Add(time.Hour), Key: key})
@@ -51,7 +51,7 @@ func newBudgets(rl config.RateLimit, usage *ledger.DB, log *slog.Logger) (budget
 			return budget.Spend{}, err
 		}
 		return budget.Spend{Cost: budget.Dollars(t[0].Cost), Tokens: t[0].PromptTokens + t[0].CompletionTokens}, nil
-	}), nil
+	}, log), nil
 }
 
 // newRedisClient returns a client for r that fails fast: a request waits
