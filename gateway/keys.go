@@ -17,6 +17,7 @@ import (
 	"github.com/streamgate/gateway/config"
 	"github.com/streamgate/gateway/failure"
 	"github.com/streamgate/gateway/ledger"
+	"github.com/streamgate/gateway/middleware"
 )
 
 // The admin API's keys: /admin/keys lists the config's keys and those
@@ -184,6 +185,7 @@ func (g *generation) createKey(c *gin.Context) {
 		g.keyStoreError(c, ch.Name, err)
 		return
 	}
+	g.audit(c, "key created", k)
 	v := runtimeView(k)
 	v.Key = secret
 	c.Header("Cache-Control", "no-store")
@@ -220,6 +222,7 @@ func (g *generation) updateKey(c *gin.Context) {
 		g.keyStoreError(c, name, err)
 		return
 	}
+	g.audit(c, "key updated", k)
 	c.JSON(http.StatusOK, runtimeView(k))
 }
 
@@ -234,6 +237,7 @@ func (g *generation) revokeKey(c *gin.Context) {
 		g.keyStoreError(c, name, err)
 		return
 	}
+	g.audit(c, "key revoked", k)
 	c.JSON(http.StatusOK, runtimeView(k))
 }
 
@@ -247,6 +251,13 @@ func (g *generation) runtimeOnly(name string) *failure.Error {
 		return noRing
 	}
 	return nil
+}
+
+// audit logs a change to a key: which, by whom (the admin key's name),
+// and its settings after; never a secret.
+func (g *generation) audit(c *gin.Context, what string, k apikeys.Key) {
+	js, _ := json.Marshal(k.Settings)
+	g.engine.Log.Info("admin: "+what, "key", k.Name, "by", middleware.Get(c).KeyName, "request_id", middleware.Get(c).RequestID, "settings", string(js))
 }
 
 func keyConflict(msg string) *failure.Error {

@@ -118,6 +118,10 @@ func TestRuntimeKeysAcrossReplicas(t *testing.T) {
 	if b.call(t, "GET", "/admin/keys/team-a", batchKey, "", &got); got.RevokedAt == "" {
 		t.Errorf("the revoked key shows %+v", got)
 	}
+	logs := a.logs.String()
+	if strings.Contains(logs, secret) || !strings.Contains(logs, `"msg":"admin: key created","key":"team-a","by":"ops"`) || !strings.Contains(logs, `"msg":"admin: key revoked"`) {
+		t.Errorf("the audit lines are missing, or the secret is logged:\n%s", logs)
+	}
 }
 
 // TestRuntimeKeysNeedAdmin: the key endpoints refuse keys without admin,
