@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/streamgate/gateway/internal/logevery"
 )
 
 var _ Store = (*Redis)(nil)
@@ -23,9 +25,8 @@ type Redis struct {
 	prefix   string
 	failOpen bool
 	log      *slog.Logger
-
-	mu          sync.Mutex
-	lastFailure time.Time
+	// failures keeps "Redis unreachable" to one line a second.
+	failures logevery.Second
 }
 
 // RedisOptions configures a Redis store.
@@ -131,12 +132,9 @@ func spendOf(c, t any) Spend {
 // unavailable decides what a Redis failure means for a request: admitted
 // uncounted (fail open) or refused with the error (fail closed).
 func (r *Redis) unavailable(err error) (Decision, Hold, error) {
-	r.mu.Lock()
-	if time.Since(r.lastFailure) > time.Second {
-		r.lastFailure = time.Now()
+	if r.failures.Allow() {
 		r.log.Warn("budgets: redis unavailable", "error", err.Error(), "fail_open", r.failOpen)
 	}
-	r.mu.Unlock()
 	if r.failOpen {
 		return Decision{Allowed: true}, noHold{}, nil
 	}

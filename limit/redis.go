@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/streamgate/gateway/internal/logevery"
 )
 
 var _ Store = (*Redis)(nil)
@@ -35,9 +37,8 @@ type Redis struct {
 	stop    chan struct{}
 	done    chan struct{}
 	renewed func(n int)
-	// lastFailure limits "Redis unreachable" logging to one line a
-	// second.
-	lastFailure time.Time
+	// failures keeps "Redis unreachable" to one line a second.
+	failures logevery.Second
 }
 
 // RedisOptions configures a Redis store.
@@ -241,12 +242,9 @@ func status(l Limits, req, tok float64) Status {
 // unavailable decides what a Redis failure means for a request: admitted
 // without limits (fail open) or refused with the error (fail closed).
 func (r *Redis) unavailable(err error) (Decision, Lease, error) {
-	r.mu.Lock()
-	if time.Since(r.lastFailure) > time.Second {
-		r.lastFailure = time.Now()
+	if r.failures.Allow() {
 		r.log.Warn("rate limiter: redis unavailable", "error", err.Error(), "fail_open", r.failOpen)
 	}
-	r.mu.Unlock()
 	if r.failOpen {
 		return Decision{Allowed: true}, noLease{}, nil
 	}
