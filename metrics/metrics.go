@@ -3,8 +3,11 @@
 package metrics
 
 import (
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -26,6 +29,9 @@ import (
 // upstream-supplied strings.
 type Metrics struct {
 	reg *prometheus.Registry
+	// collectors are every collector registered, for Names.
+	mu         sync.Mutex
+	collectors []prometheus.Collector
 	// serve answers GET /metrics.
 	serve gin.HandlerFunc
 
@@ -100,7 +106,7 @@ func New() *Metrics {
 		Name: "gateway_ledger_write_errors_total",
 		Help: "Usage ledger batch writes that failed (the batch is kept and retried).",
 	})
-	m.reg.MustRegister(m.requests, m.ttft, m.ttfc, m.gap, m.duration, m.tokens, m.inFlight, m.endings, m.rateLimited,
+	m.Register(m.requests, m.ttft, m.ttfc, m.gap, m.duration, m.tokens, m.inFlight, m.endings, m.rateLimited,
 		m.upstreamErrors, m.retries, m.fallbacks, m.reloads, m.unattendedTokens, m.resumes, m.streamsCancelled, m.producersLost,
 		m.cost, m.ledgerRows, m.ledgerFailure, m.budgetCrossed,
 		collectors.NewGoCollector(),
@@ -112,7 +118,47 @@ func New() *Metrics {
 
 // Register adds collectors of state the caller owns (gauges read at
 // scrape time).
-func (m *Metrics) Register(cs ...prometheus.Collector) { m.reg.MustRegister(cs...) }
+func (m *Metrics) Register(cs ...prometheus.Collector) {
+	m.reg.MustRegister(cs...)
+	m.mu.Lock()
+	m.collectors = append(m.collectors, cs...)
+	m.mu.Unlock()
+}
+
+var (
+	descName   = regexp.MustCompile(`fqName: "([^"]+)"`)
+	descLabels = regexp.MustCompile(`variableLabels: \{([^}]*)\}`)
+)
+
+// Names are the metrics this process exports, each with its labels:
+// what dashboards and alerts may query (their test checks them here).
+func (m *Metrics) Names() map[string][]string {
+	m.mu.Lock()
+	cs := slices.Clone(m.collectors)
+	m.mu.Unlock()
+	out := map[string][]string{}
+	ch := make(chan *prometheus.Desc)
+	go func() {
+		for _, c := range cs {
+			c.Describe(ch)
+		}
+		close(ch)
+	}()
+	// Desc has no accessors: its String is the one way to read it.
+	for d := range ch {
+		s := d.String()
+		name := descName.FindStringSubmatch(s)
+		if name == nil {
+			continue
+		}
+		var labels []string
+		if l := descLabels.FindStringSubmatch(s); l != nil && l[1] != "" {
+			labels = strings.Split(l[1], ",")
+		}
+		out[name[1]] = labels
+	}
+	return out
+}
 
 // Gather reads every metric, as a scrape would.
 func (m *Metrics) Gather() ([]*dto.MetricFamily, error) { return m.reg.Gather() }
