@@ -97,35 +97,28 @@ func (m *manifests) add(file string, doc map[string]any) error {
 		m.resources = k.Resources
 		return err
 	case "ConfigMap":
-		var o corev1.ConfigMap
-		m.configMaps[name(doc)] = &o
-		return strict(doc, &o)
+		return into(doc, func(o *corev1.ConfigMap) { m.configMaps[name(doc)] = o })
 	case "Secret":
-		var o corev1.Secret
-		m.secrets[name(doc)] = &o
-		return strict(doc, &o)
+		return into(doc, func(o *corev1.Secret) { m.secrets[name(doc)] = o })
 	case "Deployment":
-		var o appsv1.Deployment
-		m.deploys[name(doc)] = &o
-		return strict(doc, &o)
+		return into(doc, func(o *appsv1.Deployment) { m.deploys[name(doc)] = o })
 	case "Service":
-		var o corev1.Service
-		m.services[name(doc)] = &o
-		return strict(doc, &o)
+		return into(doc, func(o *corev1.Service) { m.services[name(doc)] = o })
 	case "PodDisruptionBudget":
-		var o policyv1.PodDisruptionBudget
-		m.pdbs = append(m.pdbs, &o)
-		return strict(doc, &o)
+		return into(doc, func(o *policyv1.PodDisruptionBudget) { m.pdbs = append(m.pdbs, o) })
 	case "HorizontalPodAutoscaler":
-		var o autoscalingv2.HorizontalPodAutoscaler
-		m.hpas = append(m.hpas, &o)
-		return strict(doc, &o)
+		return into(doc, func(o *autoscalingv2.HorizontalPodAutoscaler) { m.hpas = append(m.hpas, o) })
 	case "Ingress":
-		var o networkingv1.Ingress
-		m.ingresses = append(m.ingresses, &o)
-		return strict(doc, &o)
+		return into(doc, func(o *networkingv1.Ingress) { m.ingresses = append(m.ingresses, o) })
 	}
 	return errors.New("unexpected kind " + strconv.Quote(kind))
+}
+
+// into decodes doc strictly as a T and hands it to keep.
+func into[T any](doc map[string]any, keep func(*T)) error {
+	var o T
+	keep(&o)
+	return strict(doc, &o)
 }
 
 func name(doc map[string]any) string {
