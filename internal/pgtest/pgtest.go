@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/streamgate/gateway/internal/serverwait"
 )
 
 // Server is a postgres process owned by one test.
@@ -130,27 +132,16 @@ func (s *Server) Restart() {
 	s.done = make(chan struct{})
 	cmd, done := s.cmd, s.done
 	go func() { _ = cmd.Wait(); close(done) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	err := serverwait.Up("postgres", done, 30*time.Second, 50*time.Millisecond, func(ctx context.Context) error {
 		conn, err := pgx.Connect(ctx, s.DSN)
-		if err == nil {
-			err = conn.Ping(ctx)
-			_ = conn.Close(ctx)
+		if err != nil {
+			return err
 		}
-		cancel()
-		if err == nil {
-			return
-		}
-		select {
-		case <-done:
-			s.t.Fatalf("postgres exited at start: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("postgres did not answer within 30s: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
+		defer conn.Close(ctx)
+		return conn.Ping(ctx)
+	})
+	if err != nil {
+		s.t.Fatal(err)
 	}
 }
 

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/streamgate/gateway/internal/serverwait"
 )
 
 // Server is a redis-server process owned by one test.
@@ -95,23 +97,8 @@ func (s *Server) Restart() {
 
 	c := redis.NewClient(opts)
 	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return
-		}
-		select {
-		case <-done:
-			s.t.Fatalf("redis-server exited at start: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("redis-server did not answer within 10s: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := serverwait.Up("redis-server", done, 10*time.Second, 20*time.Millisecond, func(ctx context.Context) error { return c.Ping(ctx).Err() }); err != nil {
+		s.t.Fatal(err)
 	}
 }
 
