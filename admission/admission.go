@@ -103,20 +103,13 @@ func New(cfg *config.Config, p Parts) *Admitter {
 		var w worstPrice
 		for _, r := range m.Routes {
 			if pr := cfg.PriceOf(name, r); pr != nil {
-				w.prompt = max(w.prompt, pr.Input, deref(pr.CacheWrite), deref(pr.CachedInput))
-				w.completion = max(w.completion, pr.Output, deref(pr.Reasoning))
+				prompt, completion := pr.Highest()
+				w.prompt, w.completion = max(w.prompt, prompt), max(w.completion, completion)
 			}
 		}
 		a.worst[name] = w
 	}
 	return a
-}
-
-func deref(p *float64) float64 {
-	if p == nil {
-		return 0
-	}
-	return *p
 }
 
 // BudgetLimits converts a configured budget.

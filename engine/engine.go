@@ -28,7 +28,6 @@ import (
 	"github.com/streamgate/gateway/relay"
 	"github.com/streamgate/gateway/responsestore"
 	"github.com/streamgate/gateway/resumable"
-	"github.com/streamgate/gateway/spend"
 	"github.com/streamgate/gateway/upstream"
 )
 
@@ -408,7 +407,11 @@ func (e *Engine) Embed(c *gin.Context, name string, req *providers.EmbedRequest,
 		if a.Attempts == 0 {
 			t.Unused()
 		} else {
-			t.Settle(reserve, float64(reserve)*priceIn(a.Price)) // the upstream may have billed it
+			var cost float64
+			if a.Price != nil { // the upstream may have billed it
+				cost = a.Price.Cost(&providers.Usage{PromptTokens: reserve})
+			}
+			t.Settle(reserve, cost)
 		}
 		fe := failure.Classify(ctx, err)
 		fe.Message = e.Redact(fe.Message)
@@ -515,12 +518,4 @@ func override(req *providers.Request, m config.Model) {
 	if f.User != "" {
 		req.User = f.User
 	}
-}
-
-// priceIn is p's price of a prompt token, in dollars; 0 unpriced.
-func priceIn(p *spend.Price) float64 {
-	if p == nil {
-		return 0
-	}
-	return p.Input / 1e6
 }

@@ -46,6 +46,13 @@ func (p *Price) Cost(u *providers.Usage) float64 {
 		float64(reasoning)*or(p.Reasoning, p.Output)) / 1e6
 }
 
+// Highest is p's highest price of a prompt token (plain, cached or
+// written to the cache) and of a completion token (answer or
+// reasoning), per million: what a request is charged at worst.
+func (p *Price) Highest() (prompt, completion float64) {
+	return max(p.Input, or(p.CachedInput, p.Input), or(p.CacheWrite, p.Input)), max(p.Output, or(p.Reasoning, p.Output))
+}
+
 // Pricer is an optional interface of a stream, for streams that know the
 // price of the deployment answering them.
 type Pricer interface {
