@@ -46,6 +46,8 @@ type Config struct {
 	Responses Responses `yaml:"responses"`
 	// Ledger is where every request's usage and cost is recorded.
 	Ledger Ledger `yaml:"ledger"`
+	// Tracing exports OpenTelemetry traces of requests.
+	Tracing Tracing `yaml:"tracing"`
 	// Prices are what upstream models cost, by upstream model name,
 	// over the bundled table (spend.Bundled); a model's or a route's
 	// price overrides both.
@@ -97,6 +99,44 @@ type Ledger struct {
 	// dropped and counted (gateway_ledger_dropped_total); no request
 	// ever waits for the ledger.
 	QueueSize int `yaml:"queue_size"`
+}
+
+// OTLP protocols of the trace exporter.
+const (
+	TracingHTTP = "http/protobuf"
+	TracingGRPC = "grpc"
+)
+
+// Tracing configures OpenTelemetry traces: a span per request, with
+// children for admission, each upstream attempt and the relay, exported
+// over OTLP. Off unless enabled. Settings left empty fall back to the
+// standard OTEL_* environment variables (OTEL_EXPORTER_OTLP_ENDPOINT,
+// OTEL_EXPORTER_OTLP_PROTOCOL, OTEL_EXPORTER_OTLP_HEADERS,
+// OTEL_TRACES_SAMPLER, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES...),
+// then to OpenTelemetry's defaults. OTEL_SDK_DISABLED=true turns tracing
+// off whatever the file says.
+type Tracing struct {
+	Enabled bool `yaml:"enabled"`
+	// Protocol is http/protobuf (port 4318) or grpc (port 4317).
+	Protocol string `yaml:"protocol"`
+	// Endpoint is the collector's base URL, e.g. http://otel-collector:4318
+	// (http/protobuf posts to its /v1/traces unless it has a path of its
+	// own); http:// means no TLS.
+	Endpoint EnvString `yaml:"endpoint"`
+	// Headers go with every export (a collector's or vendor's token);
+	// values expand ${VAR} and are treated as secrets.
+	Headers map[string]Secret `yaml:"headers"`
+	// SampleRatio is the share of new traces recorded, 0 to 1; a request
+	// that arrives with a traceparent follows its caller's decision.
+	// Unset: OTEL_TRACES_SAMPLER decides, by default every trace.
+	SampleRatio *float64 `yaml:"sample_ratio"`
+	// ServiceName names the gateway in traces (default OTEL_SERVICE_NAME,
+	// else streamgate).
+	ServiceName string `yaml:"service_name"`
+	// CaptureContent puts prompts (and, for answers that were not
+	// streamed, completions) in spans. Off by default: they may hold
+	// anything a user typed.
+	CaptureContent bool `yaml:"capture_content"`
 }
 
 // Last-reader policies: what a stream does when its last reader leaves.

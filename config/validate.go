@@ -93,6 +93,7 @@ func (c *Config) Validate() []Problem {
 	ps = append(ps, c.validateLimits()...)
 	ps = append(ps, c.validateStreams()...)
 	ps = append(ps, c.Ledger.validate()...)
+	ps = append(ps, c.Tracing.validate()...)
 	for _, name := range sortedKeys(c.Prices) {
 		p := c.Prices[name]
 		ps = append(ps, validPrice("prices."+name, &p)...)
@@ -569,6 +570,36 @@ func (l Ledger) validate() []Problem {
 	}
 	if l.QueueSize < l.BatchSize {
 		add("queue_size", "%d is less than batch_size (%d)", l.QueueSize, l.BatchSize)
+	}
+	return ps
+}
+
+func (t Tracing) validate() []Problem {
+	var ps []Problem
+	add := func(field, format string, args ...any) {
+		ps = append(ps, Problem{Field: "tracing." + field, Msg: fmt.Sprintf(format, args...)})
+	}
+	switch t.Protocol {
+	case "", TracingHTTP, TracingGRPC:
+	default:
+		add("protocol", "%q is not one of %s, %s", t.Protocol, TracingHTTP, TracingGRPC)
+	}
+	if t.Endpoint != "" {
+		u, err := url.Parse(string(t.Endpoint))
+		switch {
+		case err != nil:
+			add("endpoint", "is not a URL: %v", err)
+		case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
+			add("endpoint", "%q must be an http:// or https:// URL with a host, e.g. http://otel-collector:4318", t.Endpoint)
+		}
+	}
+	if r := t.SampleRatio; r != nil && (*r < 0 || *r > 1 || *r != *r) {
+		add("sample_ratio", "%v is not between 0 and 1", *r)
+	}
+	for name := range t.Headers {
+		if name == "" || strings.ContainsAny(name, " :\r\n") {
+			add("headers", "%q is not a header name", name)
+		}
 	}
 	return ps
 }

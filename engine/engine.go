@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/streamgate/gateway/admission"
 	"github.com/streamgate/gateway/config"
@@ -28,6 +29,7 @@ import (
 	"github.com/streamgate/gateway/relay"
 	"github.com/streamgate/gateway/responsestore"
 	"github.com/streamgate/gateway/resumable"
+	"github.com/streamgate/gateway/tracing"
 	"github.com/streamgate/gateway/upstream"
 )
 
@@ -196,7 +198,10 @@ func (e *Engine) Accept(c *gin.Context, req *providers.Request, name string) (*C
 		return nil, fe
 	}
 	override(req, e.Config.Models[model])
-	t, fe := e.Admitter.Admit(c.Request.Context(), c.Writer.Header(), client(c), model, req)
+	e.traceRequest(c.Request.Context(), req)
+	ctx, span := tracing.Start(c.Request.Context(), tracing.SpanAdmission, trace.SpanKindInternal)
+	t, fe := e.Admitter.Admit(ctx, c.Writer.Header(), client(c), model, req)
+	endAdmission(span, fe)
 	if fe != nil {
 		return nil, fe
 	}
@@ -228,7 +233,7 @@ func (call *Call) open(parent context.Context) (running, *failure.Error) {
 		defer context.AfterFunc(rctx, func() { cancel(context.Canceled) })()
 	}
 	st, a, err := e.Registry.Open(ctx, call.req, call.model, call.info.RequestID)
-	call.info.Provider, call.info.Attempts, call.info.Fallbacks, call.info.Deployment = a.Provider, a.Attempts, a.Fallbacks, a.Deployment
+	call.info.Provider, call.info.Attempts, call.info.Fallbacks, call.info.Deployment, call.info.System = a.Provider, a.Attempts, a.Fallbacks, a.Deployment, a.System
 	if err != nil {
 		fe := failure.Classify(ctx, err)
 		fe.Message = e.Redact(fe.Message)
@@ -256,8 +261,8 @@ func (e *Engine) upstreamContext(parent context.Context) (ctx context.Context, c
 // client was answered 200 before the end (a stream, whatever its end);
 // otherwise a failure is answered with its own status.
 func (call *Call) finish(info *middleware.Info, o relay.Outcome, a upstream.Attempt, endpoint string, streamed bool) {
-	info.Provider, info.Attempts, info.Fallbacks, info.Deployment = a.Provider, a.Attempts, a.Fallbacks, a.Deployment
-	info.TTFT, info.End = o.TTFT, o.End
+	info.Provider, info.Attempts, info.Fallbacks, info.Deployment, info.System = a.Provider, a.Attempts, a.Fallbacks, a.Deployment, a.System
+	info.TTFT, info.End, info.FinishReason = o.TTFT, o.End, o.FinishReason
 	// What was generated is counted and priced on every ending: a
 	// stream cut short was billed too.
 	info.PromptTokens, info.CompletionTokens = o.Usage.PromptTokens, o.Usage.CompletionTokens
@@ -310,8 +315,10 @@ func (call *Call) Stream(f relay.Format, endpoint string) *failure.Error {
 	}
 	p := &relay.Pump{Stream: run.st, Format: f, Request: call.req, Start: call.info.Start,
 		Observer: call.e.Metrics.Stream(call.model, func() string { return run.st.Attempt().Provider }, nil)}
+	_, span := tracing.Start(call.c.Request.Context(), tracing.SpanRelay, trace.SpanKindInternal)
 	o := relay.Relay(run.ctx, out, p, run.st.Attempt().Provider, call.e.Redact)
 	call.finish(call.info, o, run.st.Attempt(), endpoint, true)
+	endRelay(span, call.info, false)
 	return nil
 }
 
@@ -332,6 +339,7 @@ func (call *Call) Complete(endpoint string) (relay.Answer, relay.Result, *failur
 	if o.End != outcome.Done {
 		return relay.Answer{}, o.Result, o.Err
 	}
+	call.e.traceAnswer(call.c.Request.Context(), &ans)
 	return ans, o.Result, nil
 }
 
@@ -355,11 +363,16 @@ func (call *Call) Generate(newFormat func(Generation) resumable.Lines, detached 
 	g.EventsURL, g.TokenExp = e.Hub.EventsURL(g.ID, time.Now())
 	f := newFormat(g)
 	call.endpoint = endpoint
-	// The generation does not depend on this connection.
-	run, fe := call.open(context.Background())
+	// The generation does not depend on this connection; its spans stay
+	// in the request's trace.
+	run, fe := call.open(tracing.Detach(call.c.Request.Context()))
 	if fe != nil {
 		return nil, g, fe
 	}
+	// The relay span lasts as long as the generation, which may outlive
+	// the request's own span (a background response): it gets the
+	// request's attributes too.
+	_, span := tracing.Start(call.c.Request.Context(), tracing.SpanRelay, trace.SpanKindInternal)
 	policy, grace := resumable.Policy(e.Config, call.model, call.info.KeyName)
 	if call.outlive {
 		policy = config.LastReaderDrain
@@ -379,6 +392,7 @@ func (call *Call) Generate(newFormat func(Generation) resumable.Lines, detached 
 		OnEnd: func(o relay.Outcome, info *middleware.Info) {
 			inFlight.Dec()
 			call.finish(info, o, run.st.Attempt(), endpoint, true)
+			endRelay(span, info, true)
 		},
 	})
 	return p, g, nil
@@ -401,7 +415,7 @@ func (e *Engine) Embed(c *gin.Context, name string, req *providers.EmbedRequest,
 	ctx, _, release := e.upstreamContext(c.Request.Context())
 	defer release()
 	out, a, err := e.Registry.Embed(ctx, req, model, info.RequestID)
-	info.Provider, info.Attempts, info.Fallbacks, info.Deployment = a.Provider, a.Attempts, a.Fallbacks, a.Deployment
+	info.Provider, info.Attempts, info.Fallbacks, info.Deployment, info.System = a.Provider, a.Attempts, a.Fallbacks, a.Deployment, a.System
 	info.Endpoint = endpoint
 	if err != nil {
 		if a.Attempts == 0 {

@@ -19,6 +19,7 @@ import (
 	"github.com/streamgate/gateway/engine"
 	"github.com/streamgate/gateway/failure"
 	"github.com/streamgate/gateway/middleware"
+	"github.com/streamgate/gateway/tracing"
 	"github.com/streamgate/gateway/upstream"
 )
 
@@ -96,9 +97,11 @@ func (s *Server) routes(g *generation) (*gin.Engine, error) {
 	if err := e.SetTrustedProxies(cfg.Auth.TrustedProxies); err != nil {
 		return nil, fmt.Errorf("trusted proxies: %w", err)
 	}
+	e.Use(middleware.RequestID(), middleware.AccessLog(s.log))
+	if s.traces != nil {
+		e.Use(middleware.Trace(s.traces.Tracer(tracing.Scope)))
+	}
 	e.Use(
-		middleware.RequestID(),
-		middleware.AccessLog(s.log),
 		s.metrics.CountRequests,
 		middleware.Recovery(s.log),
 	)

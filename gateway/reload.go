@@ -125,6 +125,11 @@ func restartOnly(old, new *config.Config) []string {
 	if !reflect.DeepEqual(ro, rn) {
 		out = append(out, "rate_limit (all but defaults)")
 	}
+	to, tn := old.Tracing, new.Tracing
+	to.CaptureContent, tn.CaptureContent = false, false
+	if !reflect.DeepEqual(to, tn) {
+		out = append(out, "tracing (all but capture_content)")
+	}
 	so, sn := old.Streams, new.Streams
 	so.LastReader, sn.LastReader = "", ""
 	so.LastReaderGrace, sn.LastReaderGrace = 0, 0

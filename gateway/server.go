@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/streamgate/gateway/apikeys"
 	"github.com/streamgate/gateway/budget"
@@ -66,6 +67,10 @@ type Server struct {
 	// now is the clock of routing health and stream retention; time.Now
 	// but in tests.
 	now func() time.Time
+	// traces exports spans (nil with tracing off); traceOpts are added
+	// to its options (tests).
+	traces    *sdktrace.TracerProvider
+	traceOpts []sdktrace.TracerProviderOption
 
 	// stopping is cancelled, with failure.ErrShutdown as its cause, when
 	// streams in flight must end because the drain timeout ran out.
@@ -87,6 +92,12 @@ type Option func(*Server)
 // WithClock makes routing health (cooldowns) and stream retention read
 // now instead of time.Now; for tests.
 func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = now } }
+
+// WithTraceOptions adds opts to the tracer provider's, when tracing is
+// on; for tests, which add a span processor to learn when spans end.
+func WithTraceOptions(opts ...sdktrace.TracerProviderOption) Option {
+	return func(s *Server) { s.traceOpts = append(s.traceOpts, opts...) }
+}
 
 // New builds a server for cfg, which must have passed validation.
 func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Server, error) {
@@ -135,9 +146,12 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Server, error) 
 	if s.budgets, err = newBudgets(cfg.RateLimit, s.usage, log); err != nil {
 		return nil, errors.Join(fmt.Errorf("budgets: %w", err), store.Close(), s.hub.Close(), s.closeResponses(), s.closeLedger())
 	}
+	if s.traces, err = newTracerProvider(context.Background(), cfg.Tracing, s.traceOpts...); err != nil {
+		return nil, errors.Join(err, store.Close(), s.hub.Close(), s.closeResponses(), s.closeLedger(), s.budgets.Close())
+	}
 	g, err := s.build(cfg, nil)
 	if err != nil {
-		return nil, errors.Join(err, store.Close(), s.hub.Close(), s.closeResponses(), s.closeLedger(), s.budgets.Close())
+		return nil, errors.Join(err, store.Close(), s.hub.Close(), s.closeResponses(), s.closeLedger(), s.budgets.Close(), s.closeTraces())
 	}
 	s.cur.Store(g)
 	s.metrics.Register(
@@ -173,13 +187,30 @@ func (s *Server) Close() error {
 		s.keys.Close()
 	}
 	// The ledger last: the streams the hub ends record their rows.
-	err := errors.Join(s.hub.Close(), s.store.Close(), s.budgets.Close(), s.closeResponses(), s.closeLedger())
+	// Traces after the streams' ends, which end their spans.
+	err := errors.Join(s.hub.Close(), s.store.Close(), s.budgets.Close(), s.closeResponses(), s.closeLedger(), s.closeTraces())
 	s.builtMu.Lock()
 	defer s.builtMu.Unlock()
 	for _, p := range s.built {
 		providers.CloseIdle(p)
 	}
 	return err
+}
+
+// traceFlushTimeout bounds sending the last spans at shutdown.
+const traceFlushTimeout = 5 * time.Second
+
+// closeTraces sends the spans not yet exported and stops the exporter.
+func (s *Server) closeTraces() error {
+	if s.traces == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), traceFlushTimeout)
+	defer cancel()
+	if err := s.traces.Shutdown(ctx); err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
+	return nil
 }
 
 // ledgerOpenTimeout bounds connecting to the ledger's database and

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/streamgate/gateway/failure"
 	"github.com/streamgate/gateway/outcome"
@@ -30,6 +31,10 @@ func AccessLog(log *slog.Logger) gin.HandlerFunc {
 			slog.Duration("duration", time.Since(start)),
 			slog.String("client_ip", c.ClientIP()),
 		)
+		if sc := trace.SpanContextFromContext(c.Request.Context()); sc.IsValid() {
+			// The line and the trace find each other.
+			attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()))
+		}
 		if info.KeyName != "" {
 			attrs = append(attrs, slog.String("key", info.KeyName))
 		}

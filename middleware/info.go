@@ -21,6 +21,9 @@ type Info struct {
 	KeyName  string
 	Model    string
 	Provider string
+	// System is the kind of the provider that answered (openai,
+	// anthropic, mock), for traces.
+	System string
 	// Attempts counts the upstream calls made; Fallbacks how often the
 	// request moved on to another route before its first delta.
 	Attempts  int
@@ -55,6 +58,9 @@ type Info struct {
 	// End says how a stream ended; None for requests that did not
 	// stream.
 	End outcome.End
+	// FinishReason is the upstream's reason for ending its answer
+	// (stop, length, tool_calls...), where it gave one.
+	FinishReason string
 	// ErrorCode and Error describe a failure; Error never holds secrets.
 	ErrorCode string
 	Error     string

@@ -4,6 +4,11 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/streamgate/gateway/tracing"
 )
 
 // NewTransport returns the HTTP transport the upstream providers share the
@@ -25,4 +30,30 @@ func NewTransport(connect time.Duration) *http.Transport {
 	// compressor; ask for identity.
 	t.DisableCompression = true
 	return t
+}
+
+// Traced wraps rt so that each upstream request carries the W3C trace
+// context (traceparent, tracestate, baggage) of the span its context
+// holds: the upstream attempt's, when the request is traced. Without a
+// span it passes the request through untouched, at no cost.
+func Traced(rt http.RoundTripper) http.RoundTripper { return traced{rt} }
+
+type traced struct{ rt http.RoundTripper }
+
+func (t traced) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !trace.SpanContextFromContext(req.Context()).IsValid() {
+		return t.rt.RoundTrip(req)
+	}
+	// A RoundTripper must not change the request it is given.
+	out := req.Clone(req.Context())
+	tracing.Propagator.Inject(out.Context(), propagation.HeaderCarrier(out.Header))
+	return t.rt.RoundTrip(out)
+}
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach the
+// transport underneath.
+func (t traced) CloseIdleConnections() {
+	if c, ok := t.rt.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }

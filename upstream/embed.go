@@ -30,9 +30,11 @@ func (r *Registry) Embed(ctx context.Context, req *providers.EmbedRequest, model
 			r.opts.Observer.FellBack(model)
 		}
 		a.Attempts++
-		a.Provider, a.Deployment, a.Price = dep.providerName, dep.model, dep.price
+		a.Provider, a.Deployment, a.Price, a.System = dep.providerName, dep.model, dep.price, dep.system
 		req.Model = dep.model
-		out, err := e.Embed(ctx, req)
+		actx, span := startAttempt(ctx, "embeddings", dep, a.Attempts)
+		out, err := e.Embed(actx, req)
+		endAttempt(ctx, span, err)
 		if err == nil {
 			dep.health.success(0)
 			return out, a, nil

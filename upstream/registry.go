@@ -27,6 +27,9 @@ import (
 type deployment struct {
 	providerName string
 	provider     providers.Provider
+	// system is the provider's type (openai, anthropic, mock): the
+	// GenAI conventions' gen_ai.system.
+	system string
 	// model is the upstream model name.
 	model string
 	// The provider's timeouts; 0 is none.
@@ -145,7 +148,7 @@ func Build(cfg *config.Config, prev *Registry, opts Options) (*Registry, error) 
 				healths[key] = h
 			}
 			r.models[name] = append(r.models[name], deployment{
-				providerName: route.Provider, provider: r.providers[route.Provider], model: upstream,
+				providerName: route.Provider, provider: r.providers[route.Provider], system: pc.Type, model: upstream,
 				firstTokenTimeout: first, idleTimeout: idle, streamTimeout: total,
 				weight: weight, health: h, price: cfg.PriceOf(name, route),
 			})
@@ -230,8 +233,9 @@ func setInt(dst *int, v *int) {
 	}
 }
 
-// Secrets lists the provider credentials of cfg, which must never leave
-// the process: errors and logs are redacted of them.
+// Secrets lists the credentials of cfg (providers' and the trace
+// collector's), which must never leave the process: errors and logs are
+// redacted of them.
 func Secrets(cfg *config.Config) []string {
 	var out []string
 	for _, pc := range cfg.Providers {
@@ -242,6 +246,12 @@ func Secrets(cfg *config.Config) []string {
 			if v.Reveal() != "" {
 				out = append(out, v.Reveal())
 			}
+		}
+	}
+	// Not upstream's, but as secret: a trace collector's token.
+	for _, v := range cfg.Tracing.Headers {
+		if v.Reveal() != "" {
+			out = append(out, v.Reveal())
 		}
 	}
 	return out

@@ -8,10 +8,13 @@ import (
 	"net/http"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/streamgate/gateway/failure"
 	"github.com/streamgate/gateway/limit"
 	"github.com/streamgate/gateway/providers"
 	"github.com/streamgate/gateway/spend"
+	"github.com/streamgate/gateway/tracing"
 )
 
 // Timeouts, each reported with its own code.
@@ -35,6 +38,8 @@ type Attempt struct {
 	// attempt, and Price its price (nil when not known).
 	Deployment string
 	Price      *spend.Price
+	// System is the current (or last) attempt's provider type.
+	System string
 }
 
 // Stream is what the relay reads: an upstream stream that, until the
@@ -60,6 +65,7 @@ type Stream struct {
 	dep       deployment
 	began     time.Time       // the current attempt's start
 	actx      context.Context // the current attempt's
+	span      trace.Span      // the current attempt's (tracing.None when untraced)
 	cancel    context.CancelCauseFunc
 	timer     *time.Timer // first-token, then idle timeout
 	total     *time.Timer
@@ -131,13 +137,15 @@ func (s *Stream) advance(lastErr error) error {
 		}
 		dep := s.routes[s.route]
 		s.attempt.Attempts++
-		s.attempt.Provider, s.attempt.Deployment, s.attempt.Price = dep.providerName, dep.model, dep.price
+		s.attempt.Provider, s.attempt.Deployment, s.attempt.Price, s.attempt.System = dep.providerName, dep.model, dep.price, dep.system
 		s.routeTries++
+		sctx, span := startAttempt(s.parent, "chat", dep, s.attempt.Attempts)
 		if err := s.pace(dep); err != nil {
+			endAttempt(s.parent, span, err)
 			lastErr = err
 			continue
 		}
-		actx, cancel := context.WithCancelCause(s.parent)
+		actx, cancel := context.WithCancelCause(sctx)
 		s.req.Model = dep.model
 		began := time.Now()
 		// What only the client's own API can say is refused by a
@@ -149,11 +157,13 @@ func (s *Stream) advance(lastErr error) error {
 		}
 		if err != nil {
 			cancel(nil)
+			endAttempt(s.parent, span, err)
 			s.failed(dep, err)
 			s.r.opts.Log.Debug("upstream attempt failed", "request_id", s.requestID, "provider", dep.providerName, "attempt", s.attempt.Attempts, "error", s.r.opts.Redact(err.Error()))
 			lastErr = err
 			continue
 		}
+		s.span = span
 		s.start(dep, st, actx, cancel, began)
 		return nil
 	}
@@ -180,6 +190,7 @@ func (s *Stream) nextRoute(lastErr error) (time.Duration, bool) {
 		if wait < remaining {
 			s.backoff = min(2*s.backoff, maxBackoff)
 			s.r.opts.Observer.Retried(s.routes[s.route].providerName)
+			s.event(tracing.EventRetry, lastErr, wait)
 			return wait, true
 		}
 	}
@@ -189,6 +200,7 @@ func (s *Stream) nextRoute(lastErr error) (time.Duration, bool) {
 		s.backoff = s.r.retry.Backoff.Std()
 		s.attempt.Fallbacks++
 		s.r.opts.Observer.FellBack(s.model)
+		s.event(tracing.EventFallback, lastErr, 0)
 		return 0, true
 	}
 	return 0, false
@@ -262,6 +274,7 @@ func (s *Stream) Recv() (providers.Chunk, error) {
 		if errors.Is(err, io.EOF) {
 			return c, err
 		}
+		spanFailed(s.parent, s.span, err)
 		s.failed(s.dep, err)
 		if s.delivered {
 			return c, err
@@ -277,6 +290,9 @@ func (s *Stream) Recv() (providers.Chunk, error) {
 // timeout for the idle timeout.
 func (s *Stream) firstDelta() {
 	s.delivered = true
+	// Once per request; never per token.
+	s.span.AddEvent(tracing.EventFirstToken)
+	trace.SpanFromContext(s.parent).AddEvent(tracing.EventFirstToken)
 	if s.dep.health.success(time.Since(s.began)) {
 		s.r.opts.Log.Info("deployment recovered", "provider", s.dep.providerName, "model", s.dep.model)
 	}
@@ -329,6 +345,10 @@ func (s *Stream) stopAttempt() {
 	}
 	if s.cancel != nil {
 		s.cancel(context.Canceled)
+	}
+	if s.span != nil {
+		s.span.End()
+		s.span = nil
 	}
 }
 

@@ -24,9 +24,11 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
 
 	"github.com/streamgate/gateway/config"
 	"github.com/streamgate/gateway/gateway"
+	"github.com/streamgate/gateway/internal/logevery"
 )
 
 func main() {
@@ -84,6 +86,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// to debug level, since the stores already warn about outages. Its
 	// logger is global: set once, as the process starts serving.
 	redis.SetLogger(redisLogger{log})
+	// OpenTelemetry reports export failures (a collector down) to a
+	// global handler, by default the standard logger: to ours, at most
+	// a line a second.
+	otel.SetErrorHandler(&otelErrors{log: log})
 	srv, err := gateway.New(cfg, log)
 	if err != nil {
 		return err
@@ -122,6 +128,18 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// otelErrors logs OpenTelemetry's errors as warnings, one a second.
+type otelErrors struct {
+	log   *slog.Logger
+	every logevery.Second
+}
+
+func (h *otelErrors) Handle(err error) {
+	if h.every.Allow() {
+		h.log.Warn("tracing: export failed; spans are being dropped", "error", err)
+	}
 }
 
 // redisLogger adapts go-redis's logger to slog.

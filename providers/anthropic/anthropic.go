@@ -60,7 +60,7 @@ func New(opts Options) *Provider {
 	if transport == nil {
 		transport = providers.NewTransport(opts.ConnectTimeout)
 	}
-	httpClient := &http.Client{Transport: transport}
+	httpClient := &http.Client{Transport: providers.Traced(transport)}
 	ropts := []option.RequestOption{
 		option.WithAPIKey(opts.APIKey),
 		// No http.Client.Timeout: it would bound reading the whole stream.

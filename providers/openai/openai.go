@@ -128,7 +128,7 @@ func New(opts Options) (*Provider, error) {
 		transport = providers.NewTransport(opts.ConnectTimeout)
 	}
 	// No http.Client.Timeout: it would bound reading the whole stream.
-	httpClient := &http.Client{Transport: transport}
+	httpClient := &http.Client{Transport: providers.Traced(transport)}
 	cfg.HTTPClient = &doer{client: httpClient, headers: opts.Headers}
 
 	p := &Provider{client: goopenai.NewClientWithConfig(cfg), http: httpClient, maxLine: opts.MaxLineBytes, azure: opts.Azure != nil, responses: opts.Responses}
