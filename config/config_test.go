@@ -296,3 +296,29 @@ func TestServesResponses(t *testing.T) {
 		}
 	}
 }
+
+func TestTracingValidation(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml, want string
+	}{
+		{"bad protocol", "tracing:\n  protocol: http/json\n", `tracing.protocol: "http/json" is not one of http/protobuf, grpc`},
+		{"endpoint without scheme", "tracing:\n  endpoint: collector:4318\n", `tracing.endpoint: "collector:4318" must be an http:// or https:// URL with a host`},
+		{"ratio above 1", "tracing:\n  sample_ratio: 1.5\n", "tracing.sample_ratio: 1.5 is not between 0 and 1"},
+		{"negative ratio", "tracing:\n  sample_ratio: -0.1\n", "tracing.sample_ratio: -0.1 is not between 0 and 1"},
+		{"bad header", "tracing:\n  headers:\n    \"a b\": x\n", `tracing.headers: "a b" is not a header name`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("test.yaml", []byte(good+tc.yaml))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+	cfg, err := Parse("test.yaml", []byte(good+"tracing:\n  enabled: true\n  protocol: grpc\n  endpoint: http://otel-collector:4317\n  sample_ratio: 0.25\n  headers:\n    x-token: ${TRACE_TOKEN}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr := cfg.Tracing; !tr.Enabled || tr.Protocol != TracingGRPC || *tr.SampleRatio != 0.25 || tr.Endpoint != "http://otel-collector:4317" || len(tr.Headers) != 1 {
+		t.Errorf("tracing: %+v", tr)
+	}
+}

@@ -148,8 +148,25 @@ const (
 )
 
 // postTraced sends body to path with the caller's traceparent and the
-// traced key, and reads the whole stream.
+// traced key, and reads the whole stream, which must be a 200.
 func postTraced(t *testing.T, h *harness, path, body, traceparent string) string {
+	t.Helper()
+	resp, b := sendTraced(t, h, path, body, traceparent)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST %s: %d\n%s", path, resp.StatusCode, b)
+	}
+	return b
+}
+
+// tracedRequest sends body to path with the traced key and reads the
+// whole answer.
+func tracedRequest(t *testing.T, h *harness, path, body string) *http.Response {
+	t.Helper()
+	resp, _ := sendTraced(t, h, path, body, "")
+	return resp
+}
+
+func sendTraced(t *testing.T, h *harness, path, body, traceparent string) (*http.Response, string) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, h.http.URL+path, strings.NewReader(body))
 	if err != nil {
@@ -166,10 +183,10 @@ func postTraced(t *testing.T, h *harness, path, body, traceparent string) string
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("POST %s: %d %v\n%s", path, resp.StatusCode, err, b)
+	if err != nil {
+		t.Fatalf("POST %s: %v", path, err)
 	}
-	return string(b)
+	return resp, string(b)
 }
 
 // TestTraceSpanTree checks, on every endpoint and over both OTLP
@@ -349,4 +366,111 @@ func anyString(v *commonpb.AnyValue) string {
 		return b.String()
 	}
 	return v.GetStringValue()
+}
+
+// TestTraceSampling checks that sampling decides what is exported while
+// the trace context reaches the upstream either way: a ratio of 0
+// records no new trace (its unsampled traceparent still goes upstream),
+// a caller's sampled trace is followed, and with tracing off nothing is
+// added to the upstream's request.
+func TestTraceSampling(t *testing.T) {
+	for _, tc := range []struct {
+		name, tracing, traceparent string
+		spans                      int    // exported
+		upstream                   string // the traceparent's shape upstream: "" none, else its flags
+	}{
+		{name: "ratio 0, new trace", tracing: "  sample_ratio: 0", spans: 0, upstream: "00"},
+		{name: "ratio 0, caller sampled", tracing: "  sample_ratio: 0", traceparent: "00-" + callerTrace + "-" + callerParent + "-01", spans: 6, upstream: "01"},
+		{name: "ratio 1, caller not sampled", tracing: "  sample_ratio: 1", traceparent: "00-" + callerTrace + "-" + callerParent + "-00", spans: 0, upstream: "00"},
+		{name: "off", tracing: "  sample_ratio: 1", traceparent: "00-" + callerTrace + "-" + callerParent + "-01", spans: -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			recv := otlptest.NewHTTP(t)
+			up := newTracedUpstream(t)
+			cfg := tracedConfig(up.url, "http/protobuf", recv.URL, tc.tracing)
+			if tc.spans < 0 {
+				cfg = strings.Replace(cfg, "  enabled: true\n  protocol", "  enabled: false\n  protocol", 1)
+			}
+			h := newHarness(t, cfg)
+			postTraced(t, h, tracedEndpoints[0].path, tracedEndpoints[0].body, tc.traceparent)
+			// Closing the server waits for the handler and flushes the
+			// exporter.
+			h.stop()
+			if n := len(recv.Spans()); n != max(tc.spans, 0) {
+				t.Errorf("%d spans exported, want %d", n, max(tc.spans, 0))
+			}
+			for i, tp := range up.traceparents() {
+				switch {
+				case tc.upstream == "" && tp != "":
+					t.Errorf("call %d carried traceparent %q with tracing off", i+1, tp)
+				case tc.upstream != "" && (len(tp) != 55 || !strings.HasSuffix(tp, "-"+tc.upstream)):
+					t.Errorf("call %d carried traceparent %q, want flags %s", i+1, tp, tc.upstream)
+				case tc.traceparent != "" && tc.upstream != "" && !strings.Contains(tp, callerTrace):
+					t.Errorf("call %d carried traceparent %q, not of the caller's trace", i+1, tp)
+				}
+			}
+		})
+	}
+}
+
+// TestTraceFailedRequest checks the spans of a request every attempt of
+// which failed: four attempts, each an error with its status, and a
+// server span that is an error with the gateway's error code.
+func TestTraceFailedRequest(t *testing.T) {
+	recv := otlptest.NewHTTP(t)
+	_, url := countingUpstream(t, func(_ int32, w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, `{"error":{"message":"overloaded","type":"server_error"}}`, http.StatusServiceUnavailable)
+	})
+	h := newHarness(t, tracedConfig(url, "http/protobuf", recv.URL, ""))
+	resp := tracedRequest(t, h, "/v1/chat/completions", `{"model":"traced","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	h.stop()
+	var attempts int
+	var server *otlptest.Span
+	for _, s := range recv.Spans() {
+		switch {
+		case strings.HasPrefix(s.Name, "chat "):
+			attempts++
+			if s.Status.GetCode() != tracepb.Status_STATUS_CODE_ERROR || s.Int("http.response.status_code") != 503 {
+				t.Errorf("attempt %q: status %v, code %d", s.Name, s.Status, s.Int("http.response.status_code"))
+			}
+		case s.Name == "POST /v1/chat/completions":
+			server = &s
+		}
+	}
+	if attempts != 4 || server == nil {
+		t.Fatalf("%d attempts, server span %v", attempts, server)
+	}
+	if server.Status.GetCode() != tracepb.Status_STATUS_CODE_ERROR || server.Str("gateway.error_code") == "" || server.Int("http.response.status_code") != int64(resp.StatusCode) {
+		t.Errorf("server span: %v %+v (answered %d)", server.Status, server.Attributes, resp.StatusCode)
+	}
+}
+
+// TestTraceCaptureContent checks that prompts and a non-streamed answer
+// reach the span only with capture_content, and without the configured
+// secrets even then.
+func TestTraceCaptureContent(t *testing.T) {
+	for _, capture := range []bool{false, true} {
+		t.Run(fmt.Sprint("capture=", capture), func(t *testing.T) {
+			recv := otlptest.NewHTTP(t)
+			up := newTracedUpstream(t)
+			h := newHarness(t, tracedConfig(up.url, "http/protobuf", recv.URL, fmt.Sprintf("  capture_content: %v", capture)))
+			resp := tracedRequest(t, h, "/v1/chat/completions", `{"model":"traced","messages":[{"role":"user","content":"`+secretPrompt+` `+tracedUpKey+`"}]}`)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			h.stop()
+			var in, out string
+			for _, s := range recv.Spans() {
+				if s.Kind == tracepb.Span_SPAN_KIND_SERVER {
+					in, out = s.Str("gen_ai.input.messages"), s.Str("gen_ai.output.messages")
+				}
+			}
+			if capture != strings.Contains(in, secretPrompt) || capture != strings.Contains(out, "hello") {
+				t.Errorf("capture %v: input %q, output %q", capture, in, out)
+			}
+			if strings.Contains(in, tracedUpKey) || capture && !strings.Contains(in, "[REDACTED]") {
+				t.Errorf("captured input not redacted: %q", in)
+			}
+		})
+	}
 }
