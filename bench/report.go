@@ -78,15 +78,20 @@ func checkTargets(rep *Report) []Check {
 			add("idle: peak RSS per open stream", "≤ 32 KiB", perStream <= 32, fmt.Sprintf("%.1f KiB (%.0f MiB in all)", perStream, g.RelayPeakRSSMiB), perStream)
 		}
 	}
-	// The ledger's cost: the same endpoint with it on and off.
-	if on, off := rep.find("throughput", TargetGatewayChatLedger), rep.find("throughput", TargetGatewayChat); on != nil && off != nil && off.CPUPerChunkUs > 0 && off.Result.ChunksPerSec > 0 {
-		add := func(name, want string, ok bool, got string, v float64) {
-			checks = append(checks, Check{Name: name, Target: TargetGatewayChatLedger, Want: want, Got: got, Value: v, Pass: ok})
+	// What the ledger and tracing cost: the same endpoint with each on
+	// and off.
+	for _, v := range []struct{ target, what string }{{TargetGatewayChatLedger, "ledger"}, {TargetGatewayChatTraced, "tracing"}} {
+		on, off := rep.find("throughput", v.target), rep.find("throughput", TargetGatewayChat)
+		if on == nil || off == nil || off.CPUPerChunkUs <= 0 || off.Result.ChunksPerSec <= 0 {
+			continue
+		}
+		add := func(name, want string, ok bool, got string, val float64) {
+			checks = append(checks, Check{Name: name, Target: v.target, Want: want, Got: got, Value: val, Pass: ok})
 		}
 		r := on.CPUPerChunkUs / off.CPUPerChunkUs
-		add("CPU per chunk, ledger on vs off", "≤ 1.05×", r <= 1.05, fmt.Sprintf("%.3f× (%.2f vs %.2f µs)", r, on.CPUPerChunkUs, off.CPUPerChunkUs), r)
+		add("CPU per chunk, "+v.what+" on vs off", "≤ 1.05×", r <= 1.05, fmt.Sprintf("%.3f× (%.2f vs %.2f µs)", r, on.CPUPerChunkUs, off.CPUPerChunkUs), r)
 		r = on.Result.ChunksPerSec / off.Result.ChunksPerSec
-		add("Throughput, ledger on vs off", "≥ 0.95×", r >= 0.95, fmt.Sprintf("%.3f× (%.0f vs %.0f chunks/s)", r, on.Result.ChunksPerSec, off.Result.ChunksPerSec), r)
+		add("Throughput, "+v.what+" on vs off", "≥ 0.95×", r >= 0.95, fmt.Sprintf("%.3f× (%.0f vs %.0f chunks/s)", r, on.Result.ChunksPerSec, off.Result.ChunksPerSec), r)
 	}
 	return checks
 }

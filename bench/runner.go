@@ -67,13 +67,17 @@ const (
 	// TargetGatewayChatLedger is gateway-chat with every request priced
 	// and written to a SQLite usage ledger.
 	TargetGatewayChatLedger = "gateway-chat-ledger"
+	// TargetGatewayChatTraced is gateway-chat with every request traced
+	// (sample ratio 1) and its spans exported over OTLP/HTTP to a
+	// collector that discards them.
+	TargetGatewayChatTraced = "gateway-chat-traced"
 )
 
 // Targets lists every target.
-var Targets = []string{TargetDirect, TargetBaseline, TargetGatewayNative, TargetGatewayChat, TargetGatewayChatLedger, TargetGatewayMessages, TargetGatewayResponses}
+var Targets = []string{TargetDirect, TargetBaseline, TargetGatewayNative, TargetGatewayChat, TargetGatewayChatLedger, TargetGatewayChatTraced, TargetGatewayMessages, TargetGatewayResponses}
 
 // GatewayTargets are the targets served by the gateway.
-var GatewayTargets = []string{TargetGatewayNative, TargetGatewayChat, TargetGatewayChatLedger, TargetGatewayMessages, TargetGatewayResponses}
+var GatewayTargets = []string{TargetGatewayNative, TargetGatewayChat, TargetGatewayChatLedger, TargetGatewayChatTraced, TargetGatewayMessages, TargetGatewayResponses}
 
 // Runner starts the servers as separate processes (so their CPU time and
 // memory can be read from /proc) and runs every scenario against every
@@ -155,7 +159,7 @@ func (r *Runner) measure(ctx context.Context, sc Scenario, target string) (*Meas
 		}
 		defer relay.stop()
 		load.URL = "http://" + relay.addr + "/v1/chat/completions"
-	case TargetGatewayNative, TargetGatewayChat, TargetGatewayChatLedger, TargetGatewayMessages, TargetGatewayResponses:
+	case TargetGatewayNative, TargetGatewayChat, TargetGatewayChatLedger, TargetGatewayChatTraced, TargetGatewayMessages, TargetGatewayResponses:
 		cfg := filepath.Join(r.WorkDir, "gateway.yaml")
 		yaml := gatewayConfig(mockURL, sc.H2C)
 		if target == TargetGatewayChatLedger {
@@ -164,6 +168,14 @@ func (r *Runner) measure(ctx context.Context, sc Scenario, target string) (*Meas
 				_ = os.Remove(db + suffix) // each measurement starts empty
 			}
 			yaml += ledgerConfig(db)
+		}
+		if target == TargetGatewayChatTraced {
+			col, err := startCollector()
+			if err != nil {
+				return nil, err
+			}
+			defer col.Close()
+			yaml += tracingConfig(col.URL)
 		}
 		if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 			return nil, err
@@ -246,6 +258,16 @@ ledger:
   backend: sqlite
   path: %s
 `, path)
+}
+
+// tracingConfig traces every request to the OTLP/HTTP collector at url.
+func tracingConfig(url string) string {
+	return fmt.Sprintf(`tracing:
+  enabled: true
+  protocol: http/protobuf
+  endpoint: %s
+  sample_ratio: 1
+`, url)
 }
 
 // process is a server started for one measurement.

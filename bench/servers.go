@@ -68,3 +68,31 @@ func ServeBaseline(ctx context.Context, addr, upstream string, h2c bool, out io.
 	rp.Transport = t
 	return serve(ctx, addr, rp, h2c, out)
 }
+
+// collector is an OTLP/HTTP trace collector that accepts every export
+// and keeps nothing, for the traced target: what is measured is the
+// gateway's side of tracing (spans, batching, encoding, sending).
+type collector struct {
+	URL string
+	srv *http.Server
+}
+
+func startCollector() (*collector, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	c := &collector{URL: "http://" + ln.Addr().String(), srv: &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			// An empty ExportTraceServiceResponse: everything accepted.
+			w.Header().Set("Content-Type", "application/x-protobuf")
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}}
+	go func() { _ = c.srv.Serve(ln) }()
+	return c, nil
+}
+
+// Close stops the collector.
+func (c *collector) Close() error { return c.srv.Close() }
