@@ -99,7 +99,7 @@ func (s *Server) routes(g *generation) (*gin.Engine, error) {
 	}
 	e.Use(middleware.RequestID(), middleware.AccessLog(s.log))
 	if s.traces != nil {
-		e.Use(middleware.Trace(s.traces.Tracer(tracing.Scope)))
+		e.Use(middleware.Trace(s.traces.Tracer(tracing.Scope), "/healthz", "/readyz", "/metrics"))
 	}
 	e.Use(
 		s.metrics.CountRequests,

@@ -474,3 +474,24 @@ func TestTraceCaptureContent(t *testing.T) {
 		})
 	}
 }
+
+// TestTraceSkipsProbes checks that probes and metrics, polled every few
+// seconds, make no spans, while API requests (even refused ones) do.
+func TestTraceSkipsProbes(t *testing.T) {
+	recv := otlptest.NewHTTP(t)
+	h := newHarness(t, tracedConfig("http://127.0.0.1:1", "http/protobuf", recv.URL, ""))
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		resp, err := h.http.Client().Get(h.http.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	resp := h.post(t, context.Background(), "/v1/chat/completions", `{"model":"traced","messages":[]}`) // no key: 401
+	resp.Body.Close()
+	h.stop()
+	if got := names(recv.Spans()); !slices.Equal(got, []string{"POST /v1/chat/completions"}) {
+		t.Errorf("spans %v, want only the API request's", got)
+	}
+}

@@ -2,6 +2,7 @@ package middleware
 
 import (
 	"net/http"
+	"slices"
 
 	"github.com/gin-gonic/gin"
 	"go.opentelemetry.io/otel/attribute"
@@ -20,9 +21,14 @@ import (
 // AccessLog) and ends with what the handlers recorded in Info: the
 // GenAI attributes, tokens, time to first token, ending and error code.
 // The URL's query is left out (a resume token travels in it), as is
-// every header.
-func Trace(tracer trace.Tracer) gin.HandlerFunc {
+// every header. Routes in skip (probes, metrics: polled every few
+// seconds, they would drown the traces worth reading) get no span.
+func Trace(tracer trace.Tracer, skip ...string) gin.HandlerFunc {
 	return func(c *gin.Context) {
+		if slices.Contains(skip, c.FullPath()) {
+			c.Next()
+			return
+		}
 		info := Get(c)
 		ctx := tracing.Propagator.Extract(c.Request.Context(), propagation.HeaderCarrier(c.Request.Header))
 		name, route := c.Request.Method, c.FullPath()
