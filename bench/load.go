@@ -53,6 +53,9 @@ type Load struct {
 	// H2C speaks cleartext HTTP/2 to the target (one connection carries
 	// many streams), as a load balancer in front of it might.
 	H2C bool
+	// Key, when set, is sent as a bearer token (the gateway's API key;
+	// the baseline and the mock ignore it).
+	Key string
 }
 
 // Result is what a load run measured, on the client side.
@@ -213,6 +216,9 @@ func (w *worker) stream(ctx context.Context, client *http.Client, l Load, body [
 		return
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if l.Key != "" {
+		req.Header.Set("Authorization", "Bearer "+l.Key)
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		w.fail(err)

@@ -3,7 +3,9 @@ package bench
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"github.com/streamgate/gateway/config"
 	"io"
 	"os"
 	"os/exec"
@@ -71,13 +73,17 @@ const (
 	// (sample ratio 1) and its spans exported over OTLP/HTTP to a
 	// collector that discards them.
 	TargetGatewayChatTraced = "gateway-chat-traced"
+	// TargetGatewayNativeRedis is gateway-native with its limits and its
+	// streams' logs in Redis (a local redis-server), as replicas that
+	// share them run.
+	TargetGatewayNativeRedis = "gateway-native-redis"
 )
 
 // Targets lists every target.
-var Targets = []string{TargetDirect, TargetBaseline, TargetGatewayNative, TargetGatewayChat, TargetGatewayChatLedger, TargetGatewayChatTraced, TargetGatewayMessages, TargetGatewayResponses}
+var Targets = []string{TargetDirect, TargetBaseline, TargetGatewayNative, TargetGatewayNativeRedis, TargetGatewayChat, TargetGatewayChatLedger, TargetGatewayChatTraced, TargetGatewayMessages, TargetGatewayResponses}
 
 // GatewayTargets are the targets served by the gateway.
-var GatewayTargets = []string{TargetGatewayNative, TargetGatewayChat, TargetGatewayChatLedger, TargetGatewayChatTraced, TargetGatewayMessages, TargetGatewayResponses}
+var GatewayTargets = []string{TargetGatewayNative, TargetGatewayNativeRedis, TargetGatewayChat, TargetGatewayChatLedger, TargetGatewayChatTraced, TargetGatewayMessages, TargetGatewayResponses}
 
 // Runner starts the servers as separate processes (so their CPU time and
 // memory can be read from /proc) and runs every scenario against every
@@ -103,6 +109,11 @@ type Measurement struct {
 	// RelayPeakRSSMiB is the relay process's peak resident memory.
 	RelayPeakRSSMiB float64 `json:"relay_peak_rss_mib"`
 	MockCPUSec      float64 `json:"mock_cpu_s"`
+	// RedisCommandsPerStream and RedisCPUPerStreamUs are, for the
+	// Redis-backed target, the commands Redis ran and the CPU it spent
+	// per completed stream.
+	RedisCommandsPerStream float64 `json:"redis_commands_per_stream,omitempty"`
+	RedisCPUPerStreamUs    float64 `json:"redis_cpu_per_stream_us,omitempty"`
 }
 
 // Run runs every scenario against every target.
@@ -116,13 +127,21 @@ func (r *Runner) Run(ctx context.Context) (*Report, error) {
 		for _, target := range Targets {
 			fmt.Fprintf(r.Log, "%-10s %-15s ", sc.Name, target)
 			m, err := r.measure(ctx, sc, target)
+			if errors.Is(err, errNoRedis) {
+				fmt.Fprintf(r.Log, "skipped: %v\n", err)
+				continue
+			}
 			if err != nil {
 				fmt.Fprintln(r.Log, "failed")
 				return rep, fmt.Errorf("%s against %s: %w", sc.Name, target, err)
 			}
 			res := m.Result
-			fmt.Fprintf(r.Log, "%6d ok %4d err %9.0f chunks/s  ttft p50 %8.0fµs  cpu/chunk %6.2fµs  rss %6.1fMiB\n",
+			fmt.Fprintf(r.Log, "%6d ok %4d err %9.0f chunks/s  ttft p50 %8.0fµs  cpu/chunk %6.2fµs  rss %6.1fMiB",
 				res.Streams, res.Errors, res.ChunksPerSec, res.TTFT.P50, m.CPUPerChunkUs, m.RelayPeakRSSMiB)
+			if m.RedisCommandsPerStream > 0 {
+				fmt.Fprintf(r.Log, "  redis %.1f cmds, %.0fµs cpu per stream", m.RedisCommandsPerStream, m.RedisCPUPerStreamUs)
+			}
+			fmt.Fprintln(r.Log)
 			rep.Measurements = append(rep.Measurements, *m)
 		}
 	}
@@ -140,8 +159,9 @@ func (r *Runner) measure(ctx context.Context, sc Scenario, target string) (*Meas
 	mockURL := "http://" + mock.addr
 
 	relay := mock
+	var rds *redisServer // for the Redis-backed target
 	load := Load{Format: FormatChat, Model: "bench", Tokens: sc.Tokens, Delay: sc.Delay, Concurrency: sc.Concurrency,
-		Requests: sc.Requests, Duration: sc.Duration, RampUp: sc.RampUp, H2C: sc.H2C}
+		Requests: sc.Requests, Duration: sc.Duration, RampUp: sc.RampUp, H2C: sc.H2C, Key: benchKey}
 	h2c := fmt.Sprintf("-h2c=%v", sc.H2C)
 	switch target {
 	case TargetDirect:
@@ -159,7 +179,7 @@ func (r *Runner) measure(ctx context.Context, sc Scenario, target string) (*Meas
 		}
 		defer relay.stop()
 		load.URL = "http://" + relay.addr + "/v1/chat/completions"
-	case TargetGatewayNative, TargetGatewayChat, TargetGatewayChatLedger, TargetGatewayChatTraced, TargetGatewayMessages, TargetGatewayResponses:
+	case TargetGatewayNative, TargetGatewayNativeRedis, TargetGatewayChat, TargetGatewayChatLedger, TargetGatewayChatTraced, TargetGatewayMessages, TargetGatewayResponses:
 		cfg := filepath.Join(r.WorkDir, "gateway.yaml")
 		yaml := gatewayConfig(mockURL, sc.H2C)
 		if target == TargetGatewayChatLedger {
@@ -177,6 +197,13 @@ func (r *Runner) measure(ctx context.Context, sc Scenario, target string) (*Meas
 			defer col.Close()
 			yaml += tracingConfig(col.URL)
 		}
+		if target == TargetGatewayNativeRedis {
+			if rds, err = startRedis(); err != nil {
+				return nil, err
+			}
+			defer rds.Stop()
+			yaml += redisConfig(rds.Addr)
+		}
 		if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 			return nil, err
 		}
@@ -186,7 +213,7 @@ func (r *Runner) measure(ctx context.Context, sc Scenario, target string) (*Meas
 		defer relay.stop()
 		load.URL = "http://" + relay.addr + "/v1/chat/completions"
 		switch target {
-		case TargetGatewayNative:
+		case TargetGatewayNative, TargetGatewayNativeRedis:
 			load.URL, load.Format = "http://"+relay.addr+"/v1/stream", FormatNative
 		case TargetGatewayMessages:
 			load.URL, load.Format = "http://"+relay.addr+"/v1/messages", FormatMessages
@@ -200,6 +227,14 @@ func (r *Runner) measure(ctx context.Context, sc Scenario, target string) (*Meas
 		return nil, err
 	}
 	mockCPU0, _ := cpuTime(mock.pid())
+	var redisCmds0 int64
+	var redisCPU0 time.Duration
+	if rds != nil {
+		if redisCmds0, err = rds.Commands(ctx); err != nil {
+			return nil, err
+		}
+		redisCPU0, _ = cpuTime(rds.pid())
+	}
 	res, err := Run(ctx, load)
 	if err != nil {
 		return nil, err
@@ -222,14 +257,37 @@ func (r *Runner) measure(ctx context.Context, sc Scenario, target string) (*Meas
 	if res.Chunks > 0 {
 		m.CPUPerChunkUs = m.RelayCPUSec * 1e6 / float64(res.Chunks)
 	}
+	if rds != nil && res.Streams > 0 {
+		// Read before the gateway stops: its shutdown writes too.
+		cmds, err := rds.Commands(ctx)
+		if err != nil {
+			return nil, err
+		}
+		redisCPU1, _ := cpuTime(rds.pid())
+		m.RedisCommandsPerStream = float64(cmds-redisCmds0-1) / float64(res.Streams) // less the first INFO
+		m.RedisCPUPerStreamUs = (redisCPU1 - redisCPU0).Seconds() * 1e6 / float64(res.Streams)
+	}
 	return m, nil
 }
 
+// benchKey is the gateway key the load sends: auth is on, as in
+// production.
+const benchKey = "sk-gw-bench-0123456789abcdef"
+
 // gatewayConfig points the gateway's openai provider at the mock, so that
-// the real go-openai path is measured. Access logs stay on, as in
-// production; they go to a file.
+// the real go-openai path is measured, with everything a production
+// gateway runs on: auth (a hashed key), the key's request, token and
+// concurrency limits (set above what the load reaches: they are
+// checked, never hit), metrics and access logs (to a file).
 func gatewayConfig(mockURL string, h2c bool) string {
-	return fmt.Sprintf(`auth: {enabled: false}
+	return fmt.Sprintf(`auth: {enabled: true}
+keys:
+  bench:
+    key_sha256: %s
+    limits:
+      requests_per_minute: 1000000
+      tokens_per_minute: 1000000000
+      concurrent_streams: 100000
 server:
   listen: 127.0.0.1:0
   h2c: %v
@@ -246,7 +304,7 @@ models:
     routes:
       - provider: mock-upstream
         model: bench
-`, h2c, mockURL)
+`, config.Key{Key: benchKey}.Digest(), h2c, mockURL)
 }
 
 // ledgerConfig prices the bench model and records every request in a
