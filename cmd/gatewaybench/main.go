@@ -4,7 +4,7 @@
 //	gatewaybench run -gateway BIN [-out DIR] [-quick] [-scenarios a,b]
 //	    start mock, baseline proxy and gateway as separate processes, run
 //	    every scenario against each, write results.{md,json,svg} to DIR
-//	gatewaybench load -url URL [-format chat|native|messages|responses] [-c N] [-n N | -d DUR] [-tokens N] [-delay DUR] [-h2c]
+//	gatewaybench load -url URL [-format chat|native|messages|responses] [-c N] [-n N | -d DUR] [-tokens N] [-delay DUR] [-h2c] [-key KEY]
 //	    run one load and print its result as JSON
 //	gatewaybench soak -gateway BIN [-c N] [-d DUR] [-out FILE]
 //	    run the gateway under faults and impatient clients; print what
@@ -70,6 +70,7 @@ func run(ctx context.Context, args []string) error {
 		fs.StringVar(&l.Model, "model", "bench", "model name")
 		fs.IntVar(&l.Tokens, "tokens", 64, "tokens per stream")
 		fs.DurationVar(&l.Delay, "delay", 0, "delay between tokens")
+		fs.StringVar(&l.Key, "key", "", "API key sent as a bearer token (the gateway's, when auth is on)")
 		fs.IntVar(&l.Concurrency, "c", 1, "concurrent streams")
 		fs.IntVar(&l.Requests, "n", 0, "total streams (0: use -d)")
 		fs.DurationVar(&l.Duration, "d", 5*time.Second, "duration when -n is 0")
