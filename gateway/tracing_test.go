@@ -495,3 +495,30 @@ func TestTraceSkipsProbes(t *testing.T) {
 		t.Errorf("spans %v, want only the API request's", got)
 	}
 }
+
+// TestTraceEnvironment checks that the standard variables configure
+// what the file leaves out: OTEL_EXPORTER_OTLP_ENDPOINT and
+// OTEL_SERVICE_NAME, and that OTEL_SDK_DISABLED=true turns tracing off.
+func TestTraceEnvironment(t *testing.T) {
+	for _, disabled := range []bool{false, true} {
+		t.Run(fmt.Sprint("disabled=", disabled), func(t *testing.T) {
+			recv := otlptest.NewHTTP(t)
+			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", recv.URL)
+			t.Setenv("OTEL_SERVICE_NAME", "gateway-from-env")
+			t.Setenv("OTEL_SDK_DISABLED", fmt.Sprint(disabled))
+			up := newTracedUpstream(t)
+			h := newHarness(t, strings.Replace(tracedConfig(up.url, "http/protobuf", "", ""), "  endpoint: \n", "", 1))
+			postTraced(t, h, tracedEndpoints[0].path, tracedEndpoints[0].body, "")
+			h.stop()
+			spans := recv.Spans()
+			if disabled != (len(spans) == 0) {
+				t.Fatalf("OTEL_SDK_DISABLED=%v: %d spans", disabled, len(spans))
+			}
+			for _, s := range spans {
+				if s.Service != "gateway-from-env" {
+					t.Errorf("span %q of service %q", s.Name, s.Service)
+				}
+			}
+		})
+	}
+}
