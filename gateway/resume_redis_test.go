@@ -4,8 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/streamgate/gateway/internal/redistest"
 )
@@ -88,4 +92,62 @@ func TestDeleteOnAnotherReplica(t *testing.T) {
 	if e := decodeEvent(t, fromB[len(fromB)-1]); e.Error == nil || e.Error.Code != "cancelled" {
 		t.Errorf("replay on B ends %s", fromB[len(fromB)-1].Data)
 	}
+}
+
+// TestMirrorBatchesAppends: tokens that arrive apart (each read by the
+// client before the next is sent) are written to Redis in batches, at
+// most one write per 50 ms, not one per token; the mirror still holds
+// every event, as a replay on another replica shows.
+func TestMirrorBatchesAppends(t *testing.T) {
+	srv := redistest.Start(t)
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rc.Close()
+	g := newGatedUpstream(t)
+	a, b := newHarness(t, redisStreamsConfig(g, srv.Addr)), newHarness(t, redisStreamsConfig(g, srv.Addr))
+	resp := a.post(t, context.Background(), "/v1/stream", `{"model":"up-model","prompt":"hi"}`)
+	defer resp.Body.Close()
+	sr := newSSEReader(resp.Body)
+	got := events(t, sr, 1)
+	_, resumeURL := connectedEvent(t, got[0])
+
+	before := scriptCalls(t, rc)
+	start := time.Now()
+	const tokens = 40
+	for range tokens {
+		g.send("x")
+		got = append(got, events(t, sr, 1)...)
+	}
+	g.finish()
+	got = append(got, rest(t, newSSEReader(resp.Body))...)
+	elapsed := time.Since(start)
+	calls := scriptCalls(t, rc) - before - 1 // less the INFO before
+	// Writes are mirrorEvery (50 ms) apart, plus the finish; lease
+	// renewals come every lease_ttl/4 (250 ms); a few more for readers
+	// attaching and leaving.
+	if bound := int(elapsed/(50*time.Millisecond)) + int(elapsed/(250*time.Millisecond)) + 4; calls > bound || calls >= tokens {
+		t.Errorf("%d scripts in Redis for %d tokens over %v (at most %d)", calls, tokens, elapsed, bound)
+	}
+	if fromB := b.replay(t, resumeURL); render(fromB) != render(got) {
+		t.Errorf("replay from Redis on B:\n%s\nseen on A:\n%s", render(fromB), render(got))
+	}
+}
+
+// scriptCalls is how many scripts Redis has run (EVAL and EVALSHA).
+func scriptCalls(t *testing.T, rc *redis.Client) int {
+	t.Helper()
+	info, err := rc.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	for _, line := range strings.Split(info, "\n") {
+		for _, cmd := range []string{"cmdstat_evalsha:calls=", "cmdstat_eval:calls="} {
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), cmd); ok {
+				v, _, _ := strings.Cut(rest, ",")
+				c, _ := strconv.Atoi(v)
+				n += c
+			}
+		}
+	}
+	return n
 }

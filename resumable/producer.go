@@ -82,6 +82,15 @@ type Producer struct {
 	info middleware.Info
 	// mirrored is set while Redis holds the stream and the lease is ours.
 	mirrored atomic.Bool
+	// out holds the events appended since the last write to Redis, for
+	// at most mirrorEvery (mirrored streams only): a stream whose tokens
+	// come apart costs Redis a write per batch, not per token. outMu
+	// guards it and keeps the writes in order; outT flushes what waits.
+	outMu   sync.Mutex
+	out     []byte
+	lastOut time.Time
+	outT    *time.Timer
+	outDone bool
 	// remote is how many readers followed the stream from other
 	// replicas when last counted.
 	remote atomic.Int64
@@ -217,10 +226,9 @@ func (p *Producer) primaryLeft() {
 	}
 }
 
-// append adds events to the log and its mirror. A mirror that says the
-// stream is over was told so by another replica (a DELETE there): the
-// upstream is cancelled. It waits while readers lagging behind hold the
-// log at its bound.
+// append adds events to the log and queues them for its mirror
+// (toMirror). It waits while readers lagging behind hold the log at its
+// bound.
 func (p *Producer) append(lines []byte) error {
 	first := p.next
 	p.next += int64(bytes.Count(lines, []byte{'\n'}))
@@ -228,12 +236,68 @@ func (p *Producer) append(lines []byte) error {
 	p.toPrimary(first, lines)
 	p.log.WaitRoom(p.st.Ctx.Done())
 	if p.mirrored.Load() {
-		live, err := p.mirror(func(ctx context.Context) (bool, error) { return p.h.rds.Append(ctx, p.st.ID, lines) })
-		if err == nil && !live {
-			p.st.Cancel(ErrCancelled)
-		}
+		p.toMirror(lines)
 	}
 	return nil
+}
+
+// mirrorEvery is the longest an event waits to be written to Redis, and
+// so how far readers on other replicas may trail this one's. The first
+// events after a quiet spell go at once.
+const mirrorEvery = 50 * time.Millisecond
+
+// toMirror queues lines for Redis, writing them now if the last write
+// is mirrorEvery old, else when it will be.
+func (p *Producer) toMirror(lines []byte) {
+	p.outMu.Lock()
+	defer p.outMu.Unlock()
+	p.out = append(p.out, lines...)
+	if wait := mirrorEvery - time.Since(p.lastOut); wait > 0 {
+		if p.outT == nil {
+			p.outT = time.AfterFunc(wait, p.flushMirror)
+		}
+		return
+	}
+	p.writeMirror()
+}
+
+// flushMirror writes the events waiting for Redis, when their time came.
+func (p *Producer) flushMirror() {
+	p.outMu.Lock()
+	defer p.outMu.Unlock()
+	p.outT = nil
+	if !p.outDone && len(p.out) > 0 && p.mirrored.Load() {
+		p.writeMirror()
+	}
+}
+
+// writeMirror appends the waiting events to Redis; outMu is held. A
+// mirror that says the stream is over was told so by another replica
+// (a DELETE there): the upstream is cancelled.
+func (p *Producer) writeMirror() {
+	lines := p.out
+	live, err := p.mirror(func(ctx context.Context) (bool, error) { return p.h.rds.Append(ctx, p.st.ID, lines) })
+	p.out, p.lastOut = p.out[:0], time.Now()
+	if err == nil && !live {
+		p.st.Cancel(ErrCancelled)
+	}
+}
+
+// finishMirror writes the events still waiting and then last, the
+// terminal event, to Redis, and stops the flushing.
+func (p *Producer) finishMirror(last []byte) {
+	p.outMu.Lock()
+	defer p.outMu.Unlock()
+	p.outDone = true
+	if p.outT != nil {
+		p.outT.Stop()
+		p.outT = nil
+	}
+	lines := append(p.out, last...)
+	p.out = nil
+	if p.mirrored.Load() {
+		_, _ = p.mirror(func(ctx context.Context) (bool, error) { return p.h.rds.Finish(ctx, p.st.ID, lines, false) })
+	}
 }
 
 // mirror runs one Redis operation for the stream. A failure stops the
@@ -266,8 +330,8 @@ func (p *Producer) run() {
 	// buf holds the deltas not yet flushed, then the terminal event.
 	p.log.Finish(buf)
 	p.toPrimary(p.next, buf)
-	if p.mirrored.Load() {
-		_, _ = p.mirror(func(ctx context.Context) (bool, error) { return h.rds.Finish(ctx, p.st.ID, buf, false) })
+	if h.rds != nil {
+		p.finishMirror(buf)
 	}
 	*bp = buf
 	relay.Release(bp)
