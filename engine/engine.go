@@ -233,7 +233,7 @@ func (call *Call) open(parent context.Context) (running, *failure.Error) {
 		defer context.AfterFunc(rctx, func() { cancel(context.Canceled) })()
 	}
 	st, a, err := e.Registry.Open(ctx, call.req, call.model, call.info.RequestID)
-	call.info.Provider, call.info.Attempts, call.info.Fallbacks, call.info.Deployment, call.info.System = a.Provider, a.Attempts, a.Fallbacks, a.Deployment, a.System
+	routed(call.info, a)
 	if err != nil {
 		fe := failure.Classify(ctx, err)
 		fe.Message = e.Redact(fe.Message)
@@ -261,7 +261,7 @@ func (e *Engine) upstreamContext(parent context.Context) (ctx context.Context, c
 // client was answered 200 before the end (a stream, whatever its end);
 // otherwise a failure is answered with its own status.
 func (call *Call) finish(info *middleware.Info, o relay.Outcome, a upstream.Attempt, endpoint string, streamed bool) {
-	info.Provider, info.Attempts, info.Fallbacks, info.Deployment, info.System = a.Provider, a.Attempts, a.Fallbacks, a.Deployment, a.System
+	routed(info, a)
 	info.TTFT, info.End, info.FinishReason = o.TTFT, o.End, o.FinishReason
 	// What was generated is counted and priced on every ending: a
 	// stream cut short was billed too.
@@ -278,6 +278,12 @@ func (call *Call) finish(info *middleware.Info, o relay.Outcome, a upstream.Atte
 	call.e.Metrics.StreamEnded(endpoint, info, time.Since(info.Start))
 	call.e.record(info)
 	call.ticket.Settle(info.PromptTokens+info.CompletionTokens, info.Cost)
+}
+
+// routed records in info what routing did: the provider, deployment and
+// kind that answered (or last failed), and the attempts it took.
+func routed(info *middleware.Info, a upstream.Attempt) {
+	info.Provider, info.Attempts, info.Fallbacks, info.Deployment, info.System = a.Provider, a.Attempts, a.Fallbacks, a.Deployment, a.System
 }
 
 // record writes the request's row in the ledger, if there is one.
@@ -415,7 +421,7 @@ func (e *Engine) Embed(c *gin.Context, name string, req *providers.EmbedRequest,
 	ctx, _, release := e.upstreamContext(c.Request.Context())
 	defer release()
 	out, a, err := e.Registry.Embed(ctx, req, model, info.RequestID)
-	info.Provider, info.Attempts, info.Fallbacks, info.Deployment, info.System = a.Provider, a.Attempts, a.Fallbacks, a.Deployment, a.System
+	routed(info, a)
 	info.Endpoint = endpoint
 	if err != nil {
 		if a.Attempts == 0 {
