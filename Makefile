@@ -4,7 +4,7 @@
 
 GO ?= go
 
-.PHONY: run test test-deps vet fmt-check build bench bench-micro fuzz soak
+.PHONY: run test test-deps vet fmt-check build bench bench-profile bench-micro fuzz soak
 
 run:
 	$(GO) run ./cmd/gateway
@@ -30,10 +30,17 @@ build:
 
 # The full benchmark: mock upstream, bare reverse proxy and gateway as
 # separate processes, every scenario against each; writes
-# docs/bench/results.{md,json,svg}. About four minutes.
+# docs/bench/results.{md,json,svg}. About eleven minutes.
 bench:
 	$(GO) build -o bin/ ./cmd/gateway ./cmd/gatewaybench
 	bin/gatewaybench run -gateway bin/gateway -out docs/bench
+
+# The gateway's CPU and allocation profiles on each endpoint under each
+# scenario (a run of its own: profiling costs CPU); writes
+# docs/bench/profiles.md. About four minutes.
+bench-profile:
+	$(GO) build -o bin/ ./cmd/gateway ./cmd/gatewaybench
+	bin/gatewaybench run -gateway bin/gateway -profile -out docs/bench
 
 # A minute of 300 concurrent streams against an upstream that resets,
 # stalls, sends malformed chunks, 429s and in-band errors, with clients

@@ -133,3 +133,41 @@ func TestSmokeRun(t *testing.T) {
 		t.Errorf("results.md or results.svg incomplete:\n%s", md)
 	}
 }
+
+// TestSmokeProfile runs a profiling pass, tiny: one scenario on every
+// profiled endpoint, each with a CPU profile read during the load and an
+// allocation profile after it, written as Markdown.
+func TestSmokeProfile(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds two binaries; skipped with -short")
+	}
+	bin := buildBinaries(t)
+	r := &Runner{
+		GatewayBin: filepath.Join(bin, "gateway"),
+		BenchBin:   filepath.Join(bin, "gatewaybench"),
+		Scenarios:  QuickScenarios()[1:2], // throughput: 40 streams
+		WorkDir:    t.TempDir(),
+		Log:        testLog{t},
+		Profile:    true,
+	}
+	rep, err := r.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Measurements) != len(ProfileTargets) || len(rep.Checks) != 0 {
+		t.Fatalf("%d measurements, %d checks", len(rep.Measurements), len(rep.Checks))
+	}
+	for _, m := range rep.Measurements {
+		if m.Profile == nil || len(m.Profile.Allocs) == 0 {
+			t.Errorf("%s: no allocation profile: %+v", m.Target, m.Profile)
+		}
+	}
+	dir := t.TempDir()
+	if err := rep.WriteProfilesFile(dir); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "profiles.md"))
+	if err != nil || !strings.Contains(string(b), "## throughput, gateway-chat") || !strings.Contains(string(b), "allocated bytes") {
+		t.Errorf("profiles.md: %v\n%s", err, b)
+	}
+}

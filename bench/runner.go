@@ -94,6 +94,10 @@ type Runner struct {
 	Scenarios  []Scenario
 	WorkDir    string    // configs and server logs go here
 	Log        io.Writer // progress
+	// Profile makes a profiling run instead: each scenario against
+	// ProfileTargets, with the gateway's CPU and allocation profiles
+	// (which cost CPU: the figures of such a run are not comparable).
+	Profile bool
 }
 
 // Measurement is one scenario against one target.
@@ -114,6 +118,8 @@ type Measurement struct {
 	// per completed stream.
 	RedisCommandsPerStream float64 `json:"redis_commands_per_stream,omitempty"`
 	RedisCPUPerStreamUs    float64 `json:"redis_cpu_per_stream_us,omitempty"`
+	// Profile is the gateway's, in a profiling run.
+	Profile *Profile `json:"profile,omitempty"`
 }
 
 // Run runs every scenario against every target.
@@ -123,8 +129,12 @@ func (r *Runner) Run(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	rep := &Report{Machine: describeMachine(limit), Started: time.Now().UTC(), Scenarios: r.Scenarios}
+	targets := Targets
+	if r.Profile {
+		targets = ProfileTargets
+	}
 	for _, sc := range r.Scenarios {
-		for _, target := range Targets {
+		for _, target := range targets {
 			fmt.Fprintf(r.Log, "%-10s %-15s ", sc.Name, target)
 			m, err := r.measure(ctx, sc, target)
 			if errors.Is(err, errNoRedis) {
@@ -145,7 +155,9 @@ func (r *Runner) Run(ctx context.Context) (*Report, error) {
 			rep.Measurements = append(rep.Measurements, *m)
 		}
 	}
-	rep.Checks = checkTargets(rep)
+	if !r.Profile {
+		rep.Checks = checkTargets(rep)
+	}
 	return rep, nil
 }
 
@@ -160,6 +172,7 @@ func (r *Runner) measure(ctx context.Context, sc Scenario, target string) (*Meas
 
 	relay := mock
 	var rds *redisServer // for the Redis-backed target
+	var pprofAddr string // the gateway's profiler, in a profiling run
 	load := Load{Format: FormatChat, Model: "bench", Tokens: sc.Tokens, Delay: sc.Delay, Concurrency: sc.Concurrency,
 		Requests: sc.Requests, Duration: sc.Duration, RampUp: sc.RampUp, H2C: sc.H2C, Key: benchKey}
 	h2c := fmt.Sprintf("-h2c=%v", sc.H2C)
@@ -204,6 +217,12 @@ func (r *Runner) measure(ctx context.Context, sc Scenario, target string) (*Meas
 			defer rds.Stop()
 			yaml += redisConfig(rds.Addr)
 		}
+		if r.Profile {
+			if pprofAddr, err = freeAddr(); err != nil {
+				return nil, err
+			}
+			yaml = strings.Replace(yaml, "server:\n", "server:\n  pprof_listen: "+pprofAddr+"\n", 1)
+		}
 		if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 			return nil, err
 		}
@@ -235,6 +254,10 @@ func (r *Runner) measure(ctx context.Context, sc Scenario, target string) (*Meas
 		}
 		redisCPU0, _ = cpuTime(rds.pid())
 	}
+	var cpuProf <-chan profileResult
+	if pprofAddr != "" {
+		cpuProf = cpuDuring(ctx, pprofAddr, sc.RampUp+500*time.Millisecond)
+	}
 	res, err := Run(ctx, load)
 	if err != nil {
 		return nil, err
@@ -256,6 +279,11 @@ func (r *Runner) measure(ctx context.Context, sc Scenario, target string) (*Meas
 	}
 	if res.Chunks > 0 {
 		m.CPUPerChunkUs = m.RelayCPUSec * 1e6 / float64(res.Chunks)
+	}
+	if cpuProf != nil {
+		if m.Profile, err = collect(ctx, pprofAddr, cpuProf); err != nil {
+			return nil, err
+		}
 	}
 	if rds != nil && res.Streams > 0 {
 		// Read before the gateway stops: its shutdown writes too.

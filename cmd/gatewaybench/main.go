@@ -125,6 +125,7 @@ func run(ctx context.Context, args []string) error {
 		out := fs.String("out", "docs/bench", "directory for results.{md,json,svg}")
 		quick := fs.Bool("quick", false, "tiny scenarios: a smoke run")
 		only := fs.String("scenarios", "", "comma-separated subset of latency,throughput,slow,idle")
+		prof := fs.Bool("profile", false, "profile the gateway (CPU and allocations) on each endpoint under each scenario, writing profiles.md in -out, instead of measuring")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
@@ -145,10 +146,13 @@ func run(ctx context.Context, args []string) error {
 			scenarios = slices.DeleteFunc(scenarios, func(s bench.Scenario) bool { return !slices.Contains(names, s.Name) })
 		}
 		fmt.Fprintf(os.Stderr, "server logs in %s\n", work)
-		r := &bench.Runner{GatewayBin: *gw, BenchBin: self, Scenarios: scenarios, WorkDir: work, Log: os.Stderr}
+		r := &bench.Runner{GatewayBin: *gw, BenchBin: self, Scenarios: scenarios, WorkDir: work, Log: os.Stderr, Profile: *prof}
 		rep, err := r.Run(ctx)
 		if err != nil {
 			return err
+		}
+		if *prof {
+			return rep.WriteProfilesFile(*out)
 		}
 		if err := rep.Write(*out); err != nil {
 			return err
