@@ -57,3 +57,42 @@ func BenchmarkStreamOverHTTP(b *testing.B) {
 		srv.Close()
 	}
 }
+
+// BenchmarkChatOverOpenAI is one 64-token chat stream per op through the
+// openai provider, from a loopback upstream speaking OpenAI's wire: the
+// path production streams take (BenchmarkStreamOverHTTP uses the mock
+// provider, which has no HTTP upstream).
+func BenchmarkChatOverOpenAI(b *testing.B) {
+	frames := []string{roleChunk}
+	for range 64 {
+		frames = append(frames, helloChunk)
+	}
+	frames = append(frames, stopChunk)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		sseOK(w, frames...)
+	}))
+	defer up.Close()
+	providers, models := openAIUpstream(up.URL, "sk-bench-upstream")
+	cfg, err := config.Parse("bench.yaml", []byte(newConfig(providers, models)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+	body := `{"model":"up-model","stream":true,"messages":[{"role":"user","content":"hi"}]}`
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := ts.Client().Post(ts.URL+"/v1/chat/completions", "application/json", strings.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+}

@@ -413,6 +413,7 @@ func (s *stream) Close() error {
 			t.Stop()
 		}
 		err = s.body.Close()
+		s.events.release()
 	})
 	return err
 }
