@@ -283,6 +283,15 @@ func (p *Producer) writeMirror() {
 	}
 }
 
+// wroteWithin reports whether events went to Redis in the last d: every
+// write renews the lease too, so a stream whose tokens flow needs no
+// renewal of its own.
+func (p *Producer) wroteWithin(d time.Duration) bool {
+	p.outMu.Lock()
+	defer p.outMu.Unlock()
+	return !p.lastOut.IsZero() && time.Since(p.lastOut) < d
+}
+
 // finishMirror writes the events still waiting and then last, the
 // terminal event, to Redis, and stops the flushing.
 func (p *Producer) finishMirror(last []byte) {
@@ -416,6 +425,9 @@ func (p *Producer) watch() {
 			return
 		case <-p.readersChanged:
 		case <-t.C:
+			if p.mirrored.Load() && p.wroteWithin(h.rds.RenewInterval()) {
+				break // that write renewed the lease, and said the stream is live
+			}
 			live, err := p.mirror(func(ctx context.Context) (bool, error) { return h.rds.Renew(ctx, p.st.ID) })
 			if err == nil && !live {
 				p.st.Cancel(ErrCancelled)
