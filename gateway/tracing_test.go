@@ -522,3 +522,38 @@ func TestTraceEnvironment(t *testing.T) {
 		})
 	}
 }
+
+// TestTraceStreamCutShort checks the spans of a stream whose upstream
+// broke off after the first token: answered 200, yet the server, relay
+// and attempt spans are errors, with the ending and its code.
+func TestTraceStreamCutShort(t *testing.T) {
+	recv := otlptest.NewHTTP(t)
+	_, url := countingUpstream(t, func(_ int32, w http.ResponseWriter, _ *http.Request) {
+		sseOK(w, roleChunk, helloChunk) // and the body ends: no finish, no [DONE]
+	})
+	h := newHarness(t, tracedConfig(url, "http/protobuf", recv.URL, ""))
+	out := postTraced(t, h, tracedEndpoints[0].path, tracedEndpoints[0].body, "")
+	if strings.Contains(out, "[DONE]") {
+		t.Fatalf("a cut stream ended with [DONE]:\n%s", out)
+	}
+	h.stop()
+	byName := map[string]otlptest.Span{}
+	for _, s := range recv.Spans() {
+		byName[s.Name] = s
+	}
+	server, relay, attempt := byName["POST /v1/chat/completions"], byName["relay"], byName["chat m-a"]
+	if server.Span == nil || relay.Span == nil || attempt.Span == nil {
+		t.Fatalf("spans %v", names(recv.Spans()))
+	}
+	for _, s := range []otlptest.Span{server, relay, attempt} {
+		if s.Status.GetCode() != tracepb.Status_STATUS_CODE_ERROR {
+			t.Errorf("span %q is not an error: %v", s.Name, s.Status)
+		}
+	}
+	if server.Str("gateway.end") != "upstream_error" || server.Str("gateway.error_code") == "" || server.Int("http.response.status_code") != 200 {
+		t.Errorf("server span: %+v", server.Attributes)
+	}
+	if relay.Str("gateway.end") != "upstream_error" {
+		t.Errorf("relay span: %+v", relay.Attributes)
+	}
+}
