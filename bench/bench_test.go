@@ -59,21 +59,28 @@ func TestSoakShort(t *testing.T) {
 	}
 }
 
-// TestSmokeRun runs the real benchmark, tiny: the servers are the real
-// binaries started as processes, every scenario against every target. It
-// asserts that every stream completed with every token, never timings.
-func TestSmokeRun(t *testing.T) {
+// smokeRunner is a runner of scenarios over freshly built binaries,
+// logging to t; the smoke tests skip with -short.
+func smokeRunner(t *testing.T, scenarios []Scenario) *Runner {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("builds two binaries; skipped with -short")
 	}
 	bin := buildBinaries(t)
-	r := &Runner{
+	return &Runner{
 		GatewayBin: filepath.Join(bin, "gateway"),
 		BenchBin:   filepath.Join(bin, "gatewaybench"),
-		Scenarios:  QuickScenarios(),
+		Scenarios:  scenarios,
 		WorkDir:    t.TempDir(),
 		Log:        testLog{t},
 	}
+}
+
+// TestSmokeRun runs the real benchmark, tiny: the servers are the real
+// binaries started as processes, every scenario against every target. It
+// asserts that every stream completed with every token, never timings.
+func TestSmokeRun(t *testing.T) {
+	r := smokeRunner(t, QuickScenarios())
 	rep, err := r.Run(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -138,18 +145,8 @@ func TestSmokeRun(t *testing.T) {
 // profiled endpoint, each with a CPU profile read during the load and an
 // allocation profile after it, written as Markdown.
 func TestSmokeProfile(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds two binaries; skipped with -short")
-	}
-	bin := buildBinaries(t)
-	r := &Runner{
-		GatewayBin: filepath.Join(bin, "gateway"),
-		BenchBin:   filepath.Join(bin, "gatewaybench"),
-		Scenarios:  QuickScenarios()[1:2], // throughput: 40 streams
-		WorkDir:    t.TempDir(),
-		Log:        testLog{t},
-		Profile:    true,
-	}
+	r := smokeRunner(t, QuickScenarios()[1:2]) // throughput: 40 streams
+	r.Profile = true
 	rep, err := r.Run(context.Background())
 	if err != nil {
 		t.Fatal(err)
