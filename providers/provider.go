@@ -27,7 +27,9 @@ type Provider interface {
 type Stream interface {
 	// Recv returns the next chunk. It returns io.EOF after the upstream
 	// finished cleanly (a chunk with a FinishReason has been seen), and any
-	// other error when the stream broke.
+	// other error when the stream broke. The chunk's Content and Reasoning
+	// may share the stream's buffers: they are valid until the next Recv
+	// or Close, and a caller that keeps them copies them.
 	Recv() (Chunk, error)
 	// Close releases the upstream connection. It is safe to call more than
 	// once and after Recv returned an error.
@@ -249,6 +251,9 @@ type FunctionCall struct {
 
 // Chunk is one piece of a streamed answer. Most chunks carry only Content.
 type Chunk struct {
+	// Content and Reasoning are valid until the stream's next Recv (see
+	// Stream): not copying the text of every token is what keeps relaying
+	// one allocation-free. The other fields are the chunk's own.
 	Content string
 	// Reasoning is a piece of the model's thinking, streamed before (or
 	// between) its answer.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 
 	goopenai "github.com/sashabaranov/go-openai"
 
@@ -18,17 +19,43 @@ import (
 // stream has one of a few shapes (a content delta, a finish reason, a usage
 // report), and decoding those through encoding/json's reflection was the
 // largest cost of relaying a token. decodeChunk reads them with a small
-// scanner that allocates only the content string, and hands anything else
-// (tool calls, errors, keys it does not know for sure) to encoding/json and
-// go-openai's own types. Fuzzing checks that both paths agree.
+// scanner, and hands anything else (tool calls, errors, keys it does not
+// know for sure) to encoding/json and go-openai's own types. Fuzzing checks
+// that both paths agree.
+//
+// A stream decodes with a textBuffer: the delta's text (content,
+// reasoning) then borrows the event's bytes, or the buffer's when it had
+// escapes, instead of being copied into a new string. That copy was the
+// last allocation per relayed token; providers.Chunk allows it (its text
+// is valid until the next Recv).
 
 // errFallback means the fast path declines a chunk: decode it fully.
 var errFallback = errors.New("fallback")
 
-// decodeChunk fills c from the JSON of one chunk.
+// decodeChunk fills c from the JSON of one chunk; c owns its strings.
 func decodeChunk(data []byte, c *providers.Chunk) error {
+	return decodeInto(data, c, nil)
+}
+
+// textBuffer holds the unescaped text of a stream's latest chunk.
+type textBuffer struct{ b []byte }
+
+// maxKeptText bounds the text buffer a stream keeps between chunks: a
+// rare huge delta is not held for the rest of the stream.
+const maxKeptText = 16 << 10
+
+// decodeInto fills c from the JSON of one chunk. With tb, c's Content and
+// Reasoning borrow data or tb, valid until the next call with tb; without,
+// they are copies.
+func decodeInto(data []byte, c *providers.Chunk, tb *textBuffer) error {
 	*c = providers.Chunk{}
-	d := scanner{b: data}
+	d := scanner{b: data, text: tb}
+	if tb != nil {
+		if cap(tb.b) > maxKeptText {
+			tb.b = nil
+		}
+		tb.b = tb.b[:0]
+	}
 	err := d.chunk(c)
 	if err == nil {
 		return nil
@@ -107,6 +134,9 @@ func usageOf(u *goopenai.Usage) *providers.Usage {
 type scanner struct {
 	b []byte
 	i int
+	// text, when set, is where delta text is unescaped, and allows
+	// borrowing b (see decodeInto).
+	text *textBuffer
 }
 
 func (s *scanner) ws() {
@@ -307,7 +337,7 @@ func (s *scanner) choice(c *providers.Chunk) error {
 				}
 				switch k {
 				case "content":
-					c.Content, err = s.optString()
+					c.Content, err = s.deltaText()
 					return err
 				case "reasoning_content", "reasoning":
 					// Both in one delta: which wins is the full
@@ -316,7 +346,7 @@ func (s *scanner) choice(c *providers.Chunk) error {
 						return errFallback
 					}
 					var r string
-					if r, err = s.optString(); r != "" || k == "reasoning_content" {
+					if r, err = s.deltaText(); r != "" || k == "reasoning_content" {
 						c.Reasoning = r
 					}
 					return err
@@ -329,7 +359,7 @@ func (s *scanner) choice(c *providers.Chunk) error {
 				return s.skip()
 			})
 		case "finish_reason":
-			c.FinishReason, err = s.optString()
+			c.FinishReason, err = s.finishReason()
 			return err
 		}
 		return s.skip()
@@ -432,10 +462,73 @@ func (s *scanner) optString() (string, error) {
 	return unescape(raw)
 }
 
+// deltaText reads a string or null that is the delta's text: borrowed
+// when the scanner has a text buffer, else a copy.
+func (s *scanner) deltaText() (string, error) {
+	if s.text == nil {
+		return s.optString()
+	}
+	if s.peek() == 'n' {
+		return "", s.literal("null")
+	}
+	raw, err := s.rawString()
+	if err != nil || len(raw) == 0 {
+		return "", err
+	}
+	if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+		return unsafe.String(&raw[0], len(raw)), nil
+	}
+	// Appending may move the buffer; a string made from it earlier in
+	// this chunk keeps the old array alive, so it stays intact.
+	start := len(s.text.b)
+	out, err := appendUnescaped(s.text.b, raw)
+	if err != nil {
+		return "", err
+	}
+	s.text.b = out
+	if len(out) == start {
+		return "", nil
+	}
+	return unsafe.String(&out[start], len(out)-start), nil
+}
+
+// finishReasons are the reasons upstreams send, kept as constants so
+// that reading one does not allocate (a finish reason outlives its chunk
+// in the stream's result).
+var finishReasons = [...]string{"stop", "length", "tool_calls", "content_filter", "function_call"}
+
+// finishReason reads a finish_reason: a string or null.
+func (s *scanner) finishReason() (string, error) {
+	if s.peek() == 'n' {
+		return "", s.literal("null")
+	}
+	raw, err := s.rawString()
+	if err != nil {
+		return "", err
+	}
+	for _, r := range finishReasons {
+		if string(raw) == r {
+			return r, nil
+		}
+	}
+	if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+		return string(raw), nil
+	}
+	return unescape(raw)
+}
+
 // unescape decodes the escapes of a JSON string as encoding/json does,
 // invalid UTF-8 and lone surrogates becoming U+FFFD.
 func unescape(raw []byte) (string, error) {
-	out := make([]byte, 0, len(raw))
+	out, err := appendUnescaped(make([]byte, 0, len(raw)), raw)
+	if err != nil {
+		return "", err
+	}
+	return string(out), nil
+}
+
+// appendUnescaped appends the decoded JSON string raw to out.
+func appendUnescaped(out, raw []byte) ([]byte, error) {
 	for i := 0; i < len(raw); {
 		b := raw[i]
 		if b != '\\' {
@@ -450,7 +543,7 @@ func unescape(raw []byte) (string, error) {
 			continue
 		}
 		if i+1 >= len(raw) {
-			return "", errFallback
+			return out, errFallback
 		}
 		switch raw[i+1] {
 		case '"', '\\', '/':
@@ -468,7 +561,7 @@ func unescape(raw []byte) (string, error) {
 		case 'u':
 			r, ok := hex4(raw[i+2:])
 			if !ok {
-				return "", errFallback
+				return out, errFallback
 			}
 			i += 6
 			if utf16.IsSurrogate(r) {
@@ -484,11 +577,11 @@ func unescape(raw []byte) (string, error) {
 			out = utf8.AppendRune(out, r)
 			continue
 		default:
-			return "", errFallback
+			return out, errFallback
 		}
 		i += 2
 	}
-	return string(out), nil
+	return out, nil
 }
 
 func hex4(b []byte) (rune, bool) {

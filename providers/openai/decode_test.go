@@ -99,7 +99,47 @@ func FuzzDecodeChunk(f *testing.F) {
 		if !reflect.DeepEqual(fast, full) {
 			t.Fatalf("%s:\nfast %+v (usage %+v)\nfull %+v (usage %+v)", in, fast, fast.Usage, full, full.Usage)
 		}
+		// A stream's decoder borrows the text; it must read the same.
+		// The buffer holds an earlier chunk's text first, as it does in
+		// a stream.
+		tb := textBuffer{b: []byte("earlier text")}
+		var borrowed providers.Chunk
+		if err := decodeInto([]byte(in), &borrowed, &tb); err != nil || !reflect.DeepEqual(borrowed, full) {
+			t.Fatalf("%s:\nborrowed %+v %v\nfull %+v", in, borrowed, err, full)
+		}
 	})
+}
+
+// TestStreamRecvDoesNotAllocate: relaying a token allocates nothing in
+// the decoder, escapes or not (the text borrows the stream's buffers).
+func TestStreamRecvDoesNotAllocate(t *testing.T) {
+	var body bytes.Buffer
+	frames := []string{
+		`{"choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}`,
+		`{"choices":[{"index":0,"delta":{"content":"line\nbreak \"quoted\" \u00e9"},"finish_reason":null}]}`,
+		`{"choices":[{"index":0,"delta":{"reasoning_content":"think"},"finish_reason":null}]}`,
+	}
+	const runs = 300
+	for i := 0; i <= runs; i++ {
+		body.WriteString("data: " + frames[i%len(frames)] + "\n\n")
+	}
+	s := &stream{body: io.NopCloser(&body), events: newEventReader(&body, 1<<20)}
+	defer s.Close()
+	want := []string{"Hello", "line\nbreak \"quoted\" é", "think"}
+	i := 0
+	n := testing.AllocsPerRun(runs, func() {
+		c, err := s.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.Content + c.Reasoning; got != want[i%len(want)] {
+			t.Fatalf("chunk %d: %q, want %q", i, got, want[i%len(want)])
+		}
+		i++
+	})
+	if n != 0 {
+		t.Errorf("Recv allocates %.1f times per chunk, want 0", n)
+	}
 }
 
 // TestDecodeChunkRejects: a wrong type in a field the gateway reads is an

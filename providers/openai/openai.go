@@ -342,6 +342,8 @@ type stream struct {
 	// finished means a finish reason was seen.
 	finished bool
 	once     sync.Once
+	// text holds the unescaped text of the latest chunk (decodeInto).
+	text textBuffer
 }
 
 var doneMarker = []byte("[DONE]")
@@ -374,11 +376,14 @@ func (s *stream) Recv() (providers.Chunk, error) {
 			}
 			break
 		}
-		decode := decodeChunk
+		// Called directly, not through a func value: that would move c
+		// to the heap, an allocation per chunk.
 		if s.legacy {
-			decode = decodeLegacy
+			err = decodeLegacy(data, &c)
+		} else {
+			err = decodeInto(data, &c, &s.text)
 		}
-		if err := decode(data, &c); err != nil {
+		if err != nil {
 			var pe *providers.Error
 			if errors.As(err, &pe) {
 				return providers.Chunk{}, err
