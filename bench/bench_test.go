@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/pprof/profile"
 	"go.uber.org/goleak"
 )
 
@@ -166,5 +167,18 @@ func TestSmokeProfile(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(dir, "profiles.md"))
 	if err != nil || !strings.Contains(string(b), "## throughput, gateway-chat") || !strings.Contains(string(b), "allocated bytes") {
 		t.Errorf("profiles.md: %v\n%s", err, b)
+	}
+	// The profiles themselves, for go tool pprof.
+	for _, kind := range []string{"cpu", "allocs"} {
+		f, err := os.Open(filepath.Join(dir, "pprof", "throughput-"+TargetGatewayChat+"."+kind+".pb.gz"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := profile.Parse(f)
+		f.Close()
+		// A smoke load may end before the CPU profiler samples it.
+		if err != nil || kind == "allocs" && len(p.Sample) == 0 {
+			t.Errorf("%s profile: %v", kind, err)
+		}
 	}
 }

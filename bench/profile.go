@@ -27,6 +27,9 @@ const profileSeconds = 3
 type Profile struct {
 	CPU    []FuncShare `json:"cpu"`
 	Allocs []FuncShare `json:"allocs"`
+	// raw are the profiles themselves, written next to profiles.md for
+	// go tool pprof: the tables show where to look, not what to change.
+	rawCPU, rawAllocs *profile.Profile
 }
 
 // FuncShare is a function's share of a profile: Flat in the function
@@ -172,15 +175,43 @@ func collect(ctx context.Context, addr string, cpu <-chan profileResult) (*Profi
 	if err != nil {
 		return nil, fmt.Errorf("allocation profile: %w", err)
 	}
-	return &Profile{CPU: top(c.p, "cpu", 15), Allocs: top(allocs, "alloc_space", 10)}, nil
+	return &Profile{CPU: top(c.p, "cpu", 15), Allocs: top(allocs, "alloc_space", 10), rawCPU: c.p, rawAllocs: allocs}, nil
 }
 
-// WriteProfilesFile writes dir/profiles.md.
+// WriteProfilesFile writes dir/profiles.md, and the profiles themselves
+// as dir/pprof/<scenario>-<target>.{cpu,allocs}.pb.gz.
 func (rep *Report) WriteProfilesFile(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	raw := filepath.Join(dir, "pprof")
+	if err := os.MkdirAll(raw, 0o755); err != nil {
 		return err
+	}
+	for _, m := range rep.Measurements {
+		if m.Profile == nil {
+			continue
+		}
+		for kind, p := range map[string]*profile.Profile{"cpu": m.Profile.rawCPU, "allocs": m.Profile.rawAllocs} {
+			if p == nil {
+				continue
+			}
+			if err := writeProfile(filepath.Join(raw, m.Scenario+"-"+m.Target+"."+kind+".pb.gz"), p); err != nil {
+				return err
+			}
+		}
 	}
 	var b strings.Builder
 	rep.WriteProfiles(&b)
 	return os.WriteFile(filepath.Join(dir, "profiles.md"), []byte(b.String()), 0o644)
+}
+
+// writeProfile writes p to path in pprof's format.
+func writeProfile(path string, p *profile.Profile) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := p.Write(f); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return f.Close()
 }
