@@ -274,6 +274,10 @@ func (r *messagesRequest) message(req *providers.Request, i int) *failure.Error 
 		return nil
 	}
 	blocks := m.Content.List
+	if len(blocks) == 0 && (m.Role != "assistant" || i != len(r.Messages)-1) {
+		// Anthropic's own rule, in its words.
+		return failure.BadParam("invalid_value", field+".content", field+": all messages must have non-empty content except for the optional final assistant message")
+	}
 	if m.Role == "assistant" {
 		return r.assistant(req, field, blocks)
 	}

@@ -111,6 +111,8 @@ func TestRefusals(t *testing.T) {
 		`{"model":"m","max_tokens":5,"messages":[]}`:                                                                               "messages: messages: at least one message",
 		`{"model":"m","max_tokens":5,"messages":[{"role":"system","content":"x"}]}`:                                                "messages.0.role: messages.0.role: must be user or assistant",
 		`{"model":"m","max_tokens":5,"messages":[{"role":"user","content":7}]}`:                                                    "messages.0.content: messages.0.content: must be a string",
+		`{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[]},{"role":"assistant","content":"a"}]}`:                "messages.0.content: messages.0: all messages must have non-empty content",
+		`{"model":"m","max_tokens":5,"messages":[{"role":"user","Content":[]}]}`:                                                   "messages.0.content: messages.0: all messages must have non-empty content",
 		`{"model":"m","max_tokens":5,"thinking":{"type":"enabled","budget_tokens":10},"messages":[{"role":"user","content":"x"}]}`: "thinking.budget_tokens: thinking.budget_tokens: must be at least 1024",
 		`{"model":"m","max_tokens":5,"tool_choice":{"type":"some"},"messages":[{"role":"user","content":"x"}]}`:                    "tool_choice.type: tool_choice.type: must be auto, any, tool or none",
 		`{"model":"m","max_tokens":5,"tools":[{"name":"f"}],"messages":[{"role":"user","content":"x"}]}`:                           "tools.0.input_schema: tools.0.input_schema: Field required",
