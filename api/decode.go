@@ -4,6 +4,7 @@
 package api
 
 import (
+	"bytes"
 	"reflect"
 	"strconv"
 
@@ -37,13 +38,9 @@ func DecodeJSON(r *http.Request, v any, strict bool) *failure.Error {
 		}
 		return &failure.Error{Status: http.StatusUnsupportedMediaType, Type: failure.TypeInvalidRequest, Code: "unsupported_media_type", Message: msg}
 	}
-	dec := json.NewDecoder(r.Body)
-	if strict {
-		dec.DisallowUnknownFields()
-	}
-	err = dec.Decode(v)
-	if err == nil && dec.Decode(new(json.RawMessage)) != io.EOF {
-		err = errors.New("unexpected data after the JSON object")
+	b, err := readBody(r)
+	if err == nil {
+		err = unmarshal(b, v, strict)
 	}
 	if err == nil {
 		return nil
@@ -60,6 +57,10 @@ func DecodeJSON(r *http.Request, v any, strict bool) *failure.Error {
 			Message: "the request body took longer than server.body_timeout to arrive"}
 	case errors.Is(err, io.EOF):
 		return failure.BadRequest("invalid_json", "request body is empty: send a JSON object")
+	case errors.As(err, &syntax) && strings.HasSuffix(syntax.Error(), "after top-level value"):
+		return failure.BadRequest("invalid_request", "unexpected data after the JSON object")
+	case errors.As(err, &syntax) && syntax.Error() == "unexpected end of JSON input":
+		return failure.BadRequest("invalid_json", "request body is not valid JSON: it ends too early")
 	case errors.As(err, &syntax):
 		return failure.BadRequest("invalid_json", fmt.Sprintf("request body is not valid JSON (at byte %d): %s", syntax.Offset, syntax.Error()))
 	case errors.Is(err, io.ErrUnexpectedEOF):
@@ -82,6 +83,57 @@ func DecodeJSON(r *http.Request, v any, strict bool) *failure.Error {
 		return e
 	}
 	return failure.BadRequest("invalid_request", failure.Truncate(strings.TrimPrefix(err.Error(), "json: ")))
+}
+
+// readBody reads r's whole body in one allocation when it says its
+// length (bounded: the length is the client's word, the body limit is
+// enforced by the reader).
+func readBody(r *http.Request) ([]byte, error) {
+	n := 512
+	if cl := r.ContentLength; cl > 0 && cl < 64<<10 {
+		n = int(cl) + 1 // room to read EOF without growing
+	}
+	b := make([]byte, 0, n)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		m, err := r.Body.Read(b[len(b):cap(b)])
+		b = b[:len(b)+m]
+		switch {
+		case err == io.EOF:
+			return b, nil
+		case err != nil:
+			return b, err
+		}
+	}
+}
+
+// unmarshal decodes the body b into v. A body type with its own
+// UnmarshalJSON is handed b directly: each begins with json.Unmarshal,
+// which checks b is one valid JSON value with nothing after it (and
+// only then may it scan b with ObjectKeys); going through json.Unmarshal
+// here as well would check and skip the whole body twice more. The
+// strict decoder refuses unknown fields at every depth.
+func unmarshal(b []byte, v any, strict bool) error {
+	if len(bytes.TrimSpace(b)) == 0 {
+		return io.EOF
+	}
+	if u, ok := v.(json.Unmarshaler); ok && !strict {
+		return u.UnmarshalJSON(b)
+	}
+	if !strict {
+		return json.Unmarshal(b, v)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.Decode(new(json.RawMessage)) != io.EOF {
+		return errors.New("unexpected data after the JSON object")
+	}
+	return nil
 }
 
 // jsonKind names the JSON type a Go type is decoded from: what a client

@@ -118,30 +118,17 @@ var knownFields = map[string]bool{
 func (r *messagesRequest) UnmarshalJSON(b []byte) error {
 	type plain messagesRequest
 	p := plain{counting: r.counting}
-	// Strictly first: a body with no field beyond the known ones (the
-	// usual case) is read in one pass.
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(&p)
-	var only []string
-	if err != nil && strings.HasPrefix(err.Error(), "json: unknown field ") {
-		p = plain{counting: r.counting}
-		if err := json.Unmarshal(b, &p); err != nil {
-			return err
-		}
-		var keys map[string]json.RawMessage
-		if err := json.Unmarshal(b, &keys); err != nil {
-			return err
-		}
-		for k, v := range keys {
-			if !knownFields[k] && string(v) != "null" {
-				only = append(only, k)
-			}
-		}
-		slices.Sort(only)
-	} else if err != nil {
+	if err := json.Unmarshal(b, &p); err != nil {
 		return err
 	}
+	var only []string
+	_ = api.ObjectKeys(b, func(k string, null bool) error {
+		if !null && !knownFields[k] && !slices.Contains(only, k) {
+			only = append(only, strings.Clone(k))
+		}
+		return nil
+	})
+	slices.Sort(only)
 	*r = messagesRequest(p)
 	r.raw, r.only = bytes.Clone(b), only
 	return nil

@@ -2,10 +2,12 @@ package openai
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/streamgate/gateway/api"
 	"github.com/streamgate/gateway/internal/discard"
 	"github.com/streamgate/gateway/metrics"
 	"github.com/streamgate/gateway/outcome"
@@ -44,5 +46,25 @@ func BenchmarkRelayPerToken(b *testing.B) {
 	o := relay.Relay(context.Background(), out, p, "mock", strings.NewReplacer().Replace)
 	if o.End != outcome.Done || o.Usage.CompletionTokens != b.N {
 		b.Fatalf("ended %v after %d tokens", o.End, o.Usage.CompletionTokens)
+	}
+}
+
+// BenchmarkDecodeRequest decodes and translates a short chat request, the
+// per-request cost of the dialect.
+func BenchmarkDecodeRequest(b *testing.B) {
+	body := `{"model":"gpt-4.1","stream":true,"stream_options":{"include_usage":true},"temperature":0.2,"max_completion_tokens":1024,` +
+		`"tools":[{"type":"function","function":{"name":"read","description":"Reads a file","parameters":{"type":"object","properties":{"path":{"type":"string"}},"required":["path"]}}}],` +
+		`"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"benchmark [mock tokens=8]"}]}`
+	b.ReportAllocs()
+	for b.Loop() {
+		r, _ := http.NewRequest("POST", "/", strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		var cr chatRequest
+		if e := api.DecodeJSON(r, &cr, false); e != nil {
+			b.Fatal(e.Message)
+		}
+		if _, e := cr.ToProvider(); e != nil {
+			b.Fatal(e.Message)
+		}
 	}
 }

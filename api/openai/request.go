@@ -48,16 +48,12 @@ func (cr *chatRequest) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, (*plain)(cr)); err != nil {
 		return err
 	}
-	var keys map[string]json.RawMessage
-	if err := json.Unmarshal(b, &keys); err != nil {
-		return err
-	}
-	for k := range keys {
+	return api.ObjectKeys(b, func(k string, _ bool) error {
 		if !chatParam(k) {
 			return fmt.Errorf("json: unknown field %q", k)
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // chatParam reports whether name is a parameter of OpenAI's chat

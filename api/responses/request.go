@@ -195,16 +195,13 @@ func (r *createRequest) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, (*plain)(r)); err != nil {
 		return err
 	}
-	var keys map[string]json.RawMessage
-	if err := json.Unmarshal(b, &keys); err != nil {
-		return err
-	}
 	r.only = r.only[:0]
-	for k, v := range keys {
-		if !slices.Contains(createFields, k) && string(v) != "null" {
-			r.only = append(r.only, k)
+	_ = api.ObjectKeys(b, func(k string, null bool) error {
+		if !null && !slices.Contains(createFields, k) && !slices.Contains(r.only, k) {
+			r.only = append(r.only, strings.Clone(k))
 		}
-	}
+		return nil
+	})
 	slices.Sort(r.only)
 	r.raw = bytes.Clone(b)
 	return nil
