@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
-	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
 	"unsafe"
@@ -140,6 +139,9 @@ type scanner struct {
 }
 
 func (s *scanner) ws() {
+	if s.i < len(s.b) && s.b[s.i] > ' ' { // the usual case: compact JSON
+		return
+	}
 	for s.i < len(s.b) {
 		switch s.b[s.i] {
 		case ' ', '\t', '\n', '\r':
@@ -180,11 +182,11 @@ func (s *scanner) object(field func(key []byte) error) error {
 		return nil
 	}
 	for {
-		key, err := s.rawString()
+		key, kind, err := s.rawString()
 		if err != nil {
 			return err
 		}
-		if bytes.IndexByte(key, '\\') >= 0 {
+		if kind&escaped != 0 {
 			return errFallback
 		}
 		if err := s.expect(':'); err != nil {
@@ -229,6 +231,18 @@ func known(key []byte, names ...string) (string, error) {
 		if string(key) == n {
 			return n, nil
 		}
+	}
+	// names are lower case: a key without upper case or bytes beyond
+	// ASCII (the usual id, model, index...) cannot fold to one.
+	plain := true
+	for _, b := range key {
+		if b >= utf8.RuneSelf || b >= 'A' && b <= 'Z' {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return "", nil
 	}
 	for _, n := range names {
 		if bytes.EqualFold(key, []byte(n)) {
@@ -424,27 +438,62 @@ func (s *scanner) literal(lit string) error {
 	return nil
 }
 
-// rawString returns the bytes between the quotes of a string, escapes
-// untouched.
-func (s *scanner) rawString() ([]byte, error) {
-	if err := s.expect('"'); err != nil {
-		return nil, err
+// What rawString found in a string.
+const (
+	escaped  = 1 << iota // a backslash escape
+	nonASCII             // bytes beyond ASCII: UTF-8 to check
+)
+
+// stringByte classes the bytes of a JSON string: 0 for those that need
+// nothing, else what rawString must do.
+var stringByte = func() (t [256]uint8) {
+	const quote, backslash, control = 1, 2, 3
+	for c := range 0x20 {
+		t[c] = control
 	}
-	start := s.i
-	for s.i < len(s.b) {
-		switch b := s.b[s.i]; {
-		case b == '"':
-			s.i++
-			return s.b[start : s.i-1], nil
-		case b == '\\':
-			s.i += 2
-		case b < 0x20:
-			return nil, errFallback
+	t['"'], t['\\'] = quote, backslash
+	for c := 0x80; c < 0x100; c++ {
+		t[c] = 4
+	}
+	return t
+}()
+
+// rawString returns the bytes between the quotes of a string, escapes
+// untouched, and what they hold (escaped, nonASCII).
+func (s *scanner) rawString() ([]byte, uint8, error) {
+	if err := s.expect('"'); err != nil {
+		return nil, 0, err
+	}
+	b, i := s.b, s.i
+	var kind uint8
+	for {
+		for i < len(b) && stringByte[b[i]] == 0 { // the hottest loop of the scanner
+			i++
+		}
+		if i >= len(b) {
+			return nil, 0, errFallback
+		}
+		switch stringByte[b[i]] {
+		case 1:
+			raw := b[s.i:i]
+			s.i = i + 1
+			return raw, kind, nil
+		case 2:
+			kind |= escaped
+			i += 2
+		case 3:
+			return nil, 0, errFallback
 		default:
-			s.i++
+			kind |= nonASCII
+			i++
 		}
 	}
-	return nil, errFallback
+}
+
+// plainString reports whether a string rawString read is its own value:
+// no escapes, valid UTF-8.
+func plainString(raw []byte, kind uint8) bool {
+	return kind&escaped == 0 && (kind&nonASCII == 0 || utf8.Valid(raw))
 }
 
 // optString reads a string or null.
@@ -452,11 +501,11 @@ func (s *scanner) optString() (string, error) {
 	if s.peek() == 'n' {
 		return "", s.literal("null")
 	}
-	raw, err := s.rawString()
+	raw, kind, err := s.rawString()
 	if err != nil {
 		return "", err
 	}
-	if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+	if plainString(raw, kind) {
 		return string(raw), nil
 	}
 	return unescape(raw)
@@ -471,11 +520,11 @@ func (s *scanner) deltaText() (string, error) {
 	if s.peek() == 'n' {
 		return "", s.literal("null")
 	}
-	raw, err := s.rawString()
+	raw, kind, err := s.rawString()
 	if err != nil || len(raw) == 0 {
 		return "", err
 	}
-	if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+	if plainString(raw, kind) {
 		return unsafe.String(&raw[0], len(raw)), nil
 	}
 	// Appending may move the buffer; a string made from it earlier in
@@ -502,7 +551,7 @@ func (s *scanner) finishReason() (string, error) {
 	if s.peek() == 'n' {
 		return "", s.literal("null")
 	}
-	raw, err := s.rawString()
+	raw, kind, err := s.rawString()
 	if err != nil {
 		return "", err
 	}
@@ -511,7 +560,7 @@ func (s *scanner) finishReason() (string, error) {
 			return r, nil
 		}
 	}
-	if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+	if plainString(raw, kind) {
 		return string(raw), nil
 	}
 	return unescape(raw)
@@ -605,11 +654,19 @@ func hex4(b []byte) (rune, bool) {
 	return r, true
 }
 
+// numberByte marks the bytes a JSON number is made of.
+var numberByte = func() (t [256]bool) {
+	for _, c := range "+-.0123456789eE" {
+		t[c] = true
+	}
+	return t
+}()
+
 // skip consumes any value.
 func (s *scanner) skip() error {
 	switch s.peek() {
 	case '"':
-		_, err := s.rawString()
+		_, _, err := s.rawString()
 		return err
 	case '{':
 		return s.object(func([]byte) error { return s.skip() })
@@ -625,7 +682,7 @@ func (s *scanner) skip() error {
 		return errFallback
 	default: // a number
 		start := s.i
-		for s.i < len(s.b) && strings.IndexByte("+-.0123456789eE", s.b[s.i]) >= 0 {
+		for s.i < len(s.b) && numberByte[s.b[s.i]] {
 			s.i++
 		}
 		if s.i == start {

@@ -37,6 +37,9 @@ var chunkSeeds = []string{
 	`{"id":"c","choices":[{"index":0,"delta":{"reasoning":"hmm","content":""},"finish_reason":null}]}`,
 	`{"id":"c","choices":[{"index":0,"delta":{"reasoning":"a","reasoning_content":"b"},"finish_reason":null}]}`,
 	`{"id":"c","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":30,"total_tokens":39,"completion_tokens_details":{"reasoning_tokens":20}}}`,
+	// Keys that fold to known ones only through Unicode (ſ is s, K is k).
+	`{"choices":[{"delta":{"content":"a"},"finiſh_reason":"stop"}],"uſage":{"prompt_tokens":1}}`,
+	`{"choices":[{"delta":{"content":"é","reasoning_content":"tÄ"}}],"id":"é"}`,
 }
 
 func TestDecodeChunkShapes(t *testing.T) {
