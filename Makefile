@@ -30,7 +30,9 @@ build:
 
 # The full benchmark: mock upstream, bare reverse proxy and gateway as
 # separate processes, every scenario against each; writes
-# docs/bench/results.{md,json,svg}. About eleven minutes.
+# docs/bench/results.{md,json,svg}. About fourteen minutes: latency and
+# throughput run in three interleaved rounds, each target reported by its
+# median round.
 bench:
 	$(GO) build -o bin/ ./cmd/gateway ./cmd/gatewaybench
 	bin/gatewaybench run -gateway bin/gateway -out docs/bench

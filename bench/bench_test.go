@@ -121,6 +121,9 @@ func TestSmokeRun(t *testing.T) {
 			t.Errorf("%s/%s: %d streams, %d errors %v, %d chunks; want %d streams of %d tokens",
 				m.Scenario, m.Target, res.Streams, res.Errors, res.ErrorSamples, res.Chunks, sc.Requests, sc.Tokens)
 		}
+		if len(m.Rounds) != sc.Rounds && (sc.Rounds > 1 || len(m.Rounds) != 0) {
+			t.Errorf("%s/%s: %d rounds recorded, want %d", m.Scenario, m.Target, len(m.Rounds), sc.Rounds)
+		}
 		if res.TTFT.Count < int64(res.Streams) || m.RelayPeakRSSMiB <= 0 {
 			t.Errorf("%s/%s: %d TTFT samples, peak RSS %.1f MiB", m.Scenario, m.Target, res.TTFT.Count, m.RelayPeakRSSMiB)
 		}
@@ -137,6 +140,9 @@ func TestSmokeRun(t *testing.T) {
 	}
 	md, _ := os.ReadFile(filepath.Join(out, "results.md"))
 	svg, _ := os.ReadFile(filepath.Join(out, "results.svg"))
+	if !strings.Contains(string(md), "| throughput | gateway-chat | ") || !strings.Contains(string(md), "Every round:") {
+		t.Errorf("results.md lists no rounds:\n%s", md)
+	}
 	if !strings.Contains(string(md), "| idle | gateway-chat |") || !strings.Contains(string(md), "| idle | gateway-messages |") || !strings.Contains(string(md), "| idle | gateway-responses |") || !strings.HasPrefix(string(svg), "<svg") {
 		t.Errorf("results.md or results.svg incomplete:\n%s", md)
 	}
@@ -179,6 +185,33 @@ func TestSmokeProfile(t *testing.T) {
 		// A smoke load may end before the CPU profiler samples it.
 		if err != nil || kind == "allocs" && len(p.Sample) == 0 {
 			t.Errorf("%s profile: %v", kind, err)
+		}
+	}
+}
+
+// TestMedianRound: a target's row is its median round by the figure its
+// scenario is judged on, carrying every round's figures in run order.
+func TestMedianRound(t *testing.T) {
+	for _, tc := range []struct {
+		scenario string
+		cpu, p50 []float64
+		want     int // index of the round kept
+	}{
+		{"throughput", []float64{5, 3, 4}, []float64{1, 2, 3}, 2},
+		{"throughput", []float64{5, 3}, []float64{1, 2}, 1},
+		{"latency", []float64{5, 3, 4}, []float64{30, 10, 20}, 2},
+		{"throughput", []float64{7}, []float64{1}, 0},
+	} {
+		var ms []*Measurement
+		for i := range tc.cpu {
+			ms = append(ms, &Measurement{Scenario: tc.scenario, CPUPerChunkUs: tc.cpu[i], Result: &Result{ChunksPerSec: float64(i), TTFT: Summary{P50: tc.p50[i]}}})
+		}
+		got := median(ms)
+		if got.CPUPerChunkUs != tc.cpu[tc.want] || got.Result.TTFT.P50 != tc.p50[tc.want] {
+			t.Errorf("%s %v/%v: kept cpu %v p50 %v, want round %d", tc.scenario, tc.cpu, tc.p50, got.CPUPerChunkUs, got.Result.TTFT.P50, tc.want)
+		}
+		if len(tc.cpu) > 1 && (len(got.Rounds) != len(tc.cpu) || got.Rounds[0].CPUPerChunkUs != tc.cpu[0]) {
+			t.Errorf("%s: rounds %+v", tc.scenario, got.Rounds)
 		}
 	}
 }

@@ -148,6 +148,7 @@ func (rep *Report) WriteMarkdown(w io.Writer) {
 			fmtUs(r.Gap.P50), fmtUs(r.Gap.P99), fmtUs(r.Duration.P50), x.CPUPerChunkUs, x.RelayPeakRSSMiB)
 	}
 	fmt.Fprintln(w, "\n\"relay\" is the process between the load generator and the mock: the baseline proxy or the gateway (for `direct`, the mock itself).")
+	rep.writeRounds(w)
 	var redisRows []Measurement
 	for _, x := range rep.Measurements {
 		if x.RedisCommandsPerStream > 0 {
@@ -172,6 +173,30 @@ func (rep *Report) WriteMarkdown(w io.Writer) {
 			mark = "met"
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", c.Name, c.Target, c.Want, c.Got, mark)
+	}
+}
+
+// writeRounds lists every round of the scenarios run more than once:
+// how far one round is from another is the noise the ratios carry.
+func (rep *Report) writeRounds(w io.Writer) {
+	header := false
+	for _, x := range rep.Measurements {
+		if len(x.Rounds) < 2 {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(w, "\nScenarios run in rounds (every target once per round, in turn) report each target's median round: by TTFT p50 for latency, by CPU per chunk otherwise. Every round:")
+			fmt.Fprintln(w, "\n| scenario | target | relay CPU/chunk | chunks/s | TTFT p50 |")
+			fmt.Fprintln(w, "|---|---|---|---|---|")
+			header = true
+		}
+		var cpu, cps, ttft []string
+		for _, r := range x.Rounds {
+			cpu = append(cpu, fmt.Sprintf("%.2f", r.CPUPerChunkUs))
+			cps = append(cps, fmt.Sprintf("%.0f", r.ChunksPerSec))
+			ttft = append(ttft, fmtUs(r.TTFTP50Us))
+		}
+		fmt.Fprintf(w, "| %s | %s | %s µs | %s | %s |\n", x.Scenario, x.Target, strings.Join(cpu, " / "), strings.Join(cps, " / "), strings.Join(ttft, " / "))
 	}
 }
 

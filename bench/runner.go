@@ -2,19 +2,22 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"github.com/streamgate/gateway/config"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/streamgate/gateway/config"
 )
 
 // Scenario is one load shape, run against every target in turn.
@@ -31,13 +34,18 @@ type Scenario struct {
 	// stream, and 10,000 streams would pass the 20,000 descriptors this
 	// machine allows one process.
 	H2C bool `json:"h2c,omitempty"`
+	// Rounds runs the scenario that many times over all targets in turn,
+	// so that a drift in the machine's speed during the run (a shared
+	// VM's neighbours) falls on every target alike; each target's row is
+	// then its median round (see median). 0 is one round.
+	Rounds int `json:"rounds,omitempty"`
 }
 
 // Scenarios are the issue's four load shapes.
 func Scenarios() []Scenario {
 	return []Scenario{
-		{Name: "latency", Tokens: 64, Concurrency: 1, Duration: 3 * time.Second},
-		{Name: "throughput", Tokens: 64, Concurrency: 64, Duration: 5 * time.Second},
+		{Name: "latency", Tokens: 64, Concurrency: 1, Duration: 3 * time.Second, Rounds: 3},
+		{Name: "throughput", Tokens: 64, Concurrency: 64, Duration: 5 * time.Second, Rounds: 3},
 		{Name: "slow", Tokens: 256, Delay: 20 * time.Millisecond, Concurrency: 1000, Requests: 1000, RampUp: time.Second},
 		{Name: "idle", Tokens: 30, Delay: time.Second, Concurrency: 10000, Requests: 10000, RampUp: 5 * time.Second, H2C: true},
 	}
@@ -48,7 +56,7 @@ func Scenarios() []Scenario {
 func QuickScenarios() []Scenario {
 	return []Scenario{
 		{Name: "latency", Tokens: 16, Concurrency: 1, Requests: 10},
-		{Name: "throughput", Tokens: 16, Concurrency: 8, Requests: 40},
+		{Name: "throughput", Tokens: 16, Concurrency: 8, Requests: 40, Rounds: 2},
 		{Name: "slow", Tokens: 8, Delay: 5 * time.Millisecond, Concurrency: 20, Requests: 20},
 		{Name: "idle", Tokens: 3, Delay: 50 * time.Millisecond, Concurrency: 50, Requests: 50, H2C: true},
 	}
@@ -120,6 +128,39 @@ type Measurement struct {
 	RedisCPUPerStreamUs    float64 `json:"redis_cpu_per_stream_us,omitempty"`
 	// Profile is the gateway's, in a profiling run.
 	Profile *Profile `json:"profile,omitempty"`
+	// Rounds are the figures of every round, when the scenario ran more
+	// than one; the measurement itself is the median round.
+	Rounds []Round `json:"rounds,omitempty"`
+}
+
+// Round is what one round of a scenario measured on a target.
+type Round struct {
+	CPUPerChunkUs float64 `json:"cpu_per_chunk_us"`
+	ChunksPerSec  float64 `json:"chunks_per_s"`
+	TTFTP50Us     float64 `json:"ttft_p50_us"`
+}
+
+// median returns the round of ms that is the median by the figure the
+// scenario is judged on (time to first token one stream at a time, else
+// CPU per chunk), with every round's figures attached.
+func median(ms []*Measurement) *Measurement {
+	if len(ms) == 1 {
+		return ms[0]
+	}
+	key := func(m *Measurement) float64 {
+		if m.Scenario == "latency" {
+			return m.Result.TTFT.P50
+		}
+		return m.CPUPerChunkUs
+	}
+	sorted := slices.Clone(ms)
+	slices.SortStableFunc(sorted, func(a, b *Measurement) int { return cmp.Compare(key(a), key(b)) })
+	out := *sorted[(len(sorted)-1)/2]
+	out.Rounds = nil
+	for _, m := range ms {
+		out.Rounds = append(out.Rounds, Round{CPUPerChunkUs: m.CPUPerChunkUs, ChunksPerSec: m.Result.ChunksPerSec, TTFTP50Us: m.Result.TTFT.P50})
+	}
+	return &out
 }
 
 // Run runs every scenario against every target.
@@ -134,25 +175,41 @@ func (r *Runner) Run(ctx context.Context) (*Report, error) {
 		targets = ProfileTargets
 	}
 	for _, sc := range r.Scenarios {
+		rounds := max(sc.Rounds, 1)
+		if r.Profile {
+			rounds = 1 // profiles are read, not compared
+		}
+		byTarget := map[string][]*Measurement{}
+		for round := 1; round <= rounds; round++ {
+			for _, target := range targets {
+				name := sc.Name
+				if rounds > 1 {
+					name = fmt.Sprintf("%s %d/%d", sc.Name, round, rounds)
+				}
+				fmt.Fprintf(r.Log, "%-14s %-15s ", name, target)
+				m, err := r.measure(ctx, sc, target)
+				if errors.Is(err, errNoRedis) {
+					fmt.Fprintf(r.Log, "skipped: %v\n", err)
+					continue
+				}
+				if err != nil {
+					fmt.Fprintln(r.Log, "failed")
+					return rep, fmt.Errorf("%s against %s: %w", sc.Name, target, err)
+				}
+				res := m.Result
+				fmt.Fprintf(r.Log, "%6d ok %4d err %9.0f chunks/s  ttft p50 %8.0fµs  cpu/chunk %6.2fµs  rss %6.1fMiB",
+					res.Streams, res.Errors, res.ChunksPerSec, res.TTFT.P50, m.CPUPerChunkUs, m.RelayPeakRSSMiB)
+				if m.RedisCommandsPerStream > 0 {
+					fmt.Fprintf(r.Log, "  redis %.1f cmds, %.0fµs cpu per stream", m.RedisCommandsPerStream, m.RedisCPUPerStreamUs)
+				}
+				fmt.Fprintln(r.Log)
+				byTarget[target] = append(byTarget[target], m)
+			}
+		}
 		for _, target := range targets {
-			fmt.Fprintf(r.Log, "%-10s %-15s ", sc.Name, target)
-			m, err := r.measure(ctx, sc, target)
-			if errors.Is(err, errNoRedis) {
-				fmt.Fprintf(r.Log, "skipped: %v\n", err)
-				continue
+			if ms := byTarget[target]; len(ms) > 0 {
+				rep.Measurements = append(rep.Measurements, *median(ms))
 			}
-			if err != nil {
-				fmt.Fprintln(r.Log, "failed")
-				return rep, fmt.Errorf("%s against %s: %w", sc.Name, target, err)
-			}
-			res := m.Result
-			fmt.Fprintf(r.Log, "%6d ok %4d err %9.0f chunks/s  ttft p50 %8.0fµs  cpu/chunk %6.2fµs  rss %6.1fMiB",
-				res.Streams, res.Errors, res.ChunksPerSec, res.TTFT.P50, m.CPUPerChunkUs, m.RelayPeakRSSMiB)
-			if m.RedisCommandsPerStream > 0 {
-				fmt.Fprintf(r.Log, "  redis %.1f cmds, %.0fµs cpu per stream", m.RedisCommandsPerStream, m.RedisCPUPerStreamUs)
-			}
-			fmt.Fprintln(r.Log)
-			rep.Measurements = append(rep.Measurements, *m)
 		}
 	}
 	if !r.Profile {
