@@ -215,3 +215,31 @@ func TestMedianRound(t *testing.T) {
 		}
 	}
 }
+
+// TestPaired: with rounds on both sides, a comparison is the median of
+// the per-round ones; otherwise it compares the rows.
+func TestPaired(t *testing.T) {
+	rounds := func(cpu ...float64) *Measurement {
+		m := &Measurement{CPUPerChunkUs: cpu[0], Result: &Result{}}
+		if len(cpu) > 1 {
+			for _, c := range cpu {
+				m.Rounds = append(m.Rounds, Round{CPUPerChunkUs: c})
+			}
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name string
+		g, b *Measurement
+		want float64
+	}{
+		{"three rounds", rounds(8, 6, 7), rounds(4, 5, 3.5), 2},   // ratios 2, 1.2, 2
+		{"two rounds", rounds(6, 9), rounds(3, 3), 2},             // ratios 2, 3: the lower
+		{"one side without rounds", rounds(6, 9), rounds(4), 1.5}, // rows: 6 / 4
+		{"rounds of different counts", rounds(6, 9), rounds(4, 4, 4), 1.5},
+	} {
+		if got := paired(tc.g, tc.b, cpuRatio); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

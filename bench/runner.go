@@ -158,9 +158,31 @@ func median(ms []*Measurement) *Measurement {
 	out := *sorted[(len(sorted)-1)/2]
 	out.Rounds = nil
 	for _, m := range ms {
-		out.Rounds = append(out.Rounds, Round{CPUPerChunkUs: m.CPUPerChunkUs, ChunksPerSec: m.Result.ChunksPerSec, TTFTP50Us: m.Result.TTFT.P50})
+		out.Rounds = append(out.Rounds, m.round())
 	}
 	return &out
+}
+
+// round is m's own figures as one round.
+func (m *Measurement) round() Round {
+	return Round{CPUPerChunkUs: m.CPUPerChunkUs, ChunksPerSec: m.Result.ChunksPerSec, TTFTP50Us: m.Result.TTFT.P50}
+}
+
+// paired compares g with b round by round: the median over rounds of
+// f(g's round, b's round). Targets of one round ran within minutes of
+// each other, so pairing them cancels most of a drift in the machine's
+// speed that comparing two medians (of rounds run at different times)
+// would keep. Without the same rounds on both, it is f of their rows.
+func paired(g, b *Measurement, f func(g, b Round) float64) float64 {
+	if len(g.Rounds) < 2 || len(g.Rounds) != len(b.Rounds) {
+		return f(g.round(), b.round())
+	}
+	vs := make([]float64, len(g.Rounds))
+	for i := range g.Rounds {
+		vs[i] = f(g.Rounds[i], b.Rounds[i])
+	}
+	slices.Sort(vs)
+	return vs[(len(vs)-1)/2]
 }
 
 // Run runs every scenario against every target.
