@@ -119,10 +119,10 @@ func unmarshal(b []byte, v any, strict bool) error {
 	if len(bytes.TrimSpace(b)) == 0 {
 		return io.EOF
 	}
-	if u, ok := v.(json.Unmarshaler); ok && !strict {
-		return u.UnmarshalJSON(b)
-	}
 	if !strict {
+		if u, ok := v.(json.Unmarshaler); ok {
+			return u.UnmarshalJSON(b)
+		}
 		return json.Unmarshal(b, v)
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
