@@ -444,16 +444,23 @@ const (
 	nonASCII             // bytes beyond ASCII: UTF-8 to check
 )
 
-// stringByte classes the bytes of a JSON string: 0 for those that need
-// nothing, else what rawString must do.
+// Classes of the bytes in a JSON string (stringByte).
+const (
+	plainByte     = iota // needs nothing
+	quoteByte            // ends the string
+	backslashByte        // starts an escape
+	controlByte          // not allowed in a string
+	highByte             // part of a UTF-8 sequence
+)
+
+// stringByte classes every byte value for rawString.
 var stringByte = func() (t [256]uint8) {
-	const quote, backslash, control = 1, 2, 3
 	for c := range 0x20 {
-		t[c] = control
+		t[c] = controlByte
 	}
-	t['"'], t['\\'] = quote, backslash
+	t['"'], t['\\'] = quoteByte, backslashByte
 	for c := 0x80; c < 0x100; c++ {
-		t[c] = 4
+		t[c] = highByte
 	}
 	return t
 }()
@@ -467,23 +474,23 @@ func (s *scanner) rawString() ([]byte, uint8, error) {
 	b, i := s.b, s.i
 	var kind uint8
 	for {
-		for i < len(b) && stringByte[b[i]] == 0 { // the hottest loop of the scanner
+		for i < len(b) && stringByte[b[i]] == plainByte { // the scanner's hottest loop
 			i++
 		}
 		if i >= len(b) {
 			return nil, 0, errFallback
 		}
 		switch stringByte[b[i]] {
-		case 1:
+		case quoteByte:
 			raw := b[s.i:i]
 			s.i = i + 1
 			return raw, kind, nil
-		case 2:
+		case backslashByte:
 			kind |= escaped
 			i += 2
-		case 3:
+		case controlByte:
 			return nil, 0, errFallback
-		default:
+		default: // highByte
 			kind |= nonASCII
 			i++
 		}
