@@ -122,10 +122,18 @@ func (p *Pump) Run(buf []byte, flush func([]byte) error) ([]byte, Result, error)
 		ferr error
 		// sawContent is set at the first answer text or tool call.
 		sawContent bool
+		// now is when the latest delta arrived; waited says the stream
+		// has waited for the network since. Deltas that arrived in one
+		// read share its time: reading the clock for each was 3% of the
+		// CPU with tokens back to back, and their gaps are zero anyway
+		// at the metrics' resolution.
+		now    time.Time
+		waited = true
 	)
 	// A stream that cannot tell when it waits is wrapped by the upstream
 	// package's stream, which then flushes before every Recv.
 	p.Stream.NotifyIdle(func() {
+		waited = true
 		if len(buf) > 0 && ferr == nil {
 			ferr = flush(buf)
 			buf = buf[:0]
@@ -146,7 +154,9 @@ func (p *Pump) Run(buf []byte, flush func([]byte) error) ([]byte, Result, error)
 			break
 		}
 		if delta {
-			now := time.Now()
+			if waited {
+				now, waited = time.Now(), false
+			}
 			if t.deltas == 1 {
 				t.res.TTFT = now.Sub(p.Start)
 				if p.Observer != nil {

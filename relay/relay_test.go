@@ -5,7 +5,9 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/streamgate/gateway/failure"
 	"github.com/streamgate/gateway/providers"
 )
 
@@ -41,5 +43,65 @@ func TestTallyRefusesBadToolIndexes(t *testing.T) {
 		if !errors.Is(err, providers.ErrMalformed) {
 			t.Errorf("index %d: %v", idx, err)
 		}
+	}
+}
+
+// burstStream sends its chunks in bursts: it reports a wait after each
+// burst, as a stream reading from the network does before a read that
+// blocks, and none between the chunks of one.
+type burstStream struct {
+	bursts [][]providers.Chunk
+	onIdle func()
+}
+
+func (s *burstStream) NotifyIdle(fn func()) { s.onIdle = fn }
+func (s *burstStream) Close() error         { return nil }
+func (s *burstStream) Recv() (providers.Chunk, error) {
+	for len(s.bursts) > 0 && len(s.bursts[0]) == 0 {
+		s.bursts = s.bursts[1:]
+		s.onIdle()
+		// The wait itself: the clock moves on.
+		for t0 := time.Now(); !time.Now().After(t0); {
+		}
+	}
+	if len(s.bursts) == 0 {
+		return providers.Chunk{}, io.EOF
+	}
+	c := s.bursts[0][0]
+	s.bursts[0] = s.bursts[0][1:]
+	return c, nil
+}
+
+// timesObserver keeps the time of every delta.
+type timesObserver struct{ at []time.Time }
+
+func (o *timesObserver) FirstDelta(time.Duration)   {}
+func (o *timesObserver) FirstContent(time.Duration) {}
+func (o *timesObserver) Delta(now time.Time)        { o.at = append(o.at, now) }
+
+type nopFormat struct{}
+
+func (nopFormat) Opened(buf []byte, _ string) []byte          { return buf }
+func (nopFormat) Chunk(buf []byte, _ *providers.Chunk) []byte { return append(buf, 'x') }
+func (nopFormat) Done(buf []byte, _ *Result) []byte           { return buf }
+func (nopFormat) Failed(buf []byte, _ *failure.Error) []byte  { return buf }
+
+// TestDeltasOfOneReadShareItsTime: the clock is read once per wait, not
+// once per delta; a delta after a wait gets a time of its own.
+func TestDeltasOfOneReadShareItsTime(t *testing.T) {
+	tok := providers.Chunk{Content: "t"}
+	st := &burstStream{bursts: [][]providers.Chunk{{tok, tok, tok}, {tok, tok, {FinishReason: "stop", Usage: &providers.Usage{PromptTokens: 1, CompletionTokens: 5, TotalTokens: 6}}}}}
+	obs := &timesObserver{}
+	p := Pump{Stream: st, Format: nopFormat{}, Request: &providers.Request{}, Start: time.Now(), Observer: obs}
+	var flushes int
+	if _, _, err := p.Run(nil, func([]byte) error { flushes++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	a := obs.at
+	if len(a) != 5 || !a[0].Equal(a[1]) || !a[1].Equal(a[2]) || !a[3].Equal(a[4]) || !a[3].After(a[2]) {
+		t.Errorf("delta times %v: want the first three equal, the last two equal and later", a)
+	}
+	if flushes != 2 { // each burst, at the wait after it
+		t.Errorf("%d flushes, want 2", flushes)
 	}
 }
