@@ -153,9 +153,7 @@ func median(ms []*Measurement) *Measurement {
 		}
 		return m.CPUPerChunkUs
 	}
-	sorted := slices.Clone(ms)
-	slices.SortStableFunc(sorted, func(a, b *Measurement) int { return cmp.Compare(key(a), key(b)) })
-	out := *sorted[(len(sorted)-1)/2]
+	out := *middle(ms, func(a, b *Measurement) int { return cmp.Compare(key(a), key(b)) })
 	out.Rounds = nil
 	for _, m := range ms {
 		out.Rounds = append(out.Rounds, m.round())
@@ -181,8 +179,15 @@ func paired(g, b *Measurement, f func(g, b Round) float64) float64 {
 	for i := range g.Rounds {
 		vs[i] = f(g.Rounds[i], b.Rounds[i])
 	}
-	slices.Sort(vs)
-	return vs[(len(vs)-1)/2]
+	return middle(vs, cmp.Compare[float64])
+}
+
+// middle returns the median of xs by cmp (the lower of the two middle
+// ones for an even count), leaving xs in its order.
+func middle[T any](xs []T, cmp func(a, b T) int) T {
+	sorted := slices.Clone(xs)
+	slices.SortStableFunc(sorted, cmp)
+	return sorted[(len(sorted)-1)/2]
 }
 
 // Run runs every scenario against every target.
