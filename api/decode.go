@@ -18,6 +18,7 @@ import (
 	"strings"
 
 	"github.com/streamgate/gateway/failure"
+	"github.com/streamgate/gateway/internal/offstack"
 	"github.com/streamgate/gateway/providers"
 )
 
@@ -40,7 +41,9 @@ func DecodeJSON(r *http.Request, v any, strict bool) *failure.Error {
 	}
 	b, err := readBody(r)
 	if err == nil {
-		err = unmarshal(b, v, strict)
+		// By reflection, as deep as the body is nested: off the
+		// request's stack (see package offstack).
+		offstack.Run(func() { err = unmarshal(b, v, strict) })
 	}
 	if err == nil {
 		return nil

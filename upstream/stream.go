@@ -153,7 +153,7 @@ func (s *Stream) advance(lastErr error) error {
 		err := providers.Untranslatable(dep.provider, s.req, dep.providerName)
 		var st providers.Stream
 		if err == nil {
-			st, err = dep.provider.StreamChat(actx, s.req)
+			st, err = streamChat(actx, dep.provider, s.req)
 		}
 		if err != nil {
 			cancel(nil)
@@ -265,25 +265,36 @@ func (s *Stream) Recv() (providers.Chunk, error) {
 			}
 			return c, nil
 		}
-		if cause := context.Cause(s.actx); s.actx.Err() != nil && s.parent.Err() == nil {
-			if cause == ErrFirstTokenTimeout && s.delivered {
-				cause = ErrIdleTimeout // it fired as the first delta arrived
-			}
-			err = cause
-		}
-		if errors.Is(err, io.EOF) {
+		if retried, err := s.attemptEnded(err); !retried {
 			return c, err
-		}
-		spanFailed(s.parent, s.span, err)
-		s.failed(s.dep, err)
-		if s.delivered {
-			return c, err
-		}
-		s.stopAttempt()
-		if e := s.advance(err); e != nil {
-			return providers.Chunk{}, e
 		}
 	}
+}
+
+// attemptEnded takes in the error the current attempt's Recv returned: it
+// reports that a new attempt is open, or returns the error for the reader.
+// It is a function of its own to keep Recv's frame small: an idle
+// stream's handler waits under it (see streamChat).
+func (s *Stream) attemptEnded(err error) (retried bool, _ error) {
+	if cause := context.Cause(s.actx); s.actx.Err() != nil && s.parent.Err() == nil {
+		if cause == ErrFirstTokenTimeout && s.delivered {
+			cause = ErrIdleTimeout // it fired as the first delta arrived
+		}
+		err = cause
+	}
+	if errors.Is(err, io.EOF) {
+		return false, err
+	}
+	spanFailed(s.parent, s.span, err)
+	s.failed(s.dep, err)
+	if s.delivered {
+		return false, err
+	}
+	s.stopAttempt()
+	if e := s.advance(err); e != nil {
+		return false, e
+	}
+	return true, nil
 }
 
 // firstDelta records the attempt's success and swaps the first-token

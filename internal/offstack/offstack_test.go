@@ -1,0 +1,58 @@
+package offstack
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestRunWaitsForItsWork: what f wrote is there when Run returns, and f
+// ran on another goroutine (its stack is not the caller's).
+func TestRunWaitsForItsWork(t *testing.T) {
+	var got int
+	Run(func() { got = deep(200) })
+	if got != 200 {
+		t.Fatalf("got %d, want 200", got)
+	}
+}
+
+func deep(n int) int {
+	if n == 0 {
+		return 0
+	}
+	var pad [64]byte
+	pad[n%64] = 1
+	return deep(n-1) + int(pad[n%64])
+}
+
+// TestRunRaisesPanicsInTheCaller: the request's own recovery must see a
+// panic of f: http.ErrAbortHandler unchanged (net/http treats it as a
+// quiet abort), anything else with f's stack in it.
+func TestRunRaisesPanicsInTheCaller(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		value any
+		check func(any) bool
+	}{
+		{"abort", http.ErrAbortHandler, func(v any) bool { return v == http.ErrAbortHandler }},
+		{"value", errors.New("boom"), func(v any) bool {
+			s, ok := v.(string)
+			return ok && strings.HasPrefix(s, "boom") && strings.Contains(s, "offstack.TestRunRaisesPanicsInTheCaller")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer func() {
+				if v := recover(); !tc.check(v) {
+					t.Errorf("recovered %#v", v)
+				}
+			}()
+			Run(func() { panic(tc.value) })
+			t.Error("Run returned after a panic")
+		})
+	}
+}
