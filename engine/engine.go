@@ -260,7 +260,7 @@ func (e *Engine) upstreamContext(parent context.Context) (ctx context.Context, c
 // log), the metrics, the ledger and the admission. streamed says the
 // client was answered 200 before the end (a stream, whatever its end);
 // otherwise a failure is answered with its own status.
-func (call *Call) finish(info *middleware.Info, o relay.Outcome, a upstream.Attempt, endpoint string, streamed bool) {
+func (call *Call) finish(info *middleware.Info, o *relay.Outcome, a upstream.Attempt, endpoint string, streamed bool) {
 	routed(info, a)
 	info.TTFT, info.End, info.FinishReason = o.TTFT, o.End, o.FinishReason
 	// What was generated is counted and priced on every ending: a
@@ -341,7 +341,7 @@ func (call *Call) Complete(endpoint string) (relay.Answer, relay.Result, *failur
 	defer run.st.Close()
 	ans, res, err := relay.Collect(run.st, call.req)
 	o := relay.Conclude(run.ctx, res, err, call.e.Redact)
-	call.finish(call.info, o, run.st.Attempt(), endpoint, false)
+	call.finish(call.info, &o, run.st.Attempt(), endpoint, false)
 	if o.End != outcome.Done {
 		return relay.Answer{}, o.Result, o.Err
 	}
@@ -375,6 +375,15 @@ func (call *Call) Generate(newFormat func(Generation) resumable.Lines, detached 
 	if fe != nil {
 		return nil, g, fe
 	}
+	return call.start(g, f, run, detached, endpoint), g, nil
+}
+
+// start hands the open stream to the hub. It is not part of Generate
+// because the stream's description takes 2 KiB of frame, which
+// Generate's would hold while it opens the upstream, the deepest point of
+// a request's stack (see package offstack).
+func (call *Call) start(g Generation, f resumable.Lines, run running, detached bool, endpoint string) *resumable.Producer {
+	e := call.e
 	// The relay span lasts as long as the generation, which may outlive
 	// the request's own span (a background response): it gets the
 	// request's attributes too.
@@ -397,11 +406,11 @@ func (call *Call) Generate(newFormat func(Generation) resumable.Lines, detached 
 		Policy: policy, Grace: grace, Detached: detached, Info: *call.info, Redact: e.Redact,
 		OnEnd: func(o relay.Outcome, info *middleware.Info) {
 			inFlight.Dec()
-			call.finish(info, o, run.st.Attempt(), endpoint, true)
+			call.finish(info, &o, run.st.Attempt(), endpoint, true)
 			endRelay(span, info, true)
 		},
 	})
-	return p, g, nil
+	return p
 }
 
 // Embed computes embeddings of req.Input with model, for c: the model must

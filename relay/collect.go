@@ -84,7 +84,8 @@ func Collect(st providers.Stream, req *providers.Request) (Answer, Result, error
 			tc.Function.Arguments += d.Arguments
 		}
 	}
-	res, err := t.end(err, req)
+	err = t.end(err, req)
+	res := t.res
 	price(st, &res)
 	if err != nil {
 		return Answer{}, res, err

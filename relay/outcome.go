@@ -23,10 +23,16 @@ type Outcome struct {
 // Conclude derives the outcome from how a stream stopped: err nil means
 // the answer was complete. redact makes text safe to show and log.
 func Conclude(ctx context.Context, res Result, err error, redact func(string) string) Outcome {
-	o := Outcome{Result: res}
+	var o Outcome
+	o.conclude(ctx, &res, err, redact)
+	return o
+}
+
+func (o *Outcome) conclude(ctx context.Context, res *Result, err error, redact func(string) string) {
+	*o = Outcome{Result: *res}
 	if err == nil {
 		o.End = outcome.Done
-		return o
+		return
 	}
 	e := failure.Classify(ctx, err)
 	if m := redact(e.Message); m != e.Message {
@@ -47,7 +53,6 @@ func Conclude(ctx context.Context, res Result, err error, redact func(string) st
 	default:
 		o.End = outcome.UpstreamError
 	}
-	return o
 }
 
 // Tell reports whether anyone is there to be told how the stream ended:
@@ -65,19 +70,21 @@ func (o *Outcome) Terminal(buf []byte, f Format) []byte {
 
 // Relay writes an open stream to out, the client's connection, from the
 // opening frame to exactly one terminal frame (none when the client
-// left: there is no one to tell), and returns the outcome.
-func Relay(ctx context.Context, out *SSE, p *Pump, provider string, redact func(string) string) Outcome {
+// left: there is no one to tell), and returns the outcome, held by the
+// pump (like its result: the frames under the relay stay small).
+func Relay(ctx context.Context, out *SSE, p *Pump, provider string, redact func(string) string) *Outcome {
 	bp := Buffer()
 	defer Release(bp)
 	buf := p.Format.Opened((*bp)[:0], provider)
-	var res Result
+	res := &p.t.res // nothing yet, should the opening frame fail
 	err := out.Write(buf)
 	if err == nil {
 		buf, res, err = p.Run(buf[:0], out.Write)
 	} else {
 		err = ClientGone{err}
 	}
-	o := Conclude(ctx, res, err, redact)
+	o := &p.o
+	o.conclude(ctx, res, err, redact)
 	if o.Tell() {
 		buf = o.Terminal(buf, p.Format)
 		_ = out.Write(buf)

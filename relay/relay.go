@@ -79,6 +79,13 @@ type Pump struct {
 	// Start is when the request arrived: TTFT and duration count from it.
 	Start    time.Time
 	Observer Observer // optional
+
+	// The stream's state while Run reads it lives here, not in Run's
+	// frame: an idle stream's handler waits under that frame for the
+	// whole stream, and kept small its stack stays at 8 KiB (issue 18).
+	t tally
+	c providers.Chunk
+	o Outcome // Relay's
 }
 
 // maxPending caps what a relay holds while the upstream keeps sending
@@ -108,15 +115,12 @@ func (e ClientGone) Unwrap() error { return e.Err }
 // (frames that arrived together go out together, as a byte-copying proxy's
 // would) or maxPending bytes are held. It returns buf with the frames not
 // yet flushed (the caller appends the terminal frame to them), what the
-// stream said, and why it stopped: nil when the upstream finished,
+// stream said (held by the pump), and why it stopped: nil when the upstream finished,
 // ClientGone when flush failed, otherwise the upstream's error.
-func (p *Pump) Run(buf []byte, flush func([]byte) error) ([]byte, Result, error) {
+func (p *Pump) Run(buf []byte, flush func([]byte) error) ([]byte, *Result, error) {
 	var (
-		t tally
-		// c lives across iterations: its address goes to the format, so
-		// it escapes, and declared in the loop it would cost an
-		// allocation per token.
-		c   providers.Chunk
+		t   = &p.t
+		c   = &p.c
 		err error
 		// ferr is a flush failure inside the idle callback.
 		ferr error
@@ -140,7 +144,7 @@ func (p *Pump) Run(buf []byte, flush func([]byte) error) ([]byte, Result, error)
 		}
 	})
 	for err == nil {
-		c, err = p.Stream.Recv()
+		*c, err = p.Stream.Recv()
 		if ferr != nil {
 			err = ClientGone{ferr}
 			break
@@ -148,7 +152,7 @@ func (p *Pump) Run(buf []byte, flush func([]byte) error) ([]byte, Result, error)
 		if err != nil {
 			break
 		}
-		delta, aerr := t.add(&c)
+		delta, aerr := t.add(c)
 		if aerr != nil {
 			err = aerr
 			break
@@ -173,7 +177,7 @@ func (p *Pump) Run(buf []byte, flush func([]byte) error) ([]byte, Result, error)
 				p.Observer.Delta(now)
 			}
 		}
-		buf = p.Format.Chunk(buf, &c)
+		buf = p.Format.Chunk(buf, c)
 		if len(buf) >= maxPending {
 			if ferr := flush(buf); ferr != nil {
 				err = ClientGone{ferr}
@@ -181,10 +185,10 @@ func (p *Pump) Run(buf []byte, flush func([]byte) error) ([]byte, Result, error)
 			buf = buf[:0]
 		}
 	}
-	res, err := t.end(err, p.Request)
-	res.Duration = time.Since(p.Start)
-	price(p.Stream, &res)
-	return buf, res, err
+	err = t.end(err, p.Request)
+	t.res.Duration = time.Since(p.Start)
+	price(p.Stream, &t.res)
+	return buf, &t.res, err
 }
 
 // tally derives what a stream says about itself as its chunks pass: the
@@ -244,15 +248,15 @@ func (t *tally) add(c *providers.Chunk) (bool, error) {
 // provider said, so a truncated answer is never reported as complete.
 // Usage is known however the stream ended (counted when the upstream did
 // not report it), so that what was generated is billed and settled.
-func (t *tally) end(err error, req *providers.Request) (Result, error) {
+func (t *tally) end(err error, req *providers.Request) error {
 	if !t.hasUsage {
 		t.res.Usage, t.res.UsageEstimated = CountUsage(req, t.answer, t.bytes-len(t.answer), t.deltas), true
 	}
 	switch {
 	case errors.Is(err, io.EOF) && t.res.FinishReason != "":
-		return t.res, nil
+		return nil
 	case errors.Is(err, io.EOF):
-		return t.res, providers.ErrTruncated
+		return providers.ErrTruncated
 	}
-	return t.res, err
+	return err
 }

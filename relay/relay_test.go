@@ -28,7 +28,8 @@ func TestTallyKeepsBoundedText(t *testing.T) {
 	if len(tl.answer) > maxKept || cap(tl.answer) > 2*maxKept {
 		t.Errorf("kept %d bytes (capacity %d), bound %d", len(tl.answer), cap(tl.answer), maxKept)
 	}
-	res, err := tl.end(io.EOF, &providers.Request{Messages: []providers.Message{{Role: "user", Content: "hi"}}})
+	err := tl.end(io.EOF, &providers.Request{Messages: []providers.Message{{Role: "user", Content: "hi"}}})
+	res := tl.res
 	if err != nil || !res.UsageEstimated || res.Usage.CompletionTokens < 700000 {
 		t.Errorf("usage %+v (estimated %v), %v: want about 800000 completion tokens", res.Usage, res.UsageEstimated, err)
 	}

@@ -325,11 +325,18 @@ func (p *Producer) mirror(op func(context.Context) (bool, error)) (bool, error) 
 }
 
 func (p *Producer) run() {
-	h := p.h
-	defer h.wg.Done()
+	defer p.h.wg.Done()
 	bp := relay.Buffer()
 	buf, res, err := p.st.Pump.Run((*bp)[:0], p.append)
-	o := relay.Conclude(p.st.Ctx, res, err, p.st.Redact)
+	p.end(bp, buf, res, err)
+}
+
+// end concludes the stream after Run. A method of its own so that run's
+// frame stays small: a primary reader's handler relays under it for the
+// whole stream (see package offstack).
+func (p *Producer) end(bp *[]byte, buf []byte, res *relay.Result, err error) {
+	h := p.h
+	o := relay.Conclude(p.st.Ctx, *res, err, p.st.Redact)
 	if errors.Is(context.Cause(p.st.Ctx), ErrAbandoned) {
 		o.End = outcome.ClientGone // and nobody came back
 		h.obs.Cancelled("last_reader")
