@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/iotest"
 
 	"github.com/streamgate/gateway/providers"
 	"github.com/streamgate/gateway/providers/mock"
@@ -188,23 +189,32 @@ func TestEventReader(t *testing.T) {
 	long := strings.Repeat("x", 1<<20)
 	in := ": keep-alive\r\n\r\nevent: message\nid: 3\ndata: one\r\n\ndata:two\n\n" +
 		`data: {"choices":[{"delta":{"content":"` + long + `"}}]}` + "\n\ndata: [DONE]\n\n"
-	r := newEventReader(strings.NewReader(in), 2<<20)
-	var got []string
-	for {
-		p, err := r.next()
-		if errors.Is(err, io.EOF) {
-			break
+	// However the body's reads split it: one byte at a time, half of
+	// what was asked, data with the final error.
+	for name, src := range map[string]func() io.Reader{
+		"whole":    func() io.Reader { return strings.NewReader(in) },
+		"bytes":    func() io.Reader { return iotest.OneByteReader(strings.NewReader(in)) },
+		"halves":   func() io.Reader { return iotest.HalfReader(strings.NewReader(in)) },
+		"data+EOF": func() io.Reader { return iotest.DataErrReader(strings.NewReader(in)) },
+	} {
+		r := newEventReader(src(), 2<<20)
+		var got []string
+		for {
+			p, err := r.next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(name, err)
+			}
+			got = append(got, string(p))
 		}
-		if err != nil {
-			t.Fatal(err)
+		if len(got) != 4 || got[0] != "one" || got[1] != "two" || len(got[2]) != len(`{"choices":[{"delta":{"content":""}}]}`)+len(long) || got[3] != "[DONE]" {
+			t.Errorf("%s: payloads: %d, %q %q ... %q", name, len(got), got[0], got[1], got[len(got)-1])
 		}
-		got = append(got, string(p))
-	}
-	if len(got) != 4 || got[0] != "one" || got[1] != "two" || len(got[2]) != len(`{"choices":[{"delta":{"content":""}}]}`)+len(long) || got[3] != "[DONE]" {
-		t.Errorf("payloads: %d, %q %q ... %q", len(got), got[0], got[1], got[len(got)-1])
 	}
 
-	r = newEventReader(strings.NewReader("data: "+long+"\n"), 1<<19)
+	r := newEventReader(strings.NewReader("data: "+long+"\n"), 1<<19)
 	if _, err := r.next(); !errors.Is(err, errLineTooLong) {
 		t.Errorf("over the cap: %v", err)
 	}
@@ -264,5 +274,55 @@ func TestRecordedStreamsDecode(t *testing.T) {
 				t.Errorf("%s: %s\nfast %+v %v\nfull %+v %v", file, p, fast, err1, full, err2)
 			}
 		}
+	}
+}
+
+// scriptedReader returns its parts one read at a time (a part longer than
+// the read's buffer over several), calling onRead before each read.
+type scriptedReader struct {
+	parts  []string
+	onRead func()
+}
+
+func (s *scriptedReader) Read(p []byte) (int, error) {
+	s.onRead()
+	if len(s.parts) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, s.parts[0])
+	if s.parts[0] = s.parts[0][n:]; s.parts[0] == "" {
+		s.parts = s.parts[1:]
+	}
+	return n, nil
+}
+
+// TestEventReaderHoldsNoBufferWhileWaiting: a reader whose events come
+// one at a time waits for the next without its 4 KiB buffer (issue 18:
+// memory per open stream); events back to back keep the buffer, so that
+// they cost no extra read or pool round trip.
+func TestEventReaderHoldsNoBufferWhileWaiting(t *testing.T) {
+	event := "data: {\"a\":1}\n\n"
+	burst := strings.Repeat("data: x\n", 200) // 1,600 bytes
+	var r *eventReader
+	var held []bool
+	src := &scriptedReader{parts: []string{event, event, burst, event}, onRead: func() { held = append(held, r.buf != nil) }}
+	r = newEventReader(src, 1<<20)
+	var payloads int
+	for {
+		_, err := r.next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		payloads++
+	}
+	// Reads: the first event, the second, the burst's first 512 bytes
+	// (all without a buffer), the rest of the burst and the last event
+	// (with it: the burst came back to back), the end (without).
+	want := []bool{false, false, false, true, true, false}
+	if payloads != 203 || !reflect.DeepEqual(held, want) {
+		t.Errorf("%d payloads, buffer held at each read %v, want 203 and %v", payloads, held, want)
 	}
 }
