@@ -197,18 +197,7 @@ func TestEventReader(t *testing.T) {
 		"halves":   func() io.Reader { return iotest.HalfReader(strings.NewReader(in)) },
 		"data+EOF": func() io.Reader { return iotest.DataErrReader(strings.NewReader(in)) },
 	} {
-		r := newEventReader(src(), 2<<20)
-		var got []string
-		for {
-			p, err := r.next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatal(name, err)
-			}
-			got = append(got, string(p))
-		}
+		got := payloads(t, newEventReader(src(), 2<<20))
 		if len(got) != 4 || got[0] != "one" || got[1] != "two" || len(got[2]) != len(`{"choices":[{"delta":{"content":""}}]}`)+len(long) || got[3] != "[DONE]" {
 			t.Errorf("%s: payloads: %d, %q %q ... %q", name, len(got), got[0], got[1], got[len(got)-1])
 		}
@@ -257,18 +246,11 @@ func TestRecordedStreamsDecode(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := newEventReader(bytes.NewReader(raw), 1<<20)
-		for {
-			p, err := r.next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if string(p) == "[DONE]" {
+		for _, ps := range payloads(t, newEventReader(bytes.NewReader(raw), 1<<20)) {
+			if ps == "[DONE]" {
 				continue
 			}
+			p := []byte(ps)
 			var fast, full providers.Chunk
 			if err1, err2 := decodeChunk(p, &fast), decodeFull(p, &full); err1 != nil || err2 != nil || !reflect.DeepEqual(fast, full) {
 				t.Errorf("%s: %s\nfast %+v %v\nfull %+v %v", file, p, fast, err1, full, err2)
@@ -307,22 +289,29 @@ func TestEventReaderHoldsNoBufferWhileWaiting(t *testing.T) {
 	var held []bool
 	src := &scriptedReader{parts: []string{event, event, burst, event}, onRead: func() { held = append(held, r.buf != nil) }}
 	r = newEventReader(src, 1<<20)
-	var payloads int
-	for {
-		_, err := r.next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		payloads++
-	}
+	n := len(payloads(t, r))
 	// Reads: the first event, the second, the burst's first 512 bytes
 	// (all without a buffer), the rest of the burst and the last event
 	// (with it: the burst came back to back), the end (without).
 	want := []bool{false, false, false, true, true, false}
-	if payloads != 203 || !reflect.DeepEqual(held, want) {
-		t.Errorf("%d payloads, buffer held at each read %v, want 203 and %v", payloads, held, want)
+	if n != 203 || !reflect.DeepEqual(held, want) {
+		t.Errorf("%d payloads, buffer held at each read %v, want 203 and %v", n, held, want)
+	}
+}
+
+// payloads reads r to its end and returns every data payload (copied:
+// the reader's slices last until its next call).
+func payloads(t *testing.T, r *eventReader) []string {
+	t.Helper()
+	var got []string
+	for {
+		p, err := r.next()
+		if errors.Is(err, io.EOF) {
+			return got
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, string(p))
 	}
 }
