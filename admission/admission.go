@@ -362,16 +362,36 @@ func rateLimited(d limit.Decision, l limit.Limits) *failure.Error {
 func roundUp(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 
 // setRateHeaders writes OpenAI's x-ratelimit-* headers for the limits
-// that apply.
+// that apply. The keys are set as net/http would canonicalize them and
+// the values share one array: Header.Set made a canonical copy of each
+// lower-case key and a slice for each value, 12 allocations a request.
 func setRateHeaders(h http.Header, s limit.Status) {
+	if s.LimitRequests <= 0 && s.LimitTokens <= 0 {
+		return
+	}
+	v := headerValues{h: h, v: make([]string, 0, 6)}
 	if s.LimitRequests > 0 {
-		h.Set("x-ratelimit-limit-requests", strconv.Itoa(s.LimitRequests))
-		h.Set("x-ratelimit-remaining-requests", strconv.Itoa(s.RemainingRequests))
-		h.Set("x-ratelimit-reset-requests", roundUp(s.ResetRequests).String())
+		v.set("X-Ratelimit-Limit-Requests", strconv.Itoa(s.LimitRequests))
+		v.set("X-Ratelimit-Remaining-Requests", strconv.Itoa(s.RemainingRequests))
+		v.set("X-Ratelimit-Reset-Requests", roundUp(s.ResetRequests).String())
 	}
 	if s.LimitTokens > 0 {
-		h.Set("x-ratelimit-limit-tokens", strconv.Itoa(s.LimitTokens))
-		h.Set("x-ratelimit-remaining-tokens", strconv.Itoa(s.RemainingTokens))
-		h.Set("x-ratelimit-reset-tokens", roundUp(s.ResetTokens).String())
+		v.set("X-Ratelimit-Limit-Tokens", strconv.Itoa(s.LimitTokens))
+		v.set("X-Ratelimit-Remaining-Tokens", strconv.Itoa(s.RemainingTokens))
+		v.set("X-Ratelimit-Reset-Tokens", roundUp(s.ResetTokens).String())
 	}
+}
+
+// headerValues sets headers whose values share one backing array.
+type headerValues struct {
+	h http.Header
+	v []string
+}
+
+// set sets key, which must be in canonical form, to the one value val.
+// Capped at its own element, a value slice cannot be appended to in place.
+func (hv *headerValues) set(key, val string) {
+	hv.v = append(hv.v, val)
+	n := len(hv.v)
+	hv.h[key] = hv.v[n-1 : n : n]
 }

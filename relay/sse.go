@@ -58,10 +58,11 @@ func (s *SSE) SetHeartbeat(frame []byte) {
 // limit) fail. The caller must call Stop before its handler returns.
 func StartSSE(w http.ResponseWriter, interval, writeTimeout time.Duration) *SSE {
 	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	// Tell nginx (and proxies copying it) not to buffer the stream.
-	h.Set("X-Accel-Buffering", "no")
+	// X-Accel-Buffering tells nginx (and proxies copying it) not to
+	// buffer the stream. The values share one array (Set allocates one
+	// each), each capped so that nothing appends to it in place.
+	v := []string{"text/event-stream", "no-cache", "no"}
+	h["Content-Type"], h["Cache-Control"], h["X-Accel-Buffering"] = v[0:1:1], v[1:2:2], v[2:3:3]
 	h.Del("Content-Length")
 	w.WriteHeader(http.StatusOK)
 	s := &SSE{w: w, rc: http.NewResponseController(w), interval: interval, writeTimeout: writeTimeout, heartbeat: pingFrame, last: time.Now()}
