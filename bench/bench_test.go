@@ -124,8 +124,8 @@ func TestSmokeRun(t *testing.T) {
 		if len(m.Rounds) != sc.Rounds && (sc.Rounds > 1 || len(m.Rounds) != 0) {
 			t.Errorf("%s/%s: %d rounds recorded, want %d", m.Scenario, m.Target, len(m.Rounds), sc.Rounds)
 		}
-		if res.TTFT.Count < int64(res.Streams) || m.RelayPeakRSSMiB <= 0 {
-			t.Errorf("%s/%s: %d TTFT samples, peak RSS %.1f MiB", m.Scenario, m.Target, res.TTFT.Count, m.RelayPeakRSSMiB)
+		if res.TTFT.Count < int64(res.Streams) || m.RelayPeakRSSMiB <= 0 || m.RelayStartRSSMiB <= 0 || m.RelayStartRSSMiB > m.RelayPeakRSSMiB {
+			t.Errorf("%s/%s: %d TTFT samples, peak RSS %.1f MiB, %.1f MiB before the load", m.Scenario, m.Target, res.TTFT.Count, m.RelayPeakRSSMiB, m.RelayStartRSSMiB)
 		}
 	}
 

@@ -41,23 +41,31 @@ func cpuTime(pid int) (time.Duration, error) {
 }
 
 // peakRSS is the high-water mark of a process's resident memory (VmHWM).
-func peakRSS(pid int) (int64, error) {
+func peakRSS(pid int) (int64, error) { return statusKB(pid, "VmHWM:") }
+
+// startRSS is a process's resident memory now (VmRSS): read before the
+// load, what the process holds for itself (its binary's pages, the
+// runtime), which the streams did not add.
+func startRSS(pid int) (int64, error) { return statusKB(pid, "VmRSS:") }
+
+// statusKB reads one of /proc/pid/status's "kB" fields, in bytes.
+func statusKB(pid int, field string) (int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, fmt.Errorf("peak rss: %w", err)
+		return 0, fmt.Errorf("%s %w", field, err)
 	}
 	defer f.Close()
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		if v, ok := strings.CutPrefix(s.Text(), "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(s.Text(), field); ok {
 			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 			if err != nil {
-				return 0, fmt.Errorf("peak rss: %w", err)
+				return 0, fmt.Errorf("%s %w", field, err)
 			}
 			return kb << 10, nil
 		}
 	}
-	return 0, fmt.Errorf("peak rss: no VmHWM in /proc/%d/status", pid)
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
 // RaiseFileLimit lifts the soft open-file limit to the hard one, for this

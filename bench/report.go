@@ -70,7 +70,8 @@ func checkTargets(rep *Report) []Check {
 			r := g.Result.TTFT.P99 / b.Result.TTFT.P99
 			add("slow: TTFT p99 vs baseline", "≤ 1.15×", r <= 1.15, fmt.Sprintf("%.2f× (%.2f vs %.2f ms)", r, g.Result.TTFT.P99/1e3, b.Result.TTFT.P99/1e3), r)
 			r = g.RelayPeakRSSMiB / b.RelayPeakRSSMiB
-			add("slow: peak RSS vs baseline", "≤ 1.1×", r <= 1.1, fmt.Sprintf("%.2f× (%.1f vs %.1f MiB)", r, g.RelayPeakRSSMiB, b.RelayPeakRSSMiB), r)
+			add("slow: peak RSS vs baseline", "≤ 1.1×", r <= 1.1, fmt.Sprintf("%.2f× (%.1f vs %.1f MiB; above the process's own %.1f and %.1f MiB: %s)", r, g.RelayPeakRSSMiB, b.RelayPeakRSSMiB,
+				g.RelayStartRSSMiB, b.RelayStartRSSMiB, ratioText(g.RelayPeakRSSMiB-g.RelayStartRSSMiB, b.RelayPeakRSSMiB-b.RelayStartRSSMiB)), r)
 			gr, br := g.Result.Duration.P50/d.Result.Duration.P50-1, b.Result.Duration.P50/d.Result.Duration.P50-1
 			add("slow: median stream duration vs direct", "≤ baseline's + 1 point", gr <= br+0.01,
 				fmt.Sprintf("%+.2f%% (baseline %+.2f%%)", gr*100, br*100), gr-br)
@@ -84,13 +85,14 @@ func checkTargets(rep *Report) []Check {
 			}
 			add("idle: streams completed without error", fmt.Sprintf("%d of %d", want, want), g.Result.Errors == 0 && g.Result.Streams == want,
 				fmt.Sprintf("%d ok, %d errors", g.Result.Streams, g.Result.Errors), float64(g.Result.Streams))
-			perStream := g.RelayPeakRSSMiB * 1024 / float64(max(want, 1))
-			basePer := perStream
+			per := func(mib float64) float64 { return mib * 1024 / float64(max(want, 1)) }
+			perStream, added := per(g.RelayPeakRSSMiB), per(g.RelayPeakRSSMiB-g.RelayStartRSSMiB)
+			basePer, baseAdded := perStream, added
 			if b != nil {
-				basePer = b.RelayPeakRSSMiB * 1024 / float64(max(want, 1))
+				basePer, baseAdded = per(b.RelayPeakRSSMiB), per(b.RelayPeakRSSMiB-b.RelayStartRSSMiB)
 			}
 			add("idle: peak RSS per open stream", "≤ 40 KiB and below baseline's", perStream <= 40 && perStream < basePer,
-				fmt.Sprintf("%.1f KiB (baseline %.1f KiB)", perStream, basePer), perStream)
+				fmt.Sprintf("%.1f KiB (baseline %.1f KiB; above the process's own: %.1f and %.1f KiB)", perStream, basePer, added, baseAdded), perStream)
 		}
 	}
 	// The translating endpoints against the chat endpoint they translate.
@@ -146,14 +148,14 @@ func (rep *Report) WriteMarkdown(w io.Writer) {
 	m := rep.Machine
 	fmt.Fprintf(w, "Run of %s on %s, %d cores, %d GiB, %s (%s), open-file limit %d.\n\n",
 		rep.Started.Format(time.RFC3339), m.CPU, m.Cores, m.MemoryGiB, m.Go, m.OS, m.FileLimit)
-	fmt.Fprintln(w, "| scenario | target | streams ok | errors | chunks/s | TTFT p50 | p90 | p99 | max | gap p50 | gap p99 | duration p50 | relay CPU/chunk | relay peak RSS |")
-	fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+	fmt.Fprintln(w, "| scenario | target | streams ok | errors | chunks/s | TTFT p50 | p90 | p99 | max | gap p50 | gap p99 | duration p50 | relay CPU/chunk | relay peak RSS | relay RSS before the load |")
+	fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
 	for _, x := range rep.Measurements {
 		r := x.Result
-		fmt.Fprintf(w, "| %s | %s | %d | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %.2f µs | %.1f MiB |\n",
+		fmt.Fprintf(w, "| %s | %s | %d | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %.2f µs | %.1f MiB | %.1f MiB |\n",
 			x.Scenario, x.Target, r.Streams, r.Errors, r.ChunksPerSec,
 			fmtUs(r.TTFT.P50), fmtUs(r.TTFT.P90), fmtUs(r.TTFT.P99), fmtUs(r.TTFT.Max),
-			fmtUs(r.Gap.P50), fmtUs(r.Gap.P99), fmtUs(r.Duration.P50), x.CPUPerChunkUs, x.RelayPeakRSSMiB)
+			fmtUs(r.Gap.P50), fmtUs(r.Gap.P99), fmtUs(r.Duration.P50), x.CPUPerChunkUs, x.RelayPeakRSSMiB, x.RelayStartRSSMiB)
 	}
 	fmt.Fprintln(w, "\n\"relay\" is the process between the load generator and the mock: the baseline proxy or the gateway (for `direct`, the mock itself).")
 	rep.writeRounds(w)
@@ -282,4 +284,12 @@ func short(v float64) string {
 	default:
 		return fmt.Sprintf("%.2f", v)
 	}
+}
+
+// ratioText is a/b as "1.23×", or "n/a" when b is not positive.
+func ratioText(a, b float64) string {
+	if b <= 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f×", a/b)
 }

@@ -120,7 +120,10 @@ type Measurement struct {
 	CPUPerChunkUs float64 `json:"cpu_per_chunk_us"`
 	// RelayPeakRSSMiB is the relay process's peak resident memory.
 	RelayPeakRSSMiB float64 `json:"relay_peak_rss_mib"`
-	MockCPUSec      float64 `json:"mock_cpu_s"`
+	// RelayStartRSSMiB is its resident memory just before the load: the
+	// part of the peak that the streams did not add.
+	RelayStartRSSMiB float64 `json:"relay_start_rss_mib"`
+	MockCPUSec       float64 `json:"mock_cpu_s"`
 	// RedisCommandsPerStream and RedisCPUPerStreamUs are, for the
 	// Redis-backed target, the commands Redis ran and the CPU it spent
 	// per completed stream.
@@ -325,6 +328,10 @@ func (r *Runner) measure(ctx context.Context, sc Scenario, target string) (*Meas
 		}
 	}
 
+	relayRSS0, err := startRSS(relay.pid())
+	if err != nil {
+		return nil, err
+	}
 	relayCPU0, err := cpuTime(relay.pid())
 	if err != nil {
 		return nil, err
@@ -357,9 +364,10 @@ func (r *Runner) measure(ctx context.Context, sc Scenario, target string) (*Meas
 	}
 	m := &Measurement{
 		Scenario: sc.Name, Target: target, Result: res,
-		RelayCPUSec:     (relayCPU1 - relayCPU0).Seconds(),
-		MockCPUSec:      (mockCPU1 - mockCPU0).Seconds(),
-		RelayPeakRSSMiB: float64(rss) / (1 << 20),
+		RelayCPUSec:      (relayCPU1 - relayCPU0).Seconds(),
+		MockCPUSec:       (mockCPU1 - mockCPU0).Seconds(),
+		RelayPeakRSSMiB:  float64(rss) / (1 << 20),
+		RelayStartRSSMiB: float64(relayRSS0) / (1 << 20),
 	}
 	if res.Chunks > 0 {
 		m.CPUPerChunkUs = m.RelayCPUSec * 1e6 / float64(res.Chunks)
