@@ -330,7 +330,9 @@ func (m *Message) Text() string {
 // it calls fn just before Recv would block waiting for the upstream, and
 // only then. A relay uses it to write chunks that arrived together in one
 // piece, and to flush everything it holds before any wait, so that no token
-// is ever held back while the upstream is silent.
+// is ever held back while the upstream is silent. fn runs while Recv is
+// in progress, possibly on another goroutine (the HTTP transport's), and
+// Recv does not return before fn has.
 type IdleNotifier interface {
 	NotifyIdle(fn func())
 }

@@ -127,7 +127,7 @@ func TestStreamRecvDoesNotAllocate(t *testing.T) {
 	for i := 0; i <= runs; i++ {
 		body.WriteString("data: " + frames[i%len(frames)] + "\n\n")
 	}
-	s := &stream{body: io.NopCloser(&body), events: newEventReader(&body, 1<<20)}
+	s := &stream{body: io.NopCloser(&body), events: newEventReader(&body, 1<<20, nil)}
 	defer s.Close()
 	want := []string{"Hello", "line\nbreak \"quoted\" é", "think"}
 	i := 0
@@ -197,17 +197,17 @@ func TestEventReader(t *testing.T) {
 		"halves":   func() io.Reader { return iotest.HalfReader(strings.NewReader(in)) },
 		"data+EOF": func() io.Reader { return iotest.DataErrReader(strings.NewReader(in)) },
 	} {
-		got := payloads(t, newEventReader(src(), 2<<20))
+		got := payloads(t, newEventReader(src(), 2<<20, nil))
 		if len(got) != 4 || got[0] != "one" || got[1] != "two" || len(got[2]) != len(`{"choices":[{"delta":{"content":""}}]}`)+len(long) || got[3] != "[DONE]" {
 			t.Errorf("%s: payloads: %d, %q %q ... %q", name, len(got), got[0], got[1], got[len(got)-1])
 		}
 	}
 
-	r := newEventReader(strings.NewReader("data: "+long+"\n"), 1<<19)
+	r := newEventReader(strings.NewReader("data: "+long+"\n"), 1<<19, nil)
 	if _, err := r.next(); !errors.Is(err, errLineTooLong) {
 		t.Errorf("over the cap: %v", err)
 	}
-	r = newEventReader(strings.NewReader("data: {\"cut"), 1<<10)
+	r = newEventReader(strings.NewReader("data: {\"cut"), 1<<10, nil)
 	if _, err := r.next(); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Errorf("cut mid-line: %v", err)
 	}
@@ -246,7 +246,7 @@ func TestRecordedStreamsDecode(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, ps := range payloads(t, newEventReader(bytes.NewReader(raw), 1<<20)) {
+		for _, ps := range payloads(t, newEventReader(bytes.NewReader(raw), 1<<20, nil)) {
 			if ps == "[DONE]" {
 				continue
 			}
@@ -288,7 +288,7 @@ func TestEventReaderHoldsNoBufferWhileWaiting(t *testing.T) {
 	var r *eventReader
 	var held []bool
 	src := &scriptedReader{parts: []string{event, event, burst, event}, onRead: func() { held = append(held, r.buf != nil) }}
-	r = newEventReader(src, 1<<20)
+	r = newEventReader(src, 1<<20, nil)
 	n := len(payloads(t, r))
 	// Reads: the first event, the second, the burst's first 512 bytes
 	// (all without a buffer), the rest of the burst and the last event

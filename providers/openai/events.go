@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"sync"
+
+	"github.com/streamgate/gateway/providers"
 )
 
 // eventReader reads the data lines of a Server-Sent Events stream. It
@@ -35,8 +37,12 @@ type eventReader struct {
 	// data is used up.
 	err error
 	// onIdle, when set, is called before a read that would wait for the
-	// network: no complete line is buffered.
+	// network: no complete line is buffered. With a waiter (the
+	// connection can tell) it is called only if the read does wait, and
+	// may run on the transport's goroutine; without one, before every
+	// read of the body.
 	onIdle func()
+	waiter *providers.Waiter
 	// long gathers a line longer than the buffer, up to maxLine.
 	long     []byte
 	maxLine  int
@@ -61,8 +67,8 @@ var buffers = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b 
 // caller, never seen by a client in a correct program.
 var errReaderReleased = errors.New("openai: event reader used after its stream was closed")
 
-func newEventReader(r io.Reader, maxLine int) *eventReader {
-	return &eventReader{r: r, maxLine: maxLine}
+func newEventReader(r io.Reader, maxLine int, w *providers.Waiter) *eventReader {
+	return &eventReader{r: r, maxLine: maxLine, waiter: w}
 }
 
 // release gives the reader's buffer back for another stream. Nothing
@@ -122,11 +128,21 @@ func (r *eventReader) line() ([]byte, error) {
 				return line, nil
 			}
 		}
+		armed := false
 		if !notified && r.onIdle != nil {
-			notified = true
-			r.onIdle()
+			if r.waiter != nil {
+				r.waiter.Arm(r.onIdle)
+				armed = true
+			} else {
+				notified = true
+				r.onIdle()
+			}
 		}
-		if err := r.fill(); err != nil {
+		err := r.fill()
+		if armed && r.waiter.Disarm() {
+			notified = true
+		}
+		if err != nil {
 			if errors.Is(err, io.EOF) && (len(r.long) > 0 || r.start < r.end) {
 				// The body ended inside a line: the stream was cut.
 				return nil, io.ErrUnexpectedEOF

@@ -166,6 +166,8 @@ type callKey struct{}
 type call struct {
 	retryAfter time.Duration
 	body       io.ReadCloser
+	conn       providers.ConnTrace
+	waiter     *providers.Waiter
 }
 
 func (d *doer) Do(req *http.Request) (*http.Response, error) {
@@ -180,7 +182,7 @@ func (d *doer) Do(req *http.Request) (*http.Response, error) {
 		if resp.StatusCode >= 400 {
 			c.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"))
 		} else {
-			c.body = resp.Body
+			c.body, c.waiter = resp.Body, waiterOf(resp, &c.conn)
 		}
 	}
 	return resp, nil
@@ -217,7 +219,8 @@ func (p *Provider) StreamChat(ctx context.Context, req *providers.Request) (prov
 		return nil, &providers.Error{Status: http.StatusBadRequest, Code: "invalid_request", Message: err.Error(), Err: err}
 	}
 	c := &call{}
-	st, err := p.client.CreateChatCompletionStream(context.WithValue(ctx, callKey{}, c), creq)
+	ctx = providers.WatchConn(context.WithValue(ctx, callKey{}, c), &c.conn)
+	st, err := p.client.CreateChatCompletionStream(ctx, creq)
 	if err != nil {
 		// go-openai's Close panics on the stream it returns with an
 		// error: there is nothing to close here.
@@ -229,7 +232,7 @@ func (p *Provider) StreamChat(ctx context.Context, req *providers.Request) (prov
 	}
 	// The body is read and closed here; go-openai's stream (and the
 	// reader it allocated) is dropped.
-	return &stream{body: c.body, events: newEventReader(c.body, p.maxLine)}, nil
+	return &stream{body: c.body, events: newEventReader(c.body, p.maxLine, c.waiter)}, nil
 }
 
 func toUpstream(req *providers.Request) (goopenai.ChatCompletionRequest, error) {
@@ -528,22 +531,24 @@ func (p *Provider) complete(ctx context.Context, req *providers.Request) (provid
 	if err != nil {
 		return nil, err
 	}
-	resp, err := p.post(ctx, "/completions", body, nil)
+	resp, w, err := p.post(ctx, "/completions", body, nil)
 	if err != nil {
 		return nil, err
 	}
-	return &stream{body: resp.Body, events: newEventReader(resp.Body, p.maxLine), legacy: true}, nil
+	return &stream{body: resp.Body, events: newEventReader(resp.Body, p.maxLine, w), legacy: true}, nil
 }
 
 // post sends body to the upstream's path as a streaming request, with the
 // provider's credentials and headers (after header, the client's own
 // API headers, which the provider's override). An error status comes
-// back as the error, classified as go-openai's would be.
-func (p *Provider) post(ctx context.Context, path string, body []byte, header map[string]string) (*http.Response, error) {
+// back as the error, classified as go-openai's would be. The Waiter is
+// the response's connection's (waiterOf).
+func (p *Provider) post(ctx context.Context, path string, body []byte, header map[string]string) (*http.Response, *providers.Waiter, error) {
 	t := p.direct
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, t.root+path, bytes.NewReader(body))
+	var conn providers.ConnTrace
+	hreq, err := http.NewRequestWithContext(providers.WatchConn(ctx, &conn), http.MethodPost, t.root+path, bytes.NewReader(body))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	hreq.Header.Set("Content-Type", "application/json")
 	hreq.Header.Set("Accept", "text/event-stream")
@@ -565,10 +570,10 @@ func (p *Provider) post(ctx context.Context, path string, body []byte, header ma
 	}
 	resp, err := p.http.Do(hreq)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if resp.StatusCode < 400 {
-		return resp, nil
+		return resp, waiterOf(resp, &conn), nil
 	}
 	defer resp.Body.Close()
 	var eb struct {
@@ -580,7 +585,16 @@ func (p *Provider) post(ctx context.Context, path string, body []byte, header ma
 		apiErr = eb.Error
 		apiErr.HTTPStatusCode = resp.StatusCode
 	}
-	return nil, classify(apiErr, parseRetryAfter(resp.Header.Get("Retry-After")))
+	return nil, nil, classify(apiErr, parseRetryAfter(resp.Header.Get("Retry-After")))
+}
+
+// waiterOf is the Waiter of the connection an accepted response came on,
+// if it can have one: an HTTP/2 connection carries other streams.
+func waiterOf(resp *http.Response, conn *providers.ConnTrace) *providers.Waiter {
+	if resp.ProtoMajor != 1 || conn.Conn == nil {
+		return nil
+	}
+	return providers.WaiterFor(conn.Conn)
 }
 
 // legacyChunk is a text_completion chunk, or an error object.

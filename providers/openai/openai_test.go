@@ -150,3 +150,72 @@ func TestParseRetryAfter(t *testing.T) {
 		t.Errorf("garbage: %v", d)
 	}
 }
+
+// TestIdleOnlyWhenTheUpstreamPauses: twenty chunks sent in one write (4
+// KiB, more than the transport's 1 KiB buffer holds) are read without an
+// idle call between them; the call comes when the upstream pauses, before
+// it sends the rest. Without the connection's word, the reader would have
+// called it before every read of the body: a flush to the client per
+// kilobyte.
+func TestIdleOnlyWhenTheUpstreamPauses(t *testing.T) {
+	const burst = 20
+	chunk := func(text string) string {
+		return `data: {"id":"chatcmpl-x","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":"fp","choices":[{"index":0,"delta":{"content":"` + text + `"},"logprobs":null,"finish_reason":null}]}` + "\n\n"
+	}
+	release := make(chan struct{})
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, strings.Repeat(chunk("token "), burst))
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = io.WriteString(w, chunk("last")+`data: {"id":"chatcmpl-x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}`+"\n\ndata: [DONE]\n\n")
+	}))
+	defer ts.Close()
+	p, err := New(Options{BaseURL: ts.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.StreamChat(context.Background(), userRequest("m", "x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	received := 0
+	var idleAt []int
+	st.(providers.IdleNotifier).NotifyIdle(func() {
+		idleAt = append(idleAt, received)
+		if received == burst {
+			close(release)
+		}
+	})
+	var text strings.Builder
+	for {
+		c, err := st.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		text.WriteString(c.Content)
+		if c.Content != "" {
+			received++
+		}
+	}
+	if want := strings.Repeat("token ", burst) + "last"; text.String() != want {
+		t.Fatalf("text %q", text.String())
+	}
+	// An idle call before the first chunk is the wait for the body.
+	for _, n := range idleAt {
+		if n != 0 && n != burst {
+			t.Fatalf("idle called after %d chunks (all calls: %v); want only before the burst and after it", n, idleAt)
+		}
+	}
+	if len(idleAt) == 0 || idleAt[len(idleAt)-1] != burst {
+		t.Fatalf("idle calls %v: none when the upstream paused", idleAt)
+	}
+}

@@ -1,0 +1,240 @@
+package providers
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http/httptrace"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// A relay writes the frames of the events that arrived together in one
+// piece, and must write them before it waits for more (issue 18). Above
+// the socket it cannot tell when that is: a read of the response body
+// may return from the transport's buffer or wait for the network, and
+// flushing before every body read made a write to the client for each
+// kilobyte the transport's small buffer holds, where a byte-copying proxy
+// makes one per read from the network. waitConn, the connection
+// NewTransport dials, tells: a reader arms a Waiter around its body read,
+// and the connection calls it only when the socket is empty and the read
+// is about to wait.
+//
+// While a Waiter is armed, the connection also reads what the socket
+// holds (up to aheadSize) in one system call into a pooled buffer, and
+// serves the transport's 1 KiB buffer from it: with events back to back
+// that was four reads from the network instead of one. The buffer is
+// held only until it is read out, never while the stream waits, so an
+// open stream keeps no more memory than before.
+
+// aheadSize is the most one read from the network takes in for an armed
+// reader: 8 KiB is 35 chat chunks.
+const aheadSize = 8 << 10
+
+var aheads = sync.Pool{New: func() any { b := make([]byte, aheadSize); return &b }}
+
+// waitConn is a TCP connection whose reads, while a Waiter is armed, go
+// through raw reads that can tell when the socket is empty.
+type waitConn struct {
+	// net.Conn, not *net.TCPConn: its WriteTo would read past ahead.
+	net.Conn
+	raw  syscall.RawConn
+	hook atomic.Pointer[Waiter]
+	// ahead[r:w] was read from the network and not yet returned; nil
+	// when nothing is. Reads of a connection never overlap (the
+	// transport reads it from one goroutine at a time), so these need
+	// no lock.
+	ahead *[]byte
+	r, w  int
+	// rd and readFn serve readArmed.
+	rd     rawRead
+	readFn func(fd uintptr) bool
+}
+
+// dialWaiting wraps dial's TCP connections in a waitConn.
+func dialWaiting(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		tc, ok := c.(*net.TCPConn)
+		if !ok {
+			return c, nil
+		}
+		raw, err := tc.SyscallConn()
+		if err != nil {
+			return c, nil
+		}
+		wc := &waitConn{Conn: tc, raw: raw}
+		wc.readFn = wc.read
+		return wc, nil
+	}
+}
+
+func (c *waitConn) Read(p []byte) (int, error) {
+	if c.ahead != nil {
+		n := copy(p, (*c.ahead)[c.r:c.w])
+		c.r += n
+		if c.r == c.w {
+			aheads.Put(c.ahead)
+			c.ahead = nil
+		}
+		return n, nil
+	}
+	w := c.hook.Load()
+	if w == nil || len(p) == 0 {
+		return c.Conn.Read(p)
+	}
+	return c.readArmed(p, w)
+}
+
+// readArmed reads as net's own Read does, except that when the socket is
+// empty it calls w before waiting, and that a small read takes in what
+// the socket holds, up to aheadSize.
+func (c *waitConn) readArmed(p []byte, w *Waiter) (int, error) {
+	c.rd = rawRead{p: p, w: w}
+	err := c.raw.Read(c.readFn)
+	rd := &c.rd
+	buf, n := rd.buf, rd.n
+	if err == nil && rd.err != nil {
+		err = &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", rd.err)}
+	}
+	c.rd = rawRead{}
+	if err != nil || n <= 0 {
+		if buf != nil {
+			aheads.Put(buf)
+		}
+		if err == nil {
+			return 0, io.EOF
+		}
+		// The raw read's own errors (closed, deadline) are read errors
+		// to the transport.
+		if oe, ok := err.(*net.OpError); ok && oe.Op == "raw-read" {
+			oe.Op = "read"
+		}
+		return 0, err
+	}
+	if buf == nil {
+		return n, nil
+	}
+	m := copy(p, (*buf)[:n])
+	if m < n {
+		c.ahead, c.r, c.w = buf, m, n
+	} else {
+		aheads.Put(buf)
+	}
+	return m, nil
+}
+
+// rawRead is one armed read's state: its callback is a method value made
+// once per connection, since a closure over locals would move them to
+// the heap on every read.
+type rawRead struct {
+	p   []byte
+	w   *Waiter
+	buf *[]byte // pooled, when p is small
+	n   int
+	err error
+}
+
+// read is the raw read's callback: false means the socket is empty and
+// the read waits.
+func (c *waitConn) read(fd uintptr) bool {
+	rd := &c.rd
+	dst := rd.p
+	if len(dst) < aheadSize {
+		if rd.buf == nil {
+			rd.buf = aheads.Get().(*[]byte)
+		}
+		dst = *rd.buf
+	}
+	for {
+		rd.n, rd.err = syscall.Read(int(fd), dst)
+		if rd.err != syscall.EINTR {
+			break
+		}
+	}
+	if rd.err != syscall.EAGAIN {
+		return true
+	}
+	// Nothing is held while waiting.
+	if rd.buf != nil {
+		aheads.Put(rd.buf)
+		rd.buf = nil
+	}
+	// Run here, before the wait, not after it: w's writes to the client
+	// are bounded by the client's write timeout, and a Close of this
+	// connection meanwhile waits for them.
+	rd.w.fire()
+	return false
+}
+
+// A Waiter calls a function when the reads of one HTTP/1 response's body
+// are about to wait for the network. Its reader arms it around each read
+// of the body; the function may run on the transport's goroutine (which
+// reads the connection once the body has ended), and Disarm waits for it.
+type Waiter struct {
+	conn  *waitConn
+	mu    sync.Mutex
+	fn    func()
+	fired bool
+}
+
+// WaiterFor returns a Waiter for the connection an HTTP/1 response came
+// on (what httptrace's GotConn reports), or nil when the connection was
+// not dialed by NewTransport's transport. It must not be used for an
+// HTTP/2 response: that connection carries other streams.
+func WaiterFor(conn net.Conn) *Waiter {
+	if t, ok := conn.(interface{ NetConn() net.Conn }); ok { // TLS
+		conn = t.NetConn()
+	}
+	if c, ok := conn.(*waitConn); ok {
+		return &Waiter{conn: c}
+	}
+	return nil
+}
+
+// Arm makes fn run once if a read of the connection waits before Disarm.
+func (w *Waiter) Arm(fn func()) {
+	w.mu.Lock()
+	w.fn, w.fired = fn, false
+	w.mu.Unlock()
+	w.conn.hook.Store(w)
+}
+
+// Disarm undoes Arm, waiting for fn if it is running, and says whether
+// it ran.
+func (w *Waiter) Disarm() bool {
+	// The connection may have gone on to another response, armed by
+	// another Waiter: leave that one.
+	w.conn.hook.CompareAndSwap(w, nil)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.fn = nil
+	return w.fired
+}
+
+func (w *Waiter) fire() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fn != nil {
+		fn := w.fn
+		w.fn, w.fired = nil, true
+		fn()
+	}
+}
+
+// ConnTrace is where WatchConn records the connection a request went
+// out on.
+type ConnTrace struct{ Conn net.Conn }
+
+// WatchConn returns ctx with an httptrace hook that records in into the
+// connection each request under it gets.
+func WatchConn(ctx context.Context, into *ConnTrace) context.Context {
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: into.got})
+}
+
+func (t *ConnTrace) got(info httptrace.GotConnInfo) { t.Conn = info.Conn }
