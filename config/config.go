@@ -425,6 +425,10 @@ type Log struct {
 	Level string `yaml:"level"`
 	// Format is text or json (default text).
 	Format string `yaml:"format"`
+	// FlushInterval is how long log lines may wait to be written together
+	// (default 100ms, at most 10s; 0 writes each line at once). Warnings
+	// and errors are written at once, with what waited before them.
+	FlushInterval Duration `yaml:"flush_interval"`
 }
 
 // Provider types.
@@ -664,7 +668,7 @@ func Default() Config {
 		WriteTimeout:        Duration(30 * time.Second),
 		ReadHeaderTimeout:   Duration(10 * time.Second),
 		IdleTimeout:         Duration(120 * time.Second),
-		Log:                 Log{Level: "info", Format: "text"},
+		Log:                 Log{Level: "info", Format: "text", FlushInterval: Duration(100 * time.Millisecond)},
 	}, Health: Health{FailureThreshold: 3, Cooldown: Duration(30 * time.Second)},
 		Streams: Streams{Backend: "memory", TokenTTL: Duration(15 * time.Minute), Retention: Duration(5 * time.Minute),
 			LastReader: LastReaderCancel, LastReaderGrace: Duration(30 * time.Second), MaxStreamBytes: 1 << 20, MaxStreamEvents: 20000,

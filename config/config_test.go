@@ -27,7 +27,7 @@ func TestDefaultsApply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Server.Listen != "127.0.0.1:8080" || cfg.Server.MaxBodyBytes != 1<<20 || cfg.Server.ShutdownTimeout.Std() != 30*time.Second || cfg.Server.Log.Level != "info" {
+	if cfg.Server.Listen != "127.0.0.1:8080" || cfg.Server.MaxBodyBytes != 1<<20 || cfg.Server.ShutdownTimeout.Std() != 30*time.Second || cfg.Server.Log.Level != "info" || cfg.Server.Log.FlushInterval.Std() != 100*time.Millisecond {
 		t.Errorf("defaults not applied: %+v", cfg.Server)
 	}
 }
@@ -66,6 +66,7 @@ func TestProblemsAreReported(t *testing.T) {
 		{"bad base_url", strings.Replace(good, "http://127.0.0.1:11434/v1", "localhost:11434", 1), []string{`line 8: providers.o.base_url: "localhost:11434" is not an http(s) URL`}},
 		{"bad listen", strings.Replace(good, "127.0.0.1:9090", "9090", 1), []string{`line 2: server.listen: "9090" is not a host:port`}},
 		{"bad log level", good + "", nil},
+		{"log flush too slow", strings.Replace(good, "  listen: 127.0.0.1:9090\n", "  listen: 127.0.0.1:9090\n  log:\n    flush_interval: 1m\n", 1), []string{`line 4: server.log.flush_interval: 1m0s is outside 0 to 10s`}},
 		{"no models", strings.Split(good, "models:")[0] + "auth: {enabled: false}\n", []string{"models: at least one model is required"}},
 		{"bad origin", strings.Replace(good, "  listen: 127.0.0.1:9090\n", "  listen: 127.0.0.1:9090\n  cors:\n    allowed_origins: [\"chat.example.com/app\"]\n", 1), []string{`line 4: server.cors.allowed_origins[0]: "chat.example.com/app" is not an origin`}},
 		{"bad fail_status", strings.Replace(good, "    type: mock\n", "    type: mock\n    mock:\n      fail_status: 200\n", 1), []string{"line 7: providers.m.mock.fail_status: 200 is not an HTTP error status"}},

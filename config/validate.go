@@ -73,6 +73,9 @@ func (c *Config) Validate() []Problem {
 	default:
 		add("server.log.format", "%q is not one of text, json", s.Log.Format)
 	}
+	if d := s.Log.FlushInterval; d < 0 || d > Duration(maxLogFlush) {
+		add("server.log.flush_interval", "%s is outside 0 to %s", d, maxLogFlush)
+	}
 	for i, o := range s.CORS.AllowedOrigins {
 		if o == "*" {
 			continue
@@ -521,6 +524,10 @@ func (r Redis) CertPool() (*x509.CertPool, error) {
 // maxPrice bounds a price per million tokens: past it, a price is a
 // typo (per token instead of per million, or a missing decimal point).
 const maxPrice = 10000
+
+// maxLogFlush bounds how long a log line may wait: an operator watching
+// the log should not wait longer to see a request.
+const maxLogFlush = 10 * time.Second
 
 // validPrice checks a price, if one is set: every figure a number of
 // dollars per million tokens, from 0 to maxPrice.

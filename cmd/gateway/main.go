@@ -28,6 +28,7 @@ import (
 
 	"github.com/streamgate/gateway/config"
 	"github.com/streamgate/gateway/gateway"
+	"github.com/streamgate/gateway/internal/logbuf"
 	"github.com/streamgate/gateway/internal/logevery"
 )
 
@@ -81,7 +82,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 
-	log := newLogger(cfg.Server.Log, stderr)
+	logs := logbuf.New(stderr, time.Duration(cfg.Server.Log.FlushInterval))
+	// Deferred first, so it runs last: the lines of the shutdown too.
+	defer logs.Close()
+	log := newLogger(cfg.Server.Log, logs)
 	// go-redis logs reconnection attempts itself, to stderr; route them
 	// to debug level, since the stores already warn about outages. Its
 	// logger is global: set once, as the process starts serving.
@@ -120,14 +124,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return errors.Join(err, srv.Close())
 }
 
-func newLogger(c config.Log, w io.Writer) *slog.Logger {
+func newLogger(c config.Log, w *logbuf.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.Level)) // validated already
 	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(logbuf.Handler(h, w))
 }
 
 // otelErrors logs OpenTelemetry's errors as warnings, one a second.
