@@ -18,20 +18,25 @@ import (
 // flushing before every body read made a write to the client for each
 // kilobyte the transport's small buffer holds, where a byte-copying proxy
 // makes one per read from the network. waitConn, the connection
-// NewTransport dials, tells: a reader arms a Waiter around its body read,
-// and the connection calls it when the read goes to the network, as the
-// proxy flushes after each read it copies. (Calling it only when the
-// socket turned out empty made still fewer writes, but held the first
-// token of a fast upstream until the gateway had caught up with it: 0.2
-// ms more to the first token one stream at a time.)
+// NewTransport dials, reads ahead and tells.
 //
-// While a Waiter is armed, the connection also reads what the socket
-// holds (up to aheadSize) in one system call into a pooled buffer, and
-// serves the transport's 1 KiB buffer from it: with events back to back
-// that was four reads from the network instead of one. The buffer is
-// held only until it is read out, never while the stream waits (a raw
-// read takes it only once the socket is readable), so an open stream
-// keeps no more memory than before.
+// While a reader has armed a Waiter around its read of the body, the
+// connection reads what the socket holds (up to aheadSize) in one system
+// call into a pooled buffer, and serves the transport's 1 KiB buffer from
+// it: with events back to back that was four reads from the network
+// instead of one. The buffer is held only until it is read out, never
+// while the stream waits (a raw read takes it only once the socket is
+// readable), so an open stream keeps no more memory than before.
+//
+// The reader flushes before a read of the body only when nothing is read
+// ahead (Waiter.Pending): then the read goes to the network, or takes the
+// last of what the transport holds. It flushes there, on its own stack,
+// and not inside the connection's read under the transport's frames: that
+// made a stream's handler outgrow its 8 KiB stack, 7 KiB more per open
+// stream. Only a read of the body that consumes what is read ahead
+// without returning any of it (chunk framing) and then goes to the
+// network calls the Waiter's function from inside: rare, and needed, or
+// the frames would wait for the upstream's next bytes.
 
 // aheadSize is the most one read from the network takes in for an armed
 // reader: 17 chat chunks, and what a byte-copying proxy's reads take in
@@ -53,6 +58,9 @@ type waitConn struct {
 	// no lock.
 	ahead *[]byte
 	r, w  int
+	// held says ahead is set, for Waiter.Pending, which may be asked
+	// while the transport's goroutine reads.
+	held atomic.Bool
 	// rd and readFn serve readArmed.
 	rd     rawRead
 	readFn func(fd uintptr) bool
@@ -86,6 +94,7 @@ func (c *waitConn) Read(p []byte) (int, error) {
 		if c.r == c.w {
 			aheads.Put(c.ahead)
 			c.ahead = nil
+			c.held.Store(false)
 		}
 		return n, nil
 	}
@@ -128,6 +137,7 @@ func (c *waitConn) readArmed(p []byte, w *Waiter) (int, error) {
 	m := copy(p, (*buf)[:n])
 	if m < n {
 		c.ahead, c.r, c.w = buf, m, n
+		c.held.Store(true)
 	} else {
 		aheads.Put(buf)
 	}
@@ -197,8 +207,9 @@ func WaiterFor(conn net.Conn) *Waiter {
 	return nil
 }
 
-// Arm makes fn run once if a read of the connection goes to the network
-// before Disarm.
+// Arm makes fn (if not nil) run once if a read of the connection goes to
+// the network before Disarm; until then reads take in what the socket
+// holds.
 func (w *Waiter) Arm(fn func()) {
 	w.mu.Lock()
 	w.fn, w.fired = fn, false
@@ -217,6 +228,10 @@ func (w *Waiter) Disarm() bool {
 	w.fn = nil
 	return w.fired
 }
+
+// Pending says the connection holds bytes read ahead: the next read
+// takes them without going to the network.
+func (w *Waiter) Pending() bool { return w.conn.held.Load() }
 
 func (w *Waiter) fire() {
 	w.mu.Lock()

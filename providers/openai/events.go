@@ -38,9 +38,10 @@ type eventReader struct {
 	err error
 	// onIdle, when set, is called before a read that would wait for the
 	// network: no complete line is buffered. With a waiter (the
-	// connection can tell) it is called only if the read does wait, and
-	// may run on the transport's goroutine; without one, before every
-	// read of the body.
+	// connection reads ahead and can tell) it is called only before a
+	// read that goes to the network, and may then run inside that read
+	// (see providers/waitconn.go); without one, before every read of the
+	// body.
 	onIdle func()
 	waiter *providers.Waiter
 	// long gathers a line longer than the buffer, up to maxLine.
@@ -128,18 +129,22 @@ func (r *eventReader) line() ([]byte, error) {
 				return line, nil
 			}
 		}
-		armed := false
+		var late func()
 		if !notified && r.onIdle != nil {
-			if r.waiter != nil {
-				r.waiter.Arm(r.onIdle)
-				armed = true
+			if r.waiter != nil && r.waiter.Pending() {
+				// The read takes what is read ahead; should it go to
+				// the network after all, the connection calls onIdle.
+				late = r.onIdle
 			} else {
 				notified = true
 				r.onIdle()
 			}
 		}
+		if r.waiter != nil {
+			r.waiter.Arm(late)
+		}
 		err := r.fill()
-		if armed && r.waiter.Disarm() {
+		if r.waiter != nil && r.waiter.Disarm() {
 			notified = true
 		}
 		if err != nil {
