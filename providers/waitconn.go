@@ -46,7 +46,8 @@ const aheadSize = 4 << 10
 var aheads = sync.Pool{New: func() any { b := make([]byte, aheadSize); return &b }}
 
 // waitConn is a TCP connection whose reads, while a Waiter is armed, go
-// through raw reads that can tell when the socket is empty.
+// through raw reads: those take the pooled buffer to read ahead into only
+// once the socket is readable, and give it back if it was not.
 type waitConn struct {
 	// net.Conn, not *net.TCPConn: its WriteTo would read past ahead.
 	net.Conn
