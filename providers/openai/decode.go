@@ -36,8 +36,71 @@ func decodeChunk(data []byte, c *providers.Chunk) error {
 	return decodeInto(data, c, nil)
 }
 
-// textBuffer holds the unescaped text of a stream's latest chunk.
-type textBuffer struct{ b []byte }
+// textBuffer holds the unescaped text of a stream's latest chunk, and the
+// shape of the latest chunk the scanner read in full.
+type textBuffer struct {
+	b     []byte
+	shape shape
+}
+
+// shape is a chunk with one delta text, kept to read the next chunks of
+// its stream with two comparisons. An upstream sends every token of an
+// answer in the same frame (same id, created, model, index, the same
+// nulls) with only the text changed: a chunk that has the shape's bytes
+// before the text and after it, and a well-formed string between, decodes
+// as the shape's chunk with that string as its text, since the scanner
+// reads left to right and nothing in a string changes how it reads what
+// follows. Reading the whole object again cost 600 ns a token; the
+// comparisons cost a tenth of that (BenchmarkDecodeChunk).
+type shape struct {
+	b []byte // the chunk; nil for none
+	// b[start:end] is the text, between its quotes.
+	start, end int
+	reasoning  bool // the text is the reasoning, not the content
+	// rest is the chunk without its text: a finish reason at most.
+	finishReason string
+}
+
+// maxShape bounds the chunk a shape keeps: usual frames are 150 to 400
+// bytes, and a stream holds its shape for its whole life.
+const maxShape = 1 << 10
+
+// read decodes data as the shape's chunk if it is one, into c, the text
+// borrowed as the scanner's is.
+func (sh *shape) read(data []byte, c *providers.Chunk, tb *textBuffer) bool {
+	if sh.b == nil {
+		return false
+	}
+	pre, suf := sh.b[:sh.start], sh.b[sh.end:]
+	last := len(data) - len(suf) // where the text's closing quote must be
+	if last < len(pre) || !bytes.Equal(data[:len(pre)], pre) || !bytes.Equal(data[last:], suf) {
+		return false
+	}
+	s := scanner{b: data, i: sh.start - 1, text: tb}
+	text, err := s.deltaText()
+	if err != nil || s.i != last+1 {
+		return false // not one well-formed string: the scanner decides
+	}
+	*c = providers.Chunk{FinishReason: sh.finishReason}
+	if sh.reasoning {
+		c.Reasoning = text
+	} else {
+		c.Content = text
+	}
+	return true
+}
+
+// keep makes data the shape if the scanner found it one: one delta text
+// and otherwise nothing but a finish reason.
+func (sh *shape) keep(data []byte, s *scanner, c *providers.Chunk) {
+	if s.texts != 1 || len(data) > maxShape || c.Usage != nil || c.ToolCalls != nil {
+		return
+	}
+	sh.b = append(sh.b[:0], data...)
+	sh.start, sh.end = s.textStart, s.textEnd
+	sh.reasoning = s.textIsReasoning
+	sh.finishReason = c.FinishReason
+}
 
 // maxKeptText bounds the text buffer a stream keeps between chunks: a
 // rare huge delta is not held for the rest of the stream.
@@ -54,9 +117,16 @@ func decodeInto(data []byte, c *providers.Chunk, tb *textBuffer) error {
 			tb.b = nil
 		}
 		tb.b = tb.b[:0]
+		if tb.shape.read(data, c, tb) {
+			return nil
+		}
+		tb.b = tb.b[:0]
 	}
 	err := d.chunk(c)
 	if err == nil {
+		if tb != nil {
+			tb.shape.keep(data, &d, c)
+		}
 		return nil
 	}
 	*c = providers.Chunk{}
@@ -136,6 +206,11 @@ type scanner struct {
 	// text, when set, is where delta text is unescaped, and allows
 	// borrowing b (see decodeInto).
 	text *textBuffer
+	// The delta texts read (strings, not nulls), and where the latest
+	// lies in b: what makes a shape.
+	texts              int
+	textStart, textEnd int
+	textIsReasoning    bool
 }
 
 func (s *scanner) ws() {
@@ -352,6 +427,7 @@ func (s *scanner) choice(c *providers.Chunk) error {
 				switch k {
 				case "content":
 					c.Content, err = s.deltaText()
+					s.textIsReasoning = false
 					return err
 				case "reasoning_content", "reasoning":
 					// Both in one delta: which wins is the full
@@ -363,6 +439,7 @@ func (s *scanner) choice(c *providers.Chunk) error {
 					if r, err = s.deltaText(); r != "" || k == "reasoning_content" {
 						c.Reasoning = r
 					}
+					s.textIsReasoning = true
 					return err
 				case "tool_calls", "function_call":
 					if s.peek() == 'n' {
@@ -528,8 +605,13 @@ func (s *scanner) deltaText() (string, error) {
 		return "", s.literal("null")
 	}
 	raw, kind, err := s.rawString()
-	if err != nil || len(raw) == 0 {
+	if err != nil {
 		return "", err
+	}
+	s.texts++
+	s.textStart, s.textEnd = s.i-1-len(raw), s.i-1
+	if len(raw) == 0 {
+		return "", nil
 	}
 	if plainString(raw, kind) {
 		return unsafe.String(&raw[0], len(raw)), nil

@@ -114,6 +114,74 @@ func FuzzDecodeChunk(f *testing.F) {
 	})
 }
 
+// shapeSeeds are pairs of chunks: the first gives a stream its shape, the
+// second is read with it.
+var shapeSeeds = [][2]string{
+	{chunkSeeds[0], strings.Replace(chunkSeeds[0], "Hello", "World", 1)},
+	{chunkSeeds[0], strings.Replace(chunkSeeds[0], "Hello", `esc \" \n \u00e9 \ud800`, 1)},
+	{chunkSeeds[0], strings.Replace(chunkSeeds[0], "Hello", "", 1)},
+	{chunkSeeds[0], strings.Replace(chunkSeeds[0], "Hello", `a"},"finish_reason":"stop`, 1)},
+	{chunkSeeds[0], strings.Replace(chunkSeeds[0], "Hello", `a","content":"b`, 1)},
+	{chunkSeeds[0], strings.Replace(chunkSeeds[0], "Hello", "raw \xff \x01", 1)},
+	{chunkSeeds[0], strings.Replace(chunkSeeds[0], `"Hello"`, "null", 1)},
+	{chunkSeeds[0], strings.Replace(chunkSeeds[0], "Hello", `bad \x`, 1)},
+	{chunkSeeds[0], chunkSeeds[0][:60]},
+	{`{"choices":[{"delta":{"reasoning":"a"}}]}`, `{"choices":[{"delta":{"reasoning":""}}]}`},
+	{`{"choices":[{"delta":{"reasoning_content":"a"},"finish_reason":"length"}]}`, `{"choices":[{"delta":{"reasoning_content":"bb"},"finish_reason":"length"}]}`},
+	{`{"choices":[{"delta":{"content":"a","reasoning":"b"}}]}`, `{"choices":[{"delta":{"content":"a","reasoning":"c"}}]}`},
+	{chunkSeeds[3], chunkSeeds[3]},
+	{chunkSeeds[0], `x\"y`},
+	{chunkSeeds[0], `x"},"finish_reason":"stop`},
+	{chunkSeeds[0], `x","content":"y`},
+	{chunkSeeds[0], "\x00"},
+}
+
+// FuzzDecodeChunkShape: a chunk read with the shape its stream's previous
+// chunk left decodes exactly as the scanner alone decodes it.
+func FuzzDecodeChunkShape(f *testing.F) {
+	for _, p := range shapeSeeds {
+		f.Add(p[0], p[1])
+	}
+	// The second chunk as it is, and as the text of the first's shape
+	// (where the shape's comparisons pass and the string decides).
+	f.Fuzz(func(t *testing.T, prev, next string) {
+		var tb textBuffer
+		var c providers.Chunk
+		_ = decodeInto([]byte(prev), &c, &tb)
+		nexts := []string{next}
+		if sh := tb.shape; sh.b != nil {
+			nexts = append(nexts, string(sh.b[:sh.start])+next+string(sh.b[sh.end:]))
+		}
+		for _, next := range nexts {
+			sh := tb.shape
+			sh.b = bytes.Clone(sh.b)
+			tb := textBuffer{shape: sh}
+			var shaped, plain providers.Chunk
+			errShaped := decodeInto([]byte(next), &shaped, &tb)
+			errPlain := decodeInto([]byte(next), &plain, &textBuffer{})
+			if (errShaped == nil) != (errPlain == nil) || !reflect.DeepEqual(shaped, plain) {
+				t.Fatalf("after %s, %s:\nwith its shape %+v %v\nwithout %+v %v", prev, next, shaped, errShaped, plain, errPlain)
+			}
+		}
+	})
+}
+
+// TestDecodeChunkShapeReads: the seeds' second chunks that fit the shape
+// are read by it (so the fuzz test compares something).
+func TestDecodeChunkShapeReads(t *testing.T) {
+	for _, p := range shapeSeeds[:3] {
+		var tb textBuffer
+		var c providers.Chunk
+		if err := decodeInto([]byte(p[0]), &c, &tb); err != nil || tb.shape.b == nil {
+			t.Fatalf("%s: no shape kept (%v)", p[0], err)
+		}
+		tb.b = tb.b[:0]
+		if !tb.shape.read([]byte(p[1]), &c, &tb) {
+			t.Errorf("%s: not read by the shape of %s", p[1], p[0])
+		}
+	}
+}
+
 // TestStreamRecvDoesNotAllocate: relaying a token allocates nothing in
 // the decoder, escapes or not (the text borrows the stream's buffers).
 func TestStreamRecvDoesNotAllocate(t *testing.T) {
@@ -167,12 +235,19 @@ func TestDecodeChunkRejects(t *testing.T) {
 	}
 }
 
+// BenchmarkDecodeChunk: a token's chunk as a stream reads it (its shape
+// kept from the chunk before), with the scanner alone, with encoding/json.
 func BenchmarkDecodeChunk(b *testing.B) {
 	data := []byte(chunkSeeds[0])
+	var tb textBuffer
 	for _, tc := range []struct {
 		name string
 		fn   func([]byte, *providers.Chunk) error
-	}{{"fast", decodeChunk}, {"encoding-json", decodeFull}} {
+	}{
+		{"shape", func(data []byte, c *providers.Chunk) error { return decodeInto(data, c, &tb) }},
+		{"scanner", decodeChunk},
+		{"encoding-json", decodeFull},
+	} {
 		b.Run(tc.name, func(b *testing.B) {
 			var c providers.Chunk
 			b.ReportAllocs()
