@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -75,18 +76,22 @@ redis.call('HSET', KEYS[1], 'key', ARGV[1], 'model', ARGV[2], 'state', 'live', '
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) + tonumber(ARGV[4]))
 return 1`)
 
-// appendScript: ARGV lease ms, retention ms, maxlen, finish ("1": the
-// events end the stream), if_lost ("1": only when the lease ran out),
-// then one event per argument. Returns the id of the last event, or 0 if
-// the stream is not live (finished, or unknown); with if_lost, -1 while
-// the lease holds.
+// appendScript: ARGV lease ms, retention ms, max events, finish ("1": the
+// events end the stream), if_lost ("1": only when the lease ran out), the
+// number of events, and their lines joined by '\n'. The events of one
+// call are one entry of the Redis Stream, whose id is that of its last
+// event: a write costs one XADD however many tokens it carries. Entries
+// whose events are all older than the last max events are trimmed
+// (MINID). Returns 1, or 0 if the stream is not live (finished, or
+// unknown); with if_lost, -1 while the lease holds.
 var appendScript = redis.NewScript(nowMS + `
 if redis.call('HGET', KEYS[1], 'state') ~= 'live' then return 0 end
 if ARGV[5] == '1' and tonumber(redis.call('HGET', KEYS[1], 'lease')) > now then return -1 end
 local last = tonumber(redis.call('HGET', KEYS[1], 'last'))
-for i = 6, #ARGV do
-  last = last + 1
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], last .. '-0', 'd', ARGV[i])
+local n = tonumber(ARGV[6])
+if n > 0 then
+  last = last + n
+  redis.call('XADD', KEYS[2], 'MINID', math.max(last - tonumber(ARGV[3]) + 1, 0) .. '-0', last .. '-0', 'd', ARGV[7])
 end
 local ttl = tonumber(ARGV[1]) + tonumber(ARGV[2])
 if ARGV[4] == '1' then
@@ -131,18 +136,13 @@ func (r *Redis) Renew(ctx context.Context, id string) (bool, error) {
 }
 
 func (r *Redis) add(ctx context.Context, id string, lines []byte, finish, ifLost bool) (bool, error) {
-	args := make([]any, 5, 5+bytes.Count(lines, []byte{'\n'})+1)
-	args[0], args[1], args[2] = r.holdFor().Milliseconds(), r.retention.Milliseconds(), r.maxLen
-	args[3], args[4] = flag(finish), flag(ifLost)
-	for rest := lines; len(rest) > 0; {
-		i := bytes.IndexByte(rest, '\n')
-		if i < 0 {
-			i = len(rest)
-		}
-		args = append(args, rest[:i])
-		rest = rest[min(i+1, len(rest)):]
+	lines = bytes.TrimSuffix(lines, []byte{'\n'})
+	n := 0
+	if len(lines) > 0 {
+		n = bytes.Count(lines, []byte{'\n'}) + 1
 	}
-	ok, err := appendScript.Run(ctx, r.c, keys(id), args...).Int()
+	ok, err := appendScript.Run(ctx, r.c, keys(id), r.holdFor().Milliseconds(), r.retention.Milliseconds(), r.maxLen,
+		flag(finish), flag(ifLost), n, lines).Int()
 	if err != nil {
 		return false, fmt.Errorf("redis append to stream: %w", err)
 	}
@@ -200,22 +200,30 @@ func (r *Redis) Read(ctx context.Context, id string, after int64, block time.Dur
 		return Events{}, fmt.Errorf("redis read stream: %w", err)
 	}
 	ev := Events{}
+	next := after + 1 // the id of the next event to return
 	for _, s := range res {
-		for i, m := range s.Messages {
-			n, _, _ := bytes.Cut([]byte(m.ID), []byte{'-'})
-			num, perr := strconv.ParseInt(string(n), 10, 64)
+		for _, m := range s.Messages {
+			n, _, _ := strings.Cut(m.ID, "-")
+			last, perr := strconv.ParseInt(n, 10, 64)
 			if perr != nil {
 				return Events{}, fmt.Errorf("redis stream entry id %q: %w", m.ID, perr)
 			}
-			if i == 0 {
-				if num != after+1 {
-					return Events{}, ErrGap
-				}
-				ev.First = num
-			}
+			// The entry holds events last-k+1 ... last, one per line;
+			// the first may begin before after.
 			d, _ := m.Values["d"].(string)
+			first := last - int64(strings.Count(d, "\n"))
+			if first > next {
+				return Events{}, ErrGap
+			}
+			for ; first < next; first++ {
+				_, d, _ = strings.Cut(d, "\n")
+			}
+			if ev.First == 0 {
+				ev.First = next
+			}
 			buf = append(buf, d...)
 			buf = append(buf, '\n')
+			next = last + 1
 		}
 	}
 	ev.lines = buf

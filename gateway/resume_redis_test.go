@@ -132,6 +132,43 @@ func TestMirrorBatchesAppends(t *testing.T) {
 	}
 }
 
+// TestRelayDoesNotWaitForRedis: while Redis holds a write of the
+// stream's events unanswered, the next tokens still reach the client:
+// the writes run beside the relay, not in it. What queued behind the
+// stalled write goes to Redis after it, so a replica replaying the stream
+// from Redis has every event. (With the writes in the relay, the tokens
+// waited for the held write to time out, a second later, and the stream
+// then stopped being mirrored: B's replay came up short.)
+func TestRelayDoesNotWaitForRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	stall := redistest.NewStallProxy(t, srv.Addr)
+	g := newGatedUpstream(t)
+	a, b := newHarness(t, redisStreamsConfig(g, stall.Addr)), newHarness(t, redisStreamsConfig(g, srv.Addr))
+	resp := a.post(t, context.Background(), "/v1/stream", `{"model":"up-model","prompt":"hi"}`)
+	defer resp.Body.Close()
+	sr := newSSEReader(resp.Body)
+	got := events(t, sr, 1)
+	_, resumeURL := connectedEvent(t, got[0])
+
+	held := stall.Stall()
+	g.send("one")
+	got = append(got, events(t, sr, 1)...)
+	<-held // a write of the stream's events (or its lease) is in Redis's hands
+	for _, tok := range []string{" two", " three", " four"} {
+		g.send(tok)
+		got = append(got, events(t, sr, 1)...)
+	}
+	stall.Release()
+	g.finish()
+	got = append(got, rest(t, sr)...)
+	if last := decodeEvent(t, got[len(got)-1]); last.Type != "done" || len(got) != 6 {
+		t.Fatalf("A's client got %d events ending %+v", len(got), last)
+	}
+	if fromB := b.replay(t, resumeURL); render(fromB) != render(got) {
+		t.Errorf("replay from Redis on B:\n%s\nseen on A:\n%s", render(fromB), render(got))
+	}
+}
+
 // scriptCalls is how many scripts Redis has run (EVAL and EVALSHA).
 func scriptCalls(t *testing.T, rc *redis.Client) int {
 	t.Helper()

@@ -68,6 +68,9 @@ type Hub struct {
 	mem    *eventlog.Memory
 	rds    *eventlog.Redis // nil with backend memory
 	client *redis.Client   // rds's
+	// writers holds a slot for each producer's write of events to Redis
+	// in flight (mirrorWriters).
+	writers chan struct{}
 	secret []byte
 	// stopping is done, with failure.ErrShutdown as its cause, when
 	// streams in flight must end.
@@ -85,6 +88,14 @@ type Hub struct {
 // following a stream from another replica holds a connection while it
 // waits for events.
 const RedisPool = 512
+
+// mirrorWriters is how many producers of a process write events to Redis
+// at once. More in flight would not make Redis, one thread, write them
+// sooner: they would queue there, ahead of the admissions, stream
+// creations and resumes that requests wait for. A producer that waits
+// for a slot sends what arrived meanwhile with the rest, so while Redis is
+// the bottleneck its writes get fewer and larger.
+const mirrorWriters = 16
 
 // HubOptions are what a Hub needs besides its configuration.
 type HubOptions struct {
@@ -114,6 +125,7 @@ func NewHub(st config.Streams, opts HubOptions) *Hub {
 	}
 	if opts.Redis != nil {
 		h.client = opts.Redis
+		h.writers = make(chan struct{}, mirrorWriters)
 		h.rds = eventlog.NewRedis(eventlog.RedisOptions{Client: opts.Redis, Lease: st.LeaseTTL.Std(), Retention: st.Retention.Std(), MaxLen: int64(st.MaxStreamEvents)})
 	}
 	return h

@@ -82,12 +82,19 @@ type Producer struct {
 	info middleware.Info
 	// mirrored is set while Redis holds the stream and the lease is ours.
 	mirrored atomic.Bool
-	// out holds the events appended since the last write to Redis, for
-	// at most mirrorEvery (mirrored streams only): a stream whose tokens
-	// come apart costs Redis a write per batch, not per token. outMu
-	// guards it and keeps the writes in order; outT flushes what waits.
+	// out holds the events appended since the last write to Redis began
+	// (mirrored streams only). The writes run one at a time, on a
+	// goroutine of their own and never on the relay's: a token goes to its
+	// client without waiting for Redis, and while Redis is slow the events
+	// that queue behind a write go out together in the next one. Writes
+	// start at most mirrorEvery apart, so a stream whose tokens come apart
+	// costs Redis a write per batch, not per token. outMu guards these
+	// fields; outIdle is signalled when a write ends; outT starts the next.
 	outMu   sync.Mutex
+	outIdle sync.Cond
 	out     []byte
+	spare   []byte // the last batch's buffer, for the next
+	writing bool
 	lastOut time.Time
 	outT    *time.Timer
 	outDone bool
@@ -116,6 +123,7 @@ type Producer struct {
 func (h *Hub) Start(st Stream) *Producer {
 	p := &Producer{h: h, st: st, f: st.Pump.Format.(Lines), info: st.Info, next: 1,
 		readersChanged: make(chan struct{}, 1), done: make(chan struct{})}
+	p.outIdle.L = &p.outMu
 	if st.Observe != nil {
 		p.st.Pump.Observer = st.Observe(p.Unattended)
 	}
@@ -241,71 +249,90 @@ func (p *Producer) append(lines []byte) error {
 	return nil
 }
 
-// mirrorEvery is the longest an event waits to be written to Redis, and
-// so how far readers on other replicas may trail this one's. The first
-// events after a quiet spell go at once.
+// mirrorEvery is the least time between two writes of a stream's events
+// to Redis, and so about how far readers on other replicas may trail this
+// one's while Redis keeps up. The first events after a quiet spell go at
+// once.
 const mirrorEvery = 50 * time.Millisecond
 
-// toMirror queues lines for Redis, writing them now if the last write
-// is mirrorEvery old, else when it will be.
+// toMirror queues lines for Redis.
 func (p *Producer) toMirror(lines []byte) {
 	p.outMu.Lock()
 	defer p.outMu.Unlock()
 	p.out = append(p.out, lines...)
-	if wait := mirrorEvery - time.Since(p.lastOut); wait > 0 {
-		if p.outT == nil {
-			p.outT = time.AfterFunc(wait, p.flushMirror)
-		}
+	p.scheduleMirror()
+}
+
+// scheduleMirror starts the next write of what waits, now or mirrorEvery
+// after the last one began, unless one is running or due; outMu is held.
+func (p *Producer) scheduleMirror() {
+	if p.writing || p.outT != nil || p.outDone || len(p.out) == 0 || !p.mirrored.Load() {
 		return
 	}
-	p.writeMirror()
+	p.outT = time.AfterFunc(max(mirrorEvery-time.Since(p.lastOut), 0), p.flushMirror)
 }
 
-// flushMirror writes the events waiting for Redis, when their time came.
+// flushMirror appends the events waiting to Redis, on outT's goroutine.
+// A mirror that says the stream is over was told so by another replica
+// (a DELETE there): the upstream is cancelled.
 func (p *Producer) flushMirror() {
 	p.outMu.Lock()
-	defer p.outMu.Unlock()
 	p.outT = nil
-	if !p.outDone && len(p.out) > 0 && p.mirrored.Load() {
-		p.writeMirror()
+	if p.writing || p.outDone || len(p.out) == 0 || !p.mirrored.Load() {
+		p.outMu.Unlock()
+		return
 	}
-}
+	p.writing = true
+	p.outMu.Unlock()
 
-// writeMirror appends the waiting events to Redis; outMu is held. A
-// mirror that says the stream is over was told so by another replica
-// (a DELETE there): the upstream is cancelled.
-func (p *Producer) writeMirror() {
-	lines := p.out
+	p.h.writers <- struct{}{}
+	p.outMu.Lock()
+	lines := p.out // with what came while waiting for the slot
+	p.out, p.spare = p.spare[:0], nil
+	p.lastOut = time.Now()
+	p.outMu.Unlock()
 	live, err := p.mirror(func(ctx context.Context) (bool, error) { return p.h.rds.Append(ctx, p.st.ID, lines) })
-	p.out, p.lastOut = p.out[:0], time.Now()
+	<-p.h.writers
 	if err == nil && !live {
 		p.st.Cancel(ErrCancelled)
 	}
+
+	p.outMu.Lock()
+	defer p.outMu.Unlock()
+	p.spare, p.writing = lines[:0], false
+	p.outIdle.Broadcast()
+	p.scheduleMirror()
 }
 
-// wroteWithin reports whether events went to Redis in the last d: every
-// write renews the lease too, so a stream whose tokens flow needs no
-// renewal of its own.
+// wroteWithin reports whether a write of events to Redis began in the
+// last d: every write renews the lease too, so a stream whose tokens flow
+// needs no renewal of its own.
 func (p *Producer) wroteWithin(d time.Duration) bool {
 	p.outMu.Lock()
 	defer p.outMu.Unlock()
 	return !p.lastOut.IsZero() && time.Since(p.lastOut) < d
 }
 
-// finishMirror writes the events still waiting and then last, the
-// terminal event, to Redis, and stops the flushing.
+// finishMirror waits for the write in flight, then writes the events
+// still waiting and last, the terminal event, to Redis, and stops the
+// flushing.
 func (p *Producer) finishMirror(last []byte) {
 	p.outMu.Lock()
-	defer p.outMu.Unlock()
 	p.outDone = true
 	if p.outT != nil {
-		p.outT.Stop()
+		p.outT.Stop() // one that has fired sees outDone
 		p.outT = nil
 	}
+	for p.writing {
+		p.outIdle.Wait()
+	}
 	lines := append(p.out, last...)
-	p.out = nil
+	p.out, p.spare = nil, nil
+	p.outMu.Unlock()
 	if p.mirrored.Load() {
+		p.h.writers <- struct{}{}
 		_, _ = p.mirror(func(ctx context.Context) (bool, error) { return p.h.rds.Finish(ctx, p.st.ID, lines, false) })
+		<-p.h.writers
 	}
 }
 
