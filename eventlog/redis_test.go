@@ -122,3 +122,24 @@ func TestRedisGap(t *testing.T) {
 		t.Errorf("read of the tail: %v %v", collect(ev), err)
 	}
 }
+
+// TestRedisReadCutsBatches: a write's events are one entry of the Redis
+// Stream; a read after any event id starts exactly after it, inside an
+// entry or at its end.
+func TestRedisReadCutsBatches(t *testing.T) {
+	ctx := context.Background()
+	r := newTestRedis(t, 10*time.Second, 1000)
+	_ = r.Create(ctx, "s", Meta{})
+	for _, batch := range []string{"a\nb\n", "c\n", "d\ne\nf\n"} {
+		if live, err := r.Append(ctx, "s", []byte(batch)); !live || err != nil {
+			t.Fatalf("Append(%q): %v %v", batch, live, err)
+		}
+	}
+	want := []string{"1:a", "2:b", "3:c", "4:d", "5:e", "6:f"}
+	for after := range 6 {
+		ev, err := r.Read(ctx, "s", int64(after), 10*time.Millisecond, nil)
+		if got := strings.Join(collect(ev), " "); err != nil || got != strings.Join(want[after:], " ") {
+			t.Errorf("Read(%d) = %q, %v", after, got, err)
+		}
+	}
+}
