@@ -68,9 +68,9 @@ type Hub struct {
 	mem    *eventlog.Memory
 	rds    *eventlog.Redis // nil with backend memory
 	client *redis.Client   // rds's
-	// writers holds a slot for each producer's write of events to Redis
-	// in flight (mirrorWriters).
-	writers chan struct{}
+	// writes are the producers' writes of events to Redis, waiting for
+	// one of mirrorWriters.
+	writes *writeQueue
 	secret []byte
 	// stopping is done, with failure.ErrShutdown as its cause, when
 	// streams in flight must end.
@@ -88,14 +88,6 @@ type Hub struct {
 // following a stream from another replica holds a connection while it
 // waits for events.
 const RedisPool = 512
-
-// mirrorWriters is how many producers of a process write events to Redis
-// at once. More in flight would not make Redis, one thread, write them
-// sooner: they would queue there, ahead of the admissions, stream
-// creations and resumes that requests wait for. A producer that waits
-// for a slot sends what arrived meanwhile with the rest, so while Redis is
-// the bottleneck its writes get fewer and larger.
-const mirrorWriters = 16
 
 // HubOptions are what a Hub needs besides its configuration.
 type HubOptions struct {
@@ -125,7 +117,7 @@ func NewHub(st config.Streams, opts HubOptions) *Hub {
 	}
 	if opts.Redis != nil {
 		h.client = opts.Redis
-		h.writers = make(chan struct{}, mirrorWriters)
+		h.writes = newWriteQueue(mirrorWriters)
 		h.rds = eventlog.NewRedis(eventlog.RedisOptions{Client: opts.Redis, Lease: st.LeaseTTL.Std(), Retention: st.Retention.Std(), MaxLen: int64(st.MaxStreamEvents)})
 	}
 	return h
@@ -136,6 +128,7 @@ func NewHub(st config.Streams, opts HubOptions) *Hub {
 func (h *Hub) Close() error {
 	h.wg.Wait()
 	if h.client != nil {
+		h.writes.close()
 		return h.client.Close()
 	}
 	return nil

@@ -83,18 +83,18 @@ type Producer struct {
 	// mirrored is set while Redis holds the stream and the lease is ours.
 	mirrored atomic.Bool
 	// out holds the events appended since the last write to Redis began
-	// (mirrored streams only). The writes run one at a time, on a
-	// goroutine of their own and never on the relay's: a token goes to its
+	// (mirrored streams only). The writes run one at a time, on the hub's
+	// writers and never on the relay's goroutine: a token goes to its
 	// client without waiting for Redis, and while Redis is slow the events
 	// that queue behind a write go out together in the next one. Writes
 	// start at most mirrorEvery apart, so a stream whose tokens come apart
 	// costs Redis a write per batch, not per token. outMu guards these
-	// fields; outIdle is signalled when a write ends; outT starts the next.
+	// fields; outIdle is signalled when a write ends; outT queues the next.
 	outMu   sync.Mutex
 	outIdle sync.Cond
 	out     []byte
 	spare   []byte // the last batch's buffer, for the next
-	writing bool
+	mstate  mirrorState
 	lastOut time.Time
 	outT    *time.Timer
 	outDone bool
@@ -255,6 +255,15 @@ func (p *Producer) append(lines []byte) error {
 // once.
 const mirrorEvery = 50 * time.Millisecond
 
+// mirrorState is where a producer's next write to Redis stands.
+type mirrorState uint8
+
+const (
+	mirrorIdle    mirrorState = iota
+	mirrorQueued              // in the hub's write queue
+	mirrorWriting             // a writer is writing its batch
+)
+
 // toMirror queues lines for Redis.
 func (p *Producer) toMirror(lines []byte) {
 	p.outMu.Lock()
@@ -263,43 +272,60 @@ func (p *Producer) toMirror(lines []byte) {
 	p.scheduleMirror()
 }
 
-// scheduleMirror starts the next write of what waits, now or mirrorEvery
-// after the last one began, unless one is running or due; outMu is held.
+// scheduleMirror queues the next write of what waits, now or (outT)
+// mirrorEvery after the last one began, unless one is queued, running or
+// due; outMu is held.
 func (p *Producer) scheduleMirror() {
-	if p.writing || p.outT != nil || p.outDone || len(p.out) == 0 || !p.mirrored.Load() {
+	if !p.mirrorReady() || p.outT != nil {
 		return
 	}
-	p.outT = time.AfterFunc(max(mirrorEvery-time.Since(p.lastOut), 0), p.flushMirror)
+	if wait := mirrorEvery - time.Since(p.lastOut); wait > 0 {
+		p.outT = time.AfterFunc(wait, p.mirrorDue)
+		return
+	}
+	p.mstate = mirrorQueued
+	p.h.writes.push(p)
 }
 
-// flushMirror appends the events waiting to Redis, on outT's goroutine.
-// A mirror that says the stream is over was told so by another replica
-// (a DELETE there): the upstream is cancelled.
-func (p *Producer) flushMirror() {
+// mirrorReady reports whether events wait for a write that nothing has
+// queued; outMu is held.
+func (p *Producer) mirrorReady() bool {
+	return p.mstate == mirrorIdle && !p.outDone && len(p.out) > 0 && p.mirrored.Load()
+}
+
+// mirrorDue queues the write outT waited for.
+func (p *Producer) mirrorDue() {
 	p.outMu.Lock()
+	defer p.outMu.Unlock()
 	p.outT = nil
-	if p.writing || p.outDone || len(p.out) == 0 || !p.mirrored.Load() {
+	if p.mirrorReady() {
+		p.mstate = mirrorQueued
+		p.h.writes.push(p)
+	}
+}
+
+// writeMirror appends the events waiting to Redis, on one of the hub's
+// writers. A mirror that says the stream is over was told so by another
+// replica (a DELETE there): the upstream is cancelled.
+func (p *Producer) writeMirror() {
+	p.outMu.Lock()
+	if p.mstate != mirrorQueued { // finishMirror took over
 		p.outMu.Unlock()
 		return
 	}
-	p.writing = true
+	lines := p.out // with what came while it was queued
+	p.out, p.spare = p.spare[:0], nil
+	p.mstate, p.lastOut = mirrorWriting, time.Now()
 	p.outMu.Unlock()
 
-	p.h.writers <- struct{}{}
-	p.outMu.Lock()
-	lines := p.out // with what came while waiting for the slot
-	p.out, p.spare = p.spare[:0], nil
-	p.lastOut = time.Now()
-	p.outMu.Unlock()
 	live, err := p.mirror(func(ctx context.Context) (bool, error) { return p.h.rds.Append(ctx, p.st.ID, lines) })
-	<-p.h.writers
 	if err == nil && !live {
 		p.st.Cancel(ErrCancelled)
 	}
 
 	p.outMu.Lock()
 	defer p.outMu.Unlock()
-	p.spare, p.writing = lines[:0], false
+	p.spare, p.mstate = lines[:0], mirrorIdle
 	p.outIdle.Broadcast()
 	p.scheduleMirror()
 }
@@ -323,16 +349,17 @@ func (p *Producer) finishMirror(last []byte) {
 		p.outT.Stop() // one that has fired sees outDone
 		p.outT = nil
 	}
-	for p.writing {
+	if p.mstate == mirrorQueued {
+		p.mstate = mirrorIdle // its writer will pass; the batch goes here
+	}
+	for p.mstate == mirrorWriting {
 		p.outIdle.Wait()
 	}
 	lines := append(p.out, last...)
 	p.out, p.spare = nil, nil
 	p.outMu.Unlock()
 	if p.mirrored.Load() {
-		p.h.writers <- struct{}{}
 		_, _ = p.mirror(func(ctx context.Context) (bool, error) { return p.h.rds.Finish(ctx, p.st.ID, lines, false) })
-		<-p.h.writers
 	}
 }
 
