@@ -193,6 +193,12 @@ type Streams struct {
 	// ReconnectDelay is the retry: an events URL sends, the wait of a
 	// browser's EventSource before it reconnects (default 1s).
 	ReconnectDelay Duration `yaml:"reconnect_delay"`
+	// RedisWriteInterval is, with backend redis, the least time between
+	// two writes of a stream's new events to Redis (default 50ms): about
+	// how far readers on other replicas trail the producing one, and what
+	// sizes Redis, a streaming stream costing at most one write per
+	// interval.
+	RedisWriteInterval Duration `yaml:"redis_write_interval"`
 }
 
 // RedisConfig returns the Redis that streams are kept in.
@@ -672,7 +678,8 @@ func Default() Config {
 	}, Health: Health{FailureThreshold: 3, Cooldown: Duration(30 * time.Second)},
 		Streams: Streams{Backend: "memory", TokenTTL: Duration(15 * time.Minute), Retention: Duration(5 * time.Minute),
 			LastReader: LastReaderCancel, LastReaderGrace: Duration(30 * time.Second), MaxStreamBytes: 1 << 20, MaxStreamEvents: 20000,
-			MaxTotalBytes: 256 << 20, MaxReaders: 4, LeaseTTL: Duration(5 * time.Second), ReconnectDelay: Duration(time.Second)},
+			MaxTotalBytes: 256 << 20, MaxReaders: 4, LeaseTTL: Duration(5 * time.Second), ReconnectDelay: Duration(time.Second),
+			RedisWriteInterval: Duration(50 * time.Millisecond)},
 		Responses: Responses{Backend: "memory", Retention: Duration(720 * time.Hour), MaxBytes: 64 << 20},
 		Ledger:    Ledger{Backend: LedgerNone, FlushInterval: Duration(time.Second), BatchSize: 500, QueueSize: 65536},
 		Retry:     Retry{AttemptsPerRoute: 2, MaxAttempts: 4, MaxTime: Duration(30 * time.Second), Backoff: Duration(250 * time.Millisecond)},

@@ -217,6 +217,7 @@ func TestStreamsValidation(t *testing.T) {
 		{"zero grace", "streams:\n  last_reader_grace: 0s\n", []string{"streams.last_reader_grace: 0s must be positive"}},
 		{"total below one stream", "streams:\n  max_stream_bytes: 2000\n  max_total_bytes: 1000\n", []string{"streams.max_total_bytes: 1000 is less than max_stream_bytes (2000)"}},
 		{"short lease", "streams:\n  backend: redis\n  redis: {addr: 127.0.0.1:6379}\n  token_secret: 0123456789abcdef0123\n  lease_ttl: 100ms\n", []string{"streams.lease_ttl: 100ms must be at least 1s"}},
+		{"short redis write interval", "streams:\n  backend: redis\n  redis: {addr: 127.0.0.1:6379}\n  token_secret: 0123456789abcdef0123\n  redis_write_interval: 1ms\n", []string{"streams.redis_write_interval: 1ms must be from 10ms to 10s"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			y := good + tc.yaml

@@ -395,6 +395,9 @@ func (c *Config) validateStreams() []Problem {
 		if st.LeaseTTL.Std() < time.Second {
 			add("streams.lease_ttl", "%s must be at least 1s", st.LeaseTTL)
 		}
+		if d := st.RedisWriteInterval.Std(); d < 10*time.Millisecond || d > 10*time.Second {
+			add("streams.redis_write_interval", "%s must be from 10ms to 10s", st.RedisWriteInterval)
+		}
 	default:
 		add("streams.backend", "%q is not a backend (want memory or redis)", st.Backend)
 	}

@@ -87,8 +87,9 @@ type Producer struct {
 	// writers and never on the relay's goroutine: a token goes to its
 	// client without waiting for Redis, and while Redis is slow the events
 	// that queue behind a write go out together in the next one. Writes
-	// start at most mirrorEvery apart, so a stream whose tokens come apart
-	// costs Redis a write per batch, not per token. outMu guards these
+	// start at least streams.redis_write_interval apart, so a stream whose
+	// tokens come apart costs Redis a write per batch, not per token (the
+	// first events after a quiet spell go at once). outMu guards these
 	// fields; outIdle is signalled when a write ends; outT queues the next.
 	outMu   sync.Mutex
 	outIdle sync.Cond
@@ -249,12 +250,6 @@ func (p *Producer) append(lines []byte) error {
 	return nil
 }
 
-// mirrorEvery is the least time between two writes of a stream's events
-// to Redis, and so about how far readers on other replicas may trail this
-// one's while Redis keeps up. The first events after a quiet spell go at
-// once.
-const mirrorEvery = 50 * time.Millisecond
-
 // mirrorState is where a producer's next write to Redis stands.
 type mirrorState uint8
 
@@ -273,13 +268,13 @@ func (p *Producer) toMirror(lines []byte) {
 }
 
 // scheduleMirror queues the next write of what waits, now or (outT)
-// mirrorEvery after the last one began, unless one is queued, running or
-// due; outMu is held.
+// streams.redis_write_interval after the last one began, unless one is
+// queued, running or due; outMu is held.
 func (p *Producer) scheduleMirror() {
 	if !p.mirrorReady() || p.outT != nil {
 		return
 	}
-	if wait := mirrorEvery - time.Since(p.lastOut); wait > 0 {
+	if wait := p.h.cfg.RedisWriteInterval.Std() - time.Since(p.lastOut); wait > 0 {
 		p.outT = time.AfterFunc(wait, p.mirrorDue)
 		return
 	}
