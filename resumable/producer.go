@@ -271,7 +271,7 @@ func (p *Producer) toMirror(lines []byte) {
 // streams.redis_write_interval after the last one began, unless one is
 // queued, running or due; outMu is held.
 func (p *Producer) scheduleMirror() {
-	if !p.mirrorReady() || p.outT != nil {
+	if p.mstate != mirrorIdle || p.outT != nil || p.outDone || len(p.out) == 0 || !p.mirrored.Load() {
 		return
 	}
 	if wait := p.h.cfg.RedisWriteInterval.Std() - time.Since(p.lastOut); wait > 0 {
@@ -282,21 +282,13 @@ func (p *Producer) scheduleMirror() {
 	p.h.writes.push(p)
 }
 
-// mirrorReady reports whether events wait for a write that nothing has
-// queued; outMu is held.
-func (p *Producer) mirrorReady() bool {
-	return p.mstate == mirrorIdle && !p.outDone && len(p.out) > 0 && p.mirrored.Load()
-}
-
-// mirrorDue queues the write outT waited for.
+// mirrorDue schedules again once outT has waited: lastOut has not moved
+// meanwhile (no write runs while outT is set), so the write is queued now.
 func (p *Producer) mirrorDue() {
 	p.outMu.Lock()
 	defer p.outMu.Unlock()
 	p.outT = nil
-	if p.mirrorReady() {
-		p.mstate = mirrorQueued
-		p.h.writes.push(p)
-	}
+	p.scheduleMirror()
 }
 
 // writeMirror appends the events waiting to Redis, on one of the hub's
