@@ -17,7 +17,7 @@ type StallProxy struct {
 
 	mu    sync.Mutex
 	gate  chan struct{} // non-nil while stalled; closed by Release
-	held  chan struct{} // closed once a command is held
+	held  chan struct{} // closed, and set to nil, once a command is held
 	conns map[net.Conn]struct{}
 }
 
@@ -35,15 +35,20 @@ func NewStallProxy(t *testing.T, target string) *StallProxy {
 	return p
 }
 
-// Stall holds every command sent from now on, until Release. Held
-// reports the first one.
+// Stall holds every command sent from now on, until Release. The channel
+// it returns is closed once the first is held.
 func (p *StallProxy) Stall() <-chan struct{} {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.gate == nil {
 		p.gate, p.held = make(chan struct{}), make(chan struct{})
 	}
-	return p.held
+	held := p.held
+	if held == nil { // already holding one
+		held = make(chan struct{})
+		close(held)
+	}
+	return held
 }
 
 // Release passes the held commands on, and everything after them.
@@ -93,14 +98,13 @@ func (p *StallProxy) forward(s, c net.Conn) {
 		n, err := c.Read(buf)
 		if n > 0 {
 			p.mu.Lock()
-			gate, held := p.gate, p.held
+			gate := p.gate
+			if gate != nil && p.held != nil {
+				close(p.held) // under mu: two connections may hold at once
+				p.held = nil
+			}
 			p.mu.Unlock()
 			if gate != nil {
-				select {
-				case <-held:
-				default:
-					close(held)
-				}
 				<-gate
 			}
 			if _, werr := s.Write(buf[:n]); werr != nil {
