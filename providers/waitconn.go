@@ -39,9 +39,14 @@ import (
 // the frames would wait for the upstream's next bytes.
 
 // aheadSize is the most one read from the network takes in for an armed
-// reader: 17 chat chunks, and what a byte-copying proxy's reads take in
-// through the transport's default buffer.
-const aheadSize = 4 << 10
+// reader: about 90 chat chunks. What one read takes in is what the relay
+// writes in one flush, and net/http writes an HTTP/1 response through a
+// 4 KiB buffer: at 4 KiB here, every burst a little over 4 KiB once
+// re-encoded went out as two writes, 4 KiB and the rest (issue 18). A
+// byte-copying proxy reads up to its 32 KiB copy buffer. The buffer is
+// pooled and held only while read out, so its size costs an open stream
+// nothing.
+const aheadSize = 16 << 10
 
 var aheads = sync.Pool{New: func() any { b := make([]byte, aheadSize); return &b }}
 
