@@ -154,7 +154,7 @@ func (p *Provider) Unavailable() error { return p.unavailable }
 
 // doer adds the configured headers, remembers what an upstream said in
 // Retry-After when it refused a call, and hands the body of an accepted
-// call to the stream, which reads it itself.
+// stream to the gateway's stream, which reads it itself.
 type doer struct {
 	client  *http.Client
 	headers map[string]string
@@ -164,11 +164,21 @@ type callKey struct{}
 
 // call is per-request state the doer fills in.
 type call struct {
+	// stream says the call opens a stream whose body the doer takes.
+	stream     bool
 	retryAfter time.Duration
 	body       io.ReadCloser
 	conn       providers.ConnTrace
 	waiter     *providers.Waiter
 }
+
+// errBodyTaken is what the doer answers go-openai with once it has taken
+// an accepted stream's body: go-openai then returns at once, instead of
+// wrapping the body in a 4 KiB reader, an error accumulator and a copy of
+// the headers that nothing reads (a sixth of the bytes the gateway
+// allocated per request: issue 18). Its error responses still go through
+// go-openai, which decodes them.
+var errBodyTaken = errors.New("openai: stream body taken by the gateway")
 
 func (d *doer) Do(req *http.Request) (*http.Response, error) {
 	for k, v := range d.headers {
@@ -178,12 +188,14 @@ func (d *doer) Do(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return resp, err
 	}
-	if c, ok := req.Context().Value(callKey{}).(*call); ok {
-		if resp.StatusCode >= 400 {
-			c.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"))
-		} else {
-			c.body, c.waiter = resp.Body, waiterOf(resp, &c.conn)
-		}
+	c, ok := req.Context().Value(callKey{}).(*call)
+	switch {
+	case !ok:
+	case resp.StatusCode < 200 || resp.StatusCode >= 400: // go-openai's failure statuses
+		c.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"))
+	case c.stream:
+		c.body, c.waiter = resp.Body, waiterOf(resp, &c.conn)
+		return nil, errBodyTaken
 	}
 	return resp, nil
 }
@@ -218,20 +230,19 @@ func (p *Provider) StreamChat(ctx context.Context, req *providers.Request) (prov
 	if err != nil {
 		return nil, &providers.Error{Status: http.StatusBadRequest, Code: "invalid_request", Message: err.Error(), Err: err}
 	}
-	c := &call{}
+	c := &call{stream: true}
 	ctx = providers.WatchConn(context.WithValue(ctx, callKey{}, c), &c.conn)
 	st, err := p.client.CreateChatCompletionStream(ctx, creq)
-	if err != nil {
+	if !errors.Is(err, errBodyTaken) {
+		if err == nil { // cannot happen: the doer takes every accepted body
+			st.Close()
+			err = errors.New("openai: response body not taken")
+		}
 		// go-openai's Close panics on the stream it returns with an
 		// error: there is nothing to close here.
 		return nil, classify(err, c.retryAfter)
 	}
-	if c.body == nil { // cannot happen: the doer saw the response
-		st.Close()
-		return nil, errors.New("openai: response body not captured")
-	}
-	// The body is read and closed here; go-openai's stream (and the
-	// reader it allocated) is dropped.
+	// The body is read and closed here.
 	return &stream{body: c.body, events: newEventReader(c.body, p.maxLine, c.waiter)}, nil
 }
 
