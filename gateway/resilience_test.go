@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -168,6 +169,8 @@ func TestTimeouts(t *testing.T) {
 	}{
 		{"first token", "first_token_timeout", "upstream_first_token_timeout", []string{roleChunk}, ""},
 		{"idle", "idle_timeout", "upstream_idle_timeout", []string{roleChunk, helloChunk}, "hello"},
+		// Deltas after the first move the timer when the stream next waits.
+		{"idle after deltas", "idle_timeout", "upstream_idle_timeout", []string{roleChunk, helloChunk, helloChunk, helloChunk}, "hellohellohello"},
 		{"whole stream", "stream_timeout", "upstream_stream_timeout", []string{roleChunk, helloChunk}, "hello"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -187,6 +190,42 @@ func TestTimeouts(t *testing.T) {
 				t.Errorf("events %+v (last error %+v)", evs, last.Error)
 			}
 		})
+	}
+}
+
+// TestIdleTimeoutMovesWithDeltas: a stream whose deltas keep coming
+// within the idle timeout is never cut by it, however long it lasts in
+// all. The timer moves when the stream waits for the network, not at each
+// delta; this fails if it does not move at all.
+func TestIdleTimeoutMovesWithDeltas(t *testing.T) {
+	const deltas = 12
+	_, url := countingUpstream(t, func(_ int32, w http.ResponseWriter, r *http.Request) {
+		sseOK(w, roleChunk)
+		rc := http.NewResponseController(w)
+		for range deltas {
+			// The pace is what is tested: 60 ms apart, 720 ms in all,
+			// against an idle timeout of 300 ms.
+			select {
+			case <-time.After(60 * time.Millisecond):
+			case <-r.Context().Done():
+				return
+			}
+			_, _ = io.WriteString(w, helloChunk)
+			_ = rc.Flush()
+		}
+		_, _ = io.WriteString(w, stopChunk)
+	})
+	h := newHarness(t, newConfig(fmt.Sprintf("  up1:\n    type: openai\n    base_url: %s/v1\n    idle_timeout: 300ms\n", url),
+		"  resilient:\n    routes:\n      - provider: up1\n"), func(c *config.Config) { c.Retry.MaxAttempts = 1 })
+	_, _, evs := h.streamNative(t, `{"model":"resilient","prompt":"hi"}`)
+	got := 0
+	for _, ev := range evs {
+		if ev.Content == "hello" {
+			got++
+		}
+	}
+	if last := evs[len(evs)-1]; last.Type != "done" || got != deltas {
+		t.Errorf("%d deltas, last event %+v (error %+v); want %d and done", got, last, last.Error, deltas)
 	}
 }
 

@@ -71,10 +71,16 @@ type Stream struct {
 	total     *time.Timer
 	idle      time.Duration
 	delivered bool
-	onIdle    func()
+	// moved says a delta arrived since the idle timer was last set. A
+	// stream that reports its waits moves the timer once per wait, not
+	// per delta (see idleHook).
+	moved  bool
+	onIdle func()
 	// flushEach is set when the current stream cannot report that it is
 	// about to wait: onIdle then runs before every Recv.
 	flushEach bool
+	// hook is idleHook as a func value, made once per stream.
+	hook func()
 }
 
 var (
@@ -234,17 +240,34 @@ func (s *Stream) start(dep deployment, st providers.Stream, actx context.Context
 	s.notify()
 }
 
-// notify hands onIdle to the current stream, or arranges to call it before
-// every Recv when the stream cannot.
+// notify hands idleHook to the current stream, or arranges to call it
+// before every Recv when the stream cannot.
 func (s *Stream) notify() {
 	if s.onIdle == nil {
 		return
 	}
 	n, ok := s.cur.(providers.IdleNotifier)
 	if ok {
-		n.NotifyIdle(s.onIdle)
+		if s.hook == nil {
+			s.hook = s.idleHook
+		}
+		n.NotifyIdle(s.hook)
 	}
 	s.flushEach = !ok
+}
+
+// idleHook runs when the current stream is about to wait for the network:
+// it sets the idle timeout from there if deltas arrived since it was last
+// set, then calls onIdle. Moving the timer for every delta instead cost a
+// timer update a token with tokens back to back (issue 18); from the wait
+// the timeout counts from no earlier than the last delta, later only by
+// the time the deltas of one read took to relay.
+func (s *Stream) idleHook() {
+	if s.moved && s.timer != nil {
+		s.moved = false
+		s.timer.Reset(s.idle)
+	}
+	s.onIdle()
 }
 
 // Recv returns the next chunk of the current attempt, moving to a new
@@ -257,9 +280,13 @@ func (s *Stream) Recv() (providers.Chunk, error) {
 		c, err := s.cur.Recv()
 		if err == nil {
 			if c.Delta() {
-				if !s.delivered {
+				switch {
+				case !s.delivered:
 					s.firstDelta()
-				} else if s.idle > 0 {
+				case s.idle <= 0:
+				case s.onIdle != nil && !s.flushEach:
+					s.moved = true // idleHook moves the timer before the next wait
+				default:
 					s.timer.Reset(s.idle)
 				}
 			}
