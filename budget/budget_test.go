@@ -38,7 +38,15 @@ func stores(t *testing.T) map[string]func(i int) Store {
 	}
 }
 
-var now = time.Date(2026, 12, 2, 17, 0, 0, 0, time.UTC)
+// now is the tests' clock: 2 December, 17:00 UTC, of the year after the
+// real one. Redis expires a window's hash by the real clock (a day after
+// the window ends), so a fixed date would have every Redis test see its
+// spend vanish once that date had passed; December gives the month test
+// its turn of the year.
+var (
+	year = time.Now().UTC().Year() + 1
+	now  = time.Date(year, 12, 2, 17, 0, 0, 0, time.UTC)
+)
 
 // TestExactlyNOf3N: 3N requests at once, each reserving a third of a cent
 // or 100 tokens, against a budget of N of them: exactly N are admitted,
@@ -98,9 +106,9 @@ func TestWindows(t *testing.T) {
 			later  time.Time
 			reset  time.Time
 		}{
-			{Day, now.Add(7 * time.Hour), time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)},
-			{Month, time.Date(2027, 1, 1, 0, 0, 1, 0, time.UTC), time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)},
-			{Total, time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC), time.Time{}},
+			{Day, now.Add(7 * time.Hour), time.Date(year, 12, 3, 0, 0, 0, 0, time.UTC)},
+			{Month, time.Date(year+1, 1, 1, 0, 0, 1, 0, time.UTC), time.Date(year+1, 1, 1, 0, 0, 0, 0, time.UTC)},
+			{Total, time.Date(year+4, 1, 1, 0, 0, 0, 0, time.UTC), time.Time{}},
 		} {
 			t.Run(name+"/"+string(tc.period), func(t *testing.T) {
 				s, client := store(0), "w"+name+string(tc.period)
@@ -150,7 +158,7 @@ func TestMemorySeeded(t *testing.T) {
 	if d, _, _ := s.Reserve(context.Background(), "k", l, now, Spend{Cost: Dollars(0.6)}); d.Allowed {
 		t.Fatal("a request over what the seeded window has left was admitted")
 	}
-	if want := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC); !asked.Equal(want) {
+	if want := time.Date(year, 12, 1, 0, 0, 0, 0, time.UTC); !asked.Equal(want) {
 		t.Fatalf("seeded from %v, want %v", asked, want)
 	}
 }
