@@ -47,6 +47,24 @@ func (h *harness) metric(t *testing.T, name string, labels ...string) float64 {
 	return sum
 }
 
+// histogram returns the count and sum of the unlabelled histogram name.
+func (h *harness) histogram(t *testing.T, name string) (count uint64, sum float64) {
+	t.Helper()
+	mfs, err := h.srv.metrics.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				count += m.GetHistogram().GetSampleCount()
+				sum += m.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	return count, sum
+}
+
 func hasLabel(m *dto.Metric, name, value string) bool {
 	for _, l := range m.GetLabel() {
 		if l.GetName() == name {

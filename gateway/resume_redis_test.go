@@ -146,6 +146,16 @@ func TestMirrorBatchesAppends(t *testing.T) {
 			if fromB := b.replay(t, resumeURL); render(fromB) != render(got) {
 				t.Errorf("replay from Redis on B:\n%s\nseen on A:\n%s", render(fromB), render(got))
 			}
+			// Every batch's lag is recorded once its producer has
+			// ended. Held back past a lease renewal (250 ms), a batch's
+			// lag says so.
+			if err := a.srv.hub.Wait(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			n, sum := a.histogram(t, "gateway_stream_mirror_lag_seconds")
+			if n < 1 || (tc.interval > 0 && sum < 0.25) {
+				t.Errorf("mirror lag: %v batches, %.3fs in all", n, sum)
+			}
 		})
 	}
 }

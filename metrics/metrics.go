@@ -54,6 +54,7 @@ type Metrics struct {
 	resumes          *prometheus.CounterVec
 	streamsCancelled *prometheus.CounterVec
 	producersLost    prometheus.Counter
+	mirrorLag        prometheus.Histogram
 
 	cost          *prometheus.CounterVec
 	ledgerRows    *prometheus.CounterVec
@@ -100,6 +101,11 @@ func New() *Metrics {
 		Name: "gateway_stream_producers_lost_total",
 		Help: "Streams this replica ended with producer_lost: their producing replica stopped renewing its lease.",
 	})
+	m.mirrorLag = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "gateway_stream_mirror_lag_seconds",
+		Help:    "How far the Redis copy of resumable streams trails them: from the first event of a batch relayed to the batch written to Redis (streams.backend redis). Above streams.redis_write_interval it measures Redis or its writers falling behind.",
+		Buckets: gapBuckets,
+	})
 	m.cost = counter("gateway_cost_dollars_total", "What requests cost in US dollars at the configured (or bundled) prices, by model, provider and key name; requests of deployments without a price add nothing.", "model", "provider", "key")
 	m.ledgerRows = counter("gateway_ledger_rows_total", "Usage ledger rows, by result: written (stored in the database), dropped (the queue was full: the database was down or slow for longer than the queue holds).", "result")
 	m.ledgerFailure = prometheus.NewCounter(prometheus.CounterOpts{
@@ -107,7 +113,7 @@ func New() *Metrics {
 		Help: "Usage ledger batch writes that failed (the batch is kept and retried).",
 	})
 	m.Register(m.requests, m.ttft, m.ttfc, m.gap, m.duration, m.tokens, m.inFlight, m.endings, m.rateLimited,
-		m.upstreamErrors, m.retries, m.fallbacks, m.reloads, m.unattendedTokens, m.resumes, m.streamsCancelled, m.producersLost,
+		m.upstreamErrors, m.retries, m.fallbacks, m.reloads, m.unattendedTokens, m.resumes, m.streamsCancelled, m.producersLost, m.mirrorLag,
 		m.cost, m.ledgerRows, m.ledgerFailure, m.budgetCrossed,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -281,6 +287,10 @@ func (m *Metrics) Cancelled(reason string) { m.streamsCancelled.WithLabelValues(
 
 // ProducerLost counts a stream ended because its producer's replica died.
 func (m *Metrics) ProducerLost() { m.producersLost.Inc() }
+
+// MirrorLag records how far a batch of a stream's events reached Redis
+// after its first event was relayed.
+func (m *Metrics) MirrorLag(lag time.Duration) { m.mirrorLag.Observe(lag.Seconds()) }
 
 // Reloaded counts a configuration reload by result (success, failure).
 func (m *Metrics) Reloaded(result string) { m.reloads.WithLabelValues(result).Inc() }

@@ -47,6 +47,10 @@ type Observer interface {
 	Cancelled(reason string)
 	// ProducerLost: a stream ended because its producer's replica died.
 	ProducerLost()
+	// MirrorLag: a batch of a stream's events reached Redis lag after the
+	// first of them was relayed, how far the copy that other replicas
+	// read trailed the stream.
+	MirrorLag(lag time.Duration)
 }
 
 // Causes of a stream's cancellation, both reported with code cancelled.

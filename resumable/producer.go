@@ -95,10 +95,13 @@ type Producer struct {
 	outIdle sync.Cond
 	out     []byte
 	spare   []byte // the last batch's buffer, for the next
-	mstate  mirrorState
-	lastOut time.Time
-	outT    *time.Timer
-	outDone bool
+	// outSince is when the first event in out was appended, for the
+	// mirror's lag (one clock read a batch).
+	outSince time.Time
+	mstate   mirrorState
+	lastOut  time.Time
+	outT     *time.Timer
+	outDone  bool
 	// remote is how many readers followed the stream from other
 	// replicas when last counted.
 	remote atomic.Int64
@@ -263,6 +266,9 @@ const (
 func (p *Producer) toMirror(lines []byte) {
 	p.outMu.Lock()
 	defer p.outMu.Unlock()
+	if len(p.out) == 0 {
+		p.outSince = time.Now()
+	}
 	p.out = append(p.out, lines...)
 	p.scheduleMirror()
 }
@@ -300,14 +306,17 @@ func (p *Producer) writeMirror() {
 		p.outMu.Unlock()
 		return
 	}
-	lines := p.out // with what came while it was queued
+	lines, since := p.out, p.outSince // with what came while it was queued
 	p.out, p.spare = p.spare[:0], nil
 	p.mstate, p.lastOut = mirrorWriting, time.Now()
 	p.outMu.Unlock()
 
 	live, err := p.mirror(func(ctx context.Context) (bool, error) { return p.h.rds.Append(ctx, p.st.ID, lines) })
-	if err == nil && !live {
-		p.st.Cancel(ErrCancelled)
+	if err == nil {
+		p.h.obs.MirrorLag(time.Since(since))
+		if !live {
+			p.st.Cancel(ErrCancelled)
+		}
 	}
 
 	p.outMu.Lock()
@@ -342,11 +351,17 @@ func (p *Producer) finishMirror(last []byte) {
 	for p.mstate == mirrorWriting {
 		p.outIdle.Wait()
 	}
+	since := p.outSince
+	if len(p.out) == 0 {
+		since = time.Now() // the batch is the terminal event alone
+	}
 	lines := append(p.out, last...)
 	p.out, p.spare = nil, nil
 	p.outMu.Unlock()
 	if p.mirrored.Load() {
-		_, _ = p.mirror(func(ctx context.Context) (bool, error) { return p.h.rds.Finish(ctx, p.st.ID, lines, false) })
+		if _, err := p.mirror(func(ctx context.Context) (bool, error) { return p.h.rds.Finish(ctx, p.st.ID, lines, false) }); err == nil {
+			p.h.obs.MirrorLag(time.Since(since))
+		}
 	}
 }
 

@@ -30,9 +30,10 @@ func BenchmarkNativeDeltaFrame(b *testing.B) {
 
 type nopObserver struct{}
 
-func (nopObserver) Resumed(string)   {}
-func (nopObserver) Cancelled(string) {}
-func (nopObserver) ProducerLost()    {}
+func (nopObserver) Resumed(string)          {}
+func (nopObserver) Cancelled(string)        {}
+func (nopObserver) ProducerLost()           {}
+func (nopObserver) MirrorLag(time.Duration) {}
 
 // BenchmarkRelayPerToken streams one mock stream of b.N tokens in
 // process, as POST /v1/stream runs it: a producer appending to the
