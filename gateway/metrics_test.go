@@ -14,41 +14,8 @@ import (
 	"github.com/streamgate/gateway/internal/redistest"
 )
 
-// metric sums the samples of family name whose labels include the given
-// name/value pairs: a counter's or gauge's value, a histogram's count.
-func (h *harness) metric(t *testing.T, name string, labels ...string) float64 {
-	t.Helper()
-	mfs, err := h.srv.metrics.Gather()
-	if err != nil {
-		t.Fatalf("gather: %v", err)
-	}
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				if !hasLabel(m, labels[i], labels[i+1]) {
-					continue next
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				sum += m.GetCounter().GetValue()
-			case m.Gauge != nil:
-				sum += m.GetGauge().GetValue()
-			case m.Histogram != nil:
-				sum += float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return sum
-}
-
-// histogram returns the count and sum of the unlabelled histogram name.
-func (h *harness) histogram(t *testing.T, name string) (count uint64, sum float64) {
+// samples returns the samples of metric family name.
+func (h *harness) samples(t *testing.T, name string) []*dto.Metric {
 	t.Helper()
 	mfs, err := h.srv.metrics.Gather()
 	if err != nil {
@@ -56,11 +23,42 @@ func (h *harness) histogram(t *testing.T, name string) (count uint64, sum float6
 	}
 	for _, mf := range mfs {
 		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				count += m.GetHistogram().GetSampleCount()
-				sum += m.GetHistogram().GetSampleSum()
+			return mf.GetMetric()
+		}
+	}
+	return nil
+}
+
+// metric sums the samples of family name whose labels include the given
+// name/value pairs: a counter's or gauge's value, a histogram's count.
+func (h *harness) metric(t *testing.T, name string, labels ...string) float64 {
+	t.Helper()
+	sum := 0.0
+next:
+	for _, m := range h.samples(t, name) {
+		for i := 0; i+1 < len(labels); i += 2 {
+			if !hasLabel(m, labels[i], labels[i+1]) {
+				continue next
 			}
 		}
+		switch {
+		case m.Counter != nil:
+			sum += m.GetCounter().GetValue()
+		case m.Gauge != nil:
+			sum += m.GetGauge().GetValue()
+		case m.Histogram != nil:
+			sum += float64(m.GetHistogram().GetSampleCount())
+		}
+	}
+	return sum
+}
+
+// histogram returns the count and sum of histogram name's samples.
+func (h *harness) histogram(t *testing.T, name string) (count uint64, sum float64) {
+	t.Helper()
+	for _, m := range h.samples(t, name) {
+		count += m.GetHistogram().GetSampleCount()
+		sum += m.GetHistogram().GetSampleSum()
 	}
 	return count, sum
 }
