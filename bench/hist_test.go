@@ -33,3 +33,26 @@ func TestHistQuantilesWithinPrecision(t *testing.T) {
 		}
 	}
 }
+
+// TestExactQuantiles: per-stream measures report the ⌈q·n⌉-th smallest
+// sample, whatever order the workers recorded them in.
+func TestExactQuantiles(t *testing.T) {
+	var a, b exact
+	for i := 100; i >= 1; i-- {
+		if i%2 == 0 {
+			a.add(time.Duration(i) * time.Millisecond)
+		} else {
+			b.add(time.Duration(i) * time.Millisecond)
+		}
+	}
+	a.merge(&b)
+	got := a.summary()
+	want := Summary{Count: 100, Mean: 50500, P50: 50000, P90: 90000, P99: 99000, Max: 100000}
+	if got != want {
+		t.Errorf("summary %+v, want %+v", got, want)
+	}
+	var none exact
+	if s := none.summary(); s != (Summary{}) {
+		t.Errorf("empty: %+v", s)
+	}
+}

@@ -74,10 +74,11 @@ type Result struct {
 
 // worker state: each worker records into its own histograms.
 type worker struct {
-	ttft, gap, dur hist
-	chunks         int64
-	streams, errs  int
-	samples        []string
+	ttft, dur     exact
+	gap           hist
+	chunks        int64
+	streams, errs int
+	samples       []string
 }
 
 // Run drives l until its requests are done or its duration has passed, or
