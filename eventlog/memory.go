@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"errors"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -232,6 +233,10 @@ func (l *Log) add(lines []byte, finish bool) bool {
 	l.trimLocked(total)
 	if finish {
 		l.finished, l.finishedAt, l.finalBytes = true, l.m.opts.Now(), l.bytes
+		// A finished log is kept for its retention and grows no more:
+		// it keeps its events, not the room append left after them (up
+		// to as much again). Readers keep the arrays they were given.
+		l.data, l.ends = fit(l.data), fit(l.ends)
 	}
 	if l.waiting {
 		close(l.wake)
@@ -244,6 +249,15 @@ func (l *Log) add(lines []byte, finish bool) bool {
 		l.m.mu.Unlock()
 	}
 	return true
+}
+
+// fit returns s in an array of about its length (within the allocator's
+// size classes, an eighth) when it has more room than that.
+func fit[T any](s []T) []T {
+	if cap(s)-len(s) > len(s)/8 {
+		return slices.Clone(s)
+	}
+	return s
 }
 
 // trimLocked drops the oldest events while the log is over its own bounds,

@@ -61,6 +61,32 @@ func TestMemoryAppendRead(t *testing.T) {
 	}
 }
 
+// TestFinishedLogKeepsNoSlack: a finished log, kept for its retention,
+// holds its events and not the room appending left after them; a reader
+// given events before the finish still reads them whole.
+func TestFinishedLogKeepsNoSlack(t *testing.T) {
+	m := NewMemory(MemoryOptions{})
+	l, err := m.Create("s1", Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 300 {
+		l.Append(fmt.Appendf(nil, "event %d\n", i))
+	}
+	early, _, _, _ := l.Read(298)
+	l.Finish([]byte("end\n"))
+	if cap(l.data)-len(l.data) > len(l.data)/8 || cap(l.ends)-len(l.ends) > len(l.ends)/8 {
+		t.Errorf("finished log holds %d of %d bytes and %d of %d ends", len(l.data), cap(l.data), len(l.ends), cap(l.ends))
+	}
+	if got := strings.Join(collect(early), " "); got != "299:event 298 300:event 299" {
+		t.Errorf("events read before the finish: %q", got)
+	}
+	ev, _, _, _ := l.Read(299)
+	if got := strings.Join(collect(ev), " "); got != "300:event 299 301:end" {
+		t.Errorf("after the finish: %q", got)
+	}
+}
+
 func TestMemoryReaders(t *testing.T) {
 	m := NewMemory(MemoryOptions{})
 	l, _ := m.Create("s", Meta{})
