@@ -311,12 +311,9 @@ func (p *Producer) writeMirror() {
 	p.mstate, p.lastOut = mirrorWriting, time.Now()
 	p.outMu.Unlock()
 
-	live, err := p.mirror(func(ctx context.Context) (bool, error) { return p.h.rds.Append(ctx, p.st.ID, lines) })
-	if err == nil {
-		p.h.obs.MirrorLag(time.Since(since))
-		if !live {
-			p.st.Cancel(ErrCancelled)
-		}
+	live, err := p.writeBatch(since, func(ctx context.Context) (bool, error) { return p.h.rds.Append(ctx, p.st.ID, lines) })
+	if err == nil && !live {
+		p.st.Cancel(ErrCancelled)
 	}
 
 	p.outMu.Lock()
@@ -359,10 +356,18 @@ func (p *Producer) finishMirror(last []byte) {
 	p.out, p.spare = nil, nil
 	p.outMu.Unlock()
 	if p.mirrored.Load() {
-		if _, err := p.mirror(func(ctx context.Context) (bool, error) { return p.h.rds.Finish(ctx, p.st.ID, lines, false) }); err == nil {
-			p.h.obs.MirrorLag(time.Since(since))
-		}
+		_, _ = p.writeBatch(since, func(ctx context.Context) (bool, error) { return p.h.rds.Finish(ctx, p.st.ID, lines, false) })
 	}
+}
+
+// writeBatch writes a batch of events whose first was appended at since,
+// and records the mirror's lag when it was written.
+func (p *Producer) writeBatch(since time.Time, op func(context.Context) (bool, error)) (bool, error) {
+	live, err := p.mirror(op)
+	if err == nil {
+		p.h.obs.MirrorLag(time.Since(since))
+	}
+	return live, err
 }
 
 // mirror runs one Redis operation for the stream. A failure stops the
