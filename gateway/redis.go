@@ -54,6 +54,14 @@ func newBudgets(rl config.RateLimit, usage *ledger.DB, log *slog.Logger) (budget
 	}, log), nil
 }
 
+// redisBuffer is the size of each pooled Redis connection's read and
+// write buffers. go-redis's default is 32 KiB each, for large values; the
+// gateway's commands and replies are small (an admission, a batch of
+// events), larger ones are read and written past the buffer, and the
+// streams' pool alone holds up to resumable.RedisPool connections: 32 MB
+// of buffers at 10,000 open streams, where 4 KiB makes 4 (issue 18).
+const redisBuffer = 4 << 10
+
 // newRedisClient returns a client for r that fails fast: a request waits
 // for the gateway's own fallbacks, not for retries. poolSize 0 keeps
 // go-redis's default. It is the one place Redis clients are made.
@@ -61,7 +69,7 @@ func newRedisClient(r config.Redis, poolSize int) (*redis.Client, error) {
 	opts := &redis.Options{
 		Addr: string(r.Addr), Username: string(r.Username), Password: r.Password.Reveal(), DB: r.DB,
 		MaxRetries: 1, DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
-		PoolSize: poolSize,
+		PoolSize: poolSize, ReadBufferSize: redisBuffer, WriteBufferSize: redisBuffer,
 	}
 	if r.TLS {
 		roots, err := r.CertPool()
