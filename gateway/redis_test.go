@@ -7,10 +7,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamgate/gateway/config"
 	"github.com/streamgate/gateway/internal/redistest"
 )
 
@@ -164,5 +169,55 @@ func TestRedisTLS(t *testing.T) {
 	resp = untrusted.do(t, context.Background(), "POST", "/v1/stream", frontendKey, streamBody)
 	if drainClose(resp); resp.StatusCode != 503 {
 		t.Errorf("over TLS without trusting the certificate: %d", resp.StatusCode)
+	}
+}
+
+// stackHook records, for each command and pipeline, whether it ran on a
+// goroutine offstack started.
+type stackHook struct{ offstack []bool }
+
+func (h *stackHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *stackHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.record()
+		return next(ctx, cmd)
+	}
+}
+
+func (h *stackHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.record()
+		return next(ctx, cmds)
+	}
+}
+
+func (h *stackHook) record() {
+	buf := make([]byte, 64<<10)
+	h.offstack = append(h.offstack, strings.Contains(string(buf[:runtime.Stack(buf, false)]), "internal/offstack.Run.func1"))
+}
+
+// TestRedisCommandsRunOffTheCallersStack: every command and pipeline of
+// the gateway's Redis clients runs on a goroutine of its own, so that a
+// stream's handler calling Redis keeps its small stack.
+func TestRedisCommandsRunOffTheCallersStack(t *testing.T) {
+	srv := redistest.Start(t)
+	c, err := newRedisClient(config.Redis{Addr: config.EnvString(srv.Addr)}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	h := &stackHook{}
+	c.AddHook(h) // inside the gateway's: it sees where commands run
+	ctx := context.Background()
+	if err := c.Set(ctx, "k", "v", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Pipelined(ctx, func(p redis.Pipeliner) error { p.Get(ctx, "k"); p.Del(ctx, "k"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	// go-redis adds its own on a new connection (HELLO, CLIENT SETINFO).
+	if len(h.offstack) < 2 || slices.Contains(h.offstack, false) {
+		t.Errorf("commands and pipelines ran off the caller's stack: %v, want all true", h.offstack)
 	}
 }
