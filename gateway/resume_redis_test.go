@@ -244,3 +244,44 @@ func scriptCalls(t *testing.T, rc *redis.Client) int {
 	}
 	return n
 }
+
+// TestReaderOnAnotherReplicaHoldsTheStream: with last_reader cancel, a
+// stream produced on A whose client leaves goes on while a reader follows
+// it on B (A counts it in Redis), and is cancelled once that reader has
+// left too (A's keeper counts again at its next visit).
+func TestReaderOnAnotherReplicaHoldsTheStream(t *testing.T) {
+	srv := redistest.Start(t)
+	g := newGatedUpstream(t)
+	cfg := strings.Replace(redisStreamsConfig(g, srv.Addr), "last_reader: continue", "last_reader: cancel", 1)
+	a, b := newHarness(t, cfg), newHarness(t, cfg)
+	ctxA, leaveA := context.WithCancel(context.Background())
+	resp := a.post(t, ctxA, "/v1/stream", `{"model":"up-model","prompt":"hi"}`)
+	defer resp.Body.Close()
+	g.send("a")
+	evs := events(t, newSSEReader(resp.Body), 2)
+	_, resumeURL := connectedEvent(t, evs[0])
+
+	ctxB, leaveB := context.WithCancel(context.Background())
+	defer leaveB()
+	follow := b.openEvents(t, ctxB, resumeURL)
+	defer follow.Body.Close()
+	fromB := newSSEReader(follow.Body)
+	events(t, fromB, 2) // connected, "a"
+
+	leaveA()
+	// A finds its client gone at the next event, and asks Redis for
+	// readers elsewhere before it writes the one after: while B reads,
+	// every token still comes.
+	for _, tok := range []string{"b", "c", "d"} {
+		select {
+		case g.steps <- tok:
+		case <-g.cancelled:
+			t.Fatalf("upstream cancelled before %q, with a reader on B", tok)
+		}
+		if e := decodeEvent(t, events(t, fromB, 1)[0]); e.Content != tok {
+			t.Fatalf("B read %+v, want %q", e, tok)
+		}
+	}
+	leaveB()
+	g.waitCancelled(t)
+}

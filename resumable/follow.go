@@ -131,6 +131,8 @@ type redisSource struct {
 	id     string
 	reader string // this reader's entry among the stream's readers
 	lost   []byte // the terminal event when the producer is lost
+	// attached is when the reader's entry was last renewed.
+	attached time.Time
 }
 
 func (r *redisSource) next(ctx context.Context, after int64) (eventlog.Events, error) {
@@ -143,15 +145,23 @@ func (r *redisSource) next(ctx context.Context, after int64) (eventlog.Events, e
 		if r.h.stopping.Err() != nil {
 			return eventlog.Events{}, failure.ErrShutdown
 		}
+		// Say this reader is here from its first read on, and again
+		// every block, events flowing or not: the producer's replica
+		// counts it for the last-reader policy once its own readers
+		// have left. (Counted only after a quiet block, a reader that
+		// joined while tokens flowed was not there to the producer,
+		// which cancelled under last_reader cancel.)
+		if time.Since(r.attached) >= block {
+			if err := rds.Attach(ctx, r.id, r.reader, 4*block); err != nil {
+				return eventlog.Events{}, err
+			}
+			r.attached = time.Now()
+		}
 		ev, err := rds.Read(ctx, r.id, after, block, nil)
 		if err != nil || !ev.Empty() || ctx.Err() != nil {
 			return ev, errors.Join(err, ctx.Err())
 		}
-		// Quiet for a while: say this reader is still here, and make
-		// sure somebody is still producing.
-		if err := rds.Attach(ctx, r.id, r.reader, 4*block); err != nil {
-			return ev, err
-		}
+		// Quiet for a while: make sure somebody is still producing.
 		lost, err := rds.Finish(ctx, r.id, r.lost, true)
 		if err != nil {
 			return ev, err
