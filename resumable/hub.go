@@ -75,6 +75,10 @@ type Hub struct {
 	// writes are the producers' writes of events to Redis, waiting for
 	// one of mirrorWriters.
 	writes *writeQueue
+	// stopKeeper ends the keeper, which has ended when keeperDone is
+	// closed (with backend redis).
+	stopKeeper, keeperDone chan struct{}
+
 	secret []byte
 	// stopping is done, with failure.ErrShutdown as its cause, when
 	// streams in flight must end.
@@ -82,7 +86,7 @@ type Hub struct {
 	// retryFrame is the retry: line of every events URL.
 	retryFrame []byte
 
-	// wg counts producers and their watchers, which outlive handlers.
+	// wg counts producers, which outlive handlers.
 	wg   sync.WaitGroup
 	mu   sync.Mutex
 	live map[string]*Producer
@@ -123,8 +127,39 @@ func NewHub(st config.Streams, opts HubOptions) *Hub {
 		h.client = opts.Redis
 		h.writes = newWriteQueue(mirrorWriters)
 		h.rds = eventlog.NewRedis(eventlog.RedisOptions{Client: opts.Redis, Lease: st.LeaseTTL.Std(), Retention: st.Retention.Std(), MaxLen: int64(st.MaxStreamEvents)})
+		h.stopKeeper, h.keeperDone = make(chan struct{}), make(chan struct{})
+		go h.keep()
 	}
 	return h
+}
+
+// keep visits every mirrored stream once per renewal interval (see
+// Producer.keep): one goroutine and one timer for the process, where each
+// stream had its own (8 KiB of stack and a ticker per open stream), and
+// the Redis work it finds goes to the writers with the events.
+func (h *Hub) keep() {
+	defer close(h.keeperDone)
+	every := h.rds.RenewInterval()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var ps []*Producer
+	for {
+		select {
+		case <-h.stopKeeper:
+			return
+		case <-t.C:
+		}
+		h.mu.Lock()
+		for _, p := range h.live {
+			ps = append(ps, p)
+		}
+		h.mu.Unlock()
+		for _, p := range ps {
+			p.keep(every)
+		}
+		clear(ps)
+		ps = ps[:0]
+	}
 }
 
 // Close waits for the producers (the caller has cancelled them) and drops
@@ -132,6 +167,8 @@ func NewHub(st config.Streams, opts HubOptions) *Hub {
 func (h *Hub) Close() error {
 	h.wg.Wait()
 	if h.client != nil {
+		close(h.stopKeeper)
+		<-h.keeperDone
 		h.writes.close()
 		return h.client.Close()
 	}

@@ -102,12 +102,15 @@ type Producer struct {
 	lastOut  time.Time
 	outT     *time.Timer
 	outDone  bool
+	// renewDue and readersDue queue, with the events, the lease's renewal
+	// and a count of the readers on other replicas (the hub's keeper and
+	// the log's reader changes set them): the writers do both, so that a
+	// mirrored stream costs no goroutine of its own (issue 18).
+	renewDue, readersDue bool
 	// remote is how many readers followed the stream from other
 	// replicas when last counted.
 	remote atomic.Int64
-	// readersChanged wakes the Redis watcher (mirrored streams only).
-	readersChanged chan struct{}
-	done           chan struct{}
+	done   chan struct{}
 
 	// primary, for POST /v1/stream, is the connection that started the
 	// stream; next is the id the next event appended will get.
@@ -125,8 +128,7 @@ type Producer struct {
 // generated on a goroutine of its own; otherwise the caller becomes the
 // stream's primary reader and runs the producer itself (RunPrimary).
 func (h *Hub) Start(st Stream) *Producer {
-	p := &Producer{h: h, st: st, f: st.Pump.Format.(Lines), info: st.Info, next: 1,
-		readersChanged: make(chan struct{}, 1), done: make(chan struct{})}
+	p := &Producer{h: h, st: st, f: st.Pump.Format.(Lines), info: st.Info, next: 1, done: make(chan struct{})}
 	p.outIdle.L = &p.outMu
 	if st.Observe != nil {
 		p.st.Pump.Observer = st.Observe(p.Unattended)
@@ -152,20 +154,9 @@ func (h *Hub) Start(st Stream) *Producer {
 	h.mu.Lock()
 	h.live[st.ID] = p
 	h.mu.Unlock()
-	if p.mirrored.Load() {
-		// Readers on other replicas are counted in Redis, and the lease
-		// needs renewing: a watcher polls.
-		p.log.OnReaders(func(int) {
-			select {
-			case p.readersChanged <- struct{}{}:
-			default:
-			}
-		})
-		h.wg.Add(1)
-		go p.watch()
-	} else {
-		p.log.OnReaders(p.applyPolicy)
-	}
+	// Readers on other replicas are counted in Redis (onReaders), and the
+	// hub's keeper renews the lease of a stream that writes nothing.
+	p.log.OnReaders(p.onReaders)
 	p.applyPolicy(p.log.Readers())
 	h.wg.Add(1)
 	if st.Detached {
@@ -273,23 +264,30 @@ func (p *Producer) toMirror(lines []byte) {
 	p.scheduleMirror()
 }
 
-// scheduleMirror queues the next write of what waits, now or (outT)
-// streams.redis_write_interval after the last one began, unless one is
-// queued, running or due; outMu is held.
+// scheduleMirror queues the next write of what waits, unless one is
+// queued or running: a renewal or a count of readers at once, events now
+// or (outT) streams.redis_write_interval after the last write began;
+// outMu is held.
 func (p *Producer) scheduleMirror() {
-	if p.mstate != mirrorIdle || p.outT != nil || p.outDone || len(p.out) == 0 || !p.mirrored.Load() {
+	if p.mstate != mirrorIdle || p.outDone || !p.mirrored.Load() {
 		return
 	}
-	if wait := p.h.cfg.RedisWriteInterval.Std() - time.Since(p.lastOut); wait > 0 {
-		p.outT = time.AfterFunc(wait, p.mirrorDue)
-		return
+	if !p.renewDue && !p.readersDue {
+		if p.outT != nil || len(p.out) == 0 {
+			return
+		}
+		if wait := p.h.cfg.RedisWriteInterval.Std() - time.Since(p.lastOut); wait > 0 {
+			p.outT = time.AfterFunc(wait, p.mirrorDue)
+			return
+		}
 	}
 	p.mstate = mirrorQueued
 	p.h.writes.push(p)
 }
 
 // mirrorDue schedules again once outT has waited: lastOut has not moved
-// meanwhile (no write runs while outT is set), so the write is queued now.
+// meanwhile (no write of events runs while outT is set), so the write is
+// queued now.
 func (p *Producer) mirrorDue() {
 	p.outMu.Lock()
 	defer p.outMu.Unlock()
@@ -297,39 +295,58 @@ func (p *Producer) mirrorDue() {
 	p.scheduleMirror()
 }
 
-// writeMirror appends the events waiting to Redis, on one of the hub's
-// writers. A mirror that says the stream is over was told so by another
-// replica (a DELETE there): the upstream is cancelled.
+// writeMirror appends the events waiting to Redis, or renews the lease
+// when none wait, and counts the readers on other replicas if asked, on
+// one of the hub's writers. A mirror that says the stream is over was
+// told so by another replica (a DELETE there): the upstream is cancelled.
 func (p *Producer) writeMirror() {
 	p.outMu.Lock()
 	if p.mstate != mirrorQueued { // finishMirror took over
 		p.outMu.Unlock()
 		return
 	}
-	lines, since := p.out, p.outSince // with what came while it was queued
-	p.out, p.spare = p.spare[:0], nil
-	p.mstate, p.lastOut = mirrorWriting, time.Now()
+	renew, readers := p.renewDue, p.readersDue
+	p.renewDue, p.readersDue = false, false
+	var (
+		lines []byte
+		since time.Time
+	)
+	// Events go now (with what came while queued) unless queued only for
+	// the lease or the readers within the write interval: then they keep
+	// waiting for it.
+	if len(p.out) > 0 && time.Since(p.lastOut) >= p.h.cfg.RedisWriteInterval.Std() {
+		lines, since = p.out, p.outSince
+		p.out, p.spare = p.spare[:0], nil
+		p.lastOut = time.Now()
+	}
+	p.mstate = mirrorWriting
 	p.outMu.Unlock()
 
-	live, err := p.writeBatch(since, func(ctx context.Context) (bool, error) { return p.h.rds.Append(ctx, p.st.ID, lines) })
+	var (
+		live = true
+		err  error
+	)
+	switch {
+	case len(lines) > 0: // renews the lease too
+		live, err = p.writeBatch(since, func(ctx context.Context) (bool, error) { return p.h.rds.Append(ctx, p.st.ID, lines) })
+	case renew:
+		live, err = p.mirror(func(ctx context.Context) (bool, error) { return p.h.rds.Renew(ctx, p.st.ID) })
+	}
 	if err == nil && !live {
 		p.st.Cancel(ErrCancelled)
+	}
+	if readers && p.mirrored.Load() {
+		p.applyPolicy(p.readers())
 	}
 
 	p.outMu.Lock()
 	defer p.outMu.Unlock()
-	p.spare, p.mstate = lines[:0], mirrorIdle
+	if lines != nil {
+		p.spare = lines[:0]
+	}
+	p.mstate = mirrorIdle
 	p.outIdle.Broadcast()
 	p.scheduleMirror()
-}
-
-// wroteWithin reports whether a write of events to Redis began in the
-// last d: every write renews the lease too, so a stream whose tokens flow
-// needs no renewal of its own.
-func (p *Producer) wroteWithin(d time.Duration) bool {
-	p.outMu.Lock()
-	defer p.outMu.Unlock()
-	return !p.lastOut.IsZero() && time.Since(p.lastOut) < d
 }
 
 // finishMirror waits for the write in flight, then writes the events
@@ -380,6 +397,8 @@ func (p *Producer) mirror(op func(context.Context) (bool, error)) (bool, error) 
 	if err != nil || !live {
 		if p.mirrored.Swap(false) && err != nil {
 			p.h.log.Warn("stream no longer mirrored to redis", "stream_id", p.st.ID, "error", err)
+			// This replica's readers are all there is now.
+			p.applyPolicy(p.log.Readers())
 		}
 	}
 	return live, err
@@ -480,37 +499,37 @@ func (p *Producer) applyPolicy(n int) {
 	}
 }
 
-// watch renews the Redis lease of a mirrored stream, and applies the
-// last-reader policy counting readers on every replica.
-func (p *Producer) watch() {
-	h := p.h
-	defer h.wg.Done()
-	t := time.NewTicker(h.rds.RenewInterval())
-	defer t.Stop()
-	for {
-		select {
-		case <-p.done:
-			return
-		case <-p.readersChanged:
-		case <-t.C:
-			if p.mirrored.Load() && p.wroteWithin(h.rds.RenewInterval()) {
-				break // that write renewed the lease, and said the stream is live
-			}
-			live, err := p.mirror(func(ctx context.Context) (bool, error) { return h.rds.Renew(ctx, p.st.ID) })
-			if err == nil && !live {
-				p.st.Cancel(ErrCancelled)
-				return
-			}
-			if !p.mirrored.Load() {
-				// Redis failed: this replica's readers are all
-				// there is.
-				p.log.OnReaders(p.applyPolicy)
-				p.applyPolicy(p.log.Readers())
-				return
-			}
-		}
-		p.applyPolicy(p.readers())
+// onReaders applies the last-reader policy when the readers here
+// change: at once when some are, or when the stream is not mirrored;
+// otherwise once the readers on other replicas are counted, which asks
+// Redis and so is left to a writer.
+func (p *Producer) onReaders(n int) {
+	if n > 0 || !p.mirrored.Load() {
+		p.applyPolicy(n)
+		return
 	}
+	p.outMu.Lock()
+	defer p.outMu.Unlock()
+	p.readersDue = true
+	p.scheduleMirror()
+}
+
+// keep is the hub keeper's visit of a mirrored stream, every renewal
+// interval: a lease that no write of events renewed within the interval
+// is renewed,
+// and with nobody reading here the readers elsewhere are counted for the
+// last-reader policy (a reader that left another replica is not told
+// here).
+func (p *Producer) keep(every time.Duration) {
+	if !p.mirrored.Load() {
+		return
+	}
+	none := p.log.Readers() == 0
+	p.outMu.Lock()
+	defer p.outMu.Unlock()
+	p.renewDue = p.renewDue || p.lastOut.IsZero() || time.Since(p.lastOut) >= every
+	p.readersDue = p.readersDue || none
+	p.scheduleMirror()
 }
 
 // readers counts the readers here and, when none are, those following
