@@ -332,10 +332,15 @@ func (p *Producer) writeMirror() {
 	case renew:
 		live, err = p.mirror(func(ctx context.Context) (bool, error) { return p.h.rds.Renew(ctx, p.st.ID) })
 	}
-	if err == nil && !live {
+	switch {
+	case err != nil:
+		// The mirror has stopped: this replica's readers are all there
+		// is now. (Not in mirror, which also writes the terminal event
+		// of a stream that has ended.)
+		p.applyPolicy(p.log.Readers())
+	case !live:
 		p.st.Cancel(ErrCancelled)
-	}
-	if readers && p.mirrored.Load() {
+	case readers:
 		p.applyPolicy(p.readers())
 	}
 
@@ -397,8 +402,6 @@ func (p *Producer) mirror(op func(context.Context) (bool, error)) (bool, error) 
 	if err != nil || !live {
 		if p.mirrored.Swap(false) && err != nil {
 			p.h.log.Warn("stream no longer mirrored to redis", "stream_id", p.st.ID, "error", err)
-			// This replica's readers are all there is now.
-			p.applyPolicy(p.log.Readers())
 		}
 	}
 	return live, err
