@@ -285,3 +285,29 @@ func TestReaderOnAnotherReplicaHoldsTheStream(t *testing.T) {
 	leaveB()
 	g.waitCancelled(t)
 }
+
+// TestRedisLostMidStreamLeavesTheLocalPolicy: once Redis fails under a
+// mirrored stream, its last-reader policy counts this replica's readers
+// alone: the client leaving cancels the upstream (last_reader cancel).
+func TestRedisLostMidStreamLeavesTheLocalPolicy(t *testing.T) {
+	srv := redistest.Start(t)
+	g := newGatedUpstream(t)
+	cfg := strings.Replace(redisStreamsConfig(g, srv.Addr), "last_reader: continue", "last_reader: cancel", 1)
+	a := newHarness(t, cfg)
+	ctx, leave := context.WithCancel(context.Background())
+	resp := a.post(t, ctx, "/v1/stream", `{"model":"up-model","prompt":"hi"}`)
+	defer resp.Body.Close()
+	sr := newSSEReader(resp.Body)
+	g.send("a")
+	events(t, sr, 2)
+	srv.Stop()
+	g.send("b") // its write to Redis fails (now or after leave below): the mirror stops
+	events(t, sr, 1)
+	leave()
+	// The next token finds the client gone.
+	select {
+	case g.steps <- "c":
+	case <-g.cancelled:
+	}
+	g.waitCancelled(t)
+}
