@@ -53,6 +53,10 @@ func NewRedis(o RedisOptions) *Redis {
 // holdFor is how long one renewal holds the claim.
 func (r *Redis) holdFor() time.Duration { return r.lease * 3 / 4 }
 
+// LeaseHold is how long a write that renews the lease holds it, from
+// when the write began.
+func (r *Redis) LeaseHold() time.Duration { return r.holdFor() }
+
 // RenewInterval is how often a producer must renew its lease.
 func (r *Redis) RenewInterval() time.Duration { return r.lease / 4 }
 
@@ -78,7 +82,11 @@ return 1`)
 
 // appendScript: ARGV lease ms, retention ms, max events, finish ("1": the
 // events end the stream), if_lost ("1": only when the lease ran out), the
-// number of events, and their lines joined by '\n'. The events of one
+// number of events, their lines joined by '\n', and the id of the first
+// (0: whatever follows the last). With a first id the write is safe to
+// repeat: the events Redis already has (a write whose reply was lost,
+// retried with what came since) are not added again, and events that
+// would leave a hole are refused (-2). The events of one
 // call are one entry of the Redis Stream, whose id is that of its last
 // event: a write costs one XADD however many tokens it carries. Entries
 // whose events are all older than the last max events are trimmed
@@ -89,9 +97,23 @@ if redis.call('HGET', KEYS[1], 'state') ~= 'live' then return 0 end
 if ARGV[5] == '1' and tonumber(redis.call('HGET', KEYS[1], 'lease')) > now then return -1 end
 local last = tonumber(redis.call('HGET', KEYS[1], 'last'))
 local n = tonumber(ARGV[6])
+local first = tonumber(ARGV[8] or '0')
+local data = ARGV[7]
+if first > 0 and n > 0 then
+  if last < first - 1 then return -2 end
+  local skip = math.min(last - first + 1, n)
+  if skip == n then
+    n = 0
+  elseif skip > 0 then
+    local pos = 0
+    for i = 1, skip do pos = string.find(data, '\n', pos + 1, true) end
+    data = string.sub(data, pos + 1)
+    n = n - skip
+  end
+end
 if n > 0 then
   last = last + n
-  redis.call('XADD', KEYS[2], 'MINID', math.max(last - tonumber(ARGV[3]) + 1, 0) .. '-0', last .. '-0', 'd', ARGV[7])
+  redis.call('XADD', KEYS[2], 'MINID', math.max(last - tonumber(ARGV[3]) + 1, 0) .. '-0', last .. '-0', 'd', data)
 end
 local ttl = tonumber(ARGV[1]) + tonumber(ARGV[2])
 if ARGV[4] == '1' then
@@ -115,36 +137,47 @@ func (r *Redis) Create(ctx context.Context, id string, meta Meta) error {
 	return nil
 }
 
-// Append adds one event per line of lines and renews the lease. It reports
-// false when the stream is no longer live: somebody else finished it (a
-// DELETE on another replica, or a reader that found the lease run out).
-func (r *Redis) Append(ctx context.Context, id string, lines []byte) (bool, error) {
-	return r.add(ctx, id, lines, false, false)
+// ErrOutOfStep is an append whose first event does not follow the log's
+// last: events in between were never written.
+var ErrOutOfStep = errors.New("events out of step with the stream in redis")
+
+// Append adds one event per line of lines, the first of them event first,
+// and renews the lease. Events Redis already has are not added again, so
+// a write whose reply was lost can be repeated. It reports false when the
+// stream is no longer live: somebody else finished it (a DELETE on another
+// replica, or a reader that found the lease run out).
+func (r *Redis) Append(ctx context.Context, id string, first int64, lines []byte) (bool, error) {
+	return r.add(ctx, id, first, lines, false, false)
 }
 
 // Finish appends the terminal events and ends the stream, which starts its
-// retention; false if it had already ended. With ifLost, it does so only if
-// the producer's lease ran out.
-func (r *Redis) Finish(ctx context.Context, id string, lines []byte, ifLost bool) (bool, error) {
-	return r.add(ctx, id, lines, true, ifLost)
+// retention; false if it had already ended. first is the id of the first
+// line's event, as for Append, or 0 for whatever follows the last (a
+// terminal event written by another than the producer). With ifLost, it
+// does so only if the producer's lease ran out.
+func (r *Redis) Finish(ctx context.Context, id string, first int64, lines []byte, ifLost bool) (bool, error) {
+	return r.add(ctx, id, first, lines, true, ifLost)
 }
 
 // Renew extends the producer's lease; false when the stream is no longer
 // live.
 func (r *Redis) Renew(ctx context.Context, id string) (bool, error) {
-	return r.add(ctx, id, nil, false, false)
+	return r.add(ctx, id, 0, nil, false, false)
 }
 
-func (r *Redis) add(ctx context.Context, id string, lines []byte, finish, ifLost bool) (bool, error) {
+func (r *Redis) add(ctx context.Context, id string, first int64, lines []byte, finish, ifLost bool) (bool, error) {
 	lines = bytes.TrimSuffix(lines, []byte{'\n'})
 	n := 0
 	if len(lines) > 0 {
 		n = bytes.Count(lines, []byte{'\n'}) + 1
 	}
 	ok, err := appendScript.Run(ctx, r.c, keys(id), r.holdFor().Milliseconds(), r.retention.Milliseconds(), r.maxLen,
-		flag(finish), flag(ifLost), n, lines).Int()
+		flag(finish), flag(ifLost), n, lines, first).Int()
 	if err != nil {
 		return false, fmt.Errorf("redis append to stream: %w", err)
+	}
+	if ok == -2 {
+		return false, fmt.Errorf("redis append to stream %s at event %d: %w", id, first, ErrOutOfStep)
 	}
 	return ok == 1, nil
 }

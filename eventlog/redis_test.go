@@ -31,7 +31,7 @@ func TestRedisLog(t *testing.T) {
 	if err := r.Create(ctx, "s", Meta{}); !errors.Is(err, ErrExists) {
 		t.Errorf("second Create: %v", err)
 	}
-	if live, err := r.Append(ctx, "s", []byte("a\nb\n")); !live || err != nil {
+	if live, err := r.Append(ctx, "s", 0, []byte("a\nb\n")); !live || err != nil {
 		t.Fatalf("Append: %v %v", live, err)
 	}
 	ev, err := r.Read(ctx, "s", 1, 10*time.Millisecond, nil)
@@ -43,16 +43,16 @@ func TestRedisLog(t *testing.T) {
 		t.Errorf("Read past the end = %v, %v", collect(ev), err)
 	}
 	// The lease holds: finishing "if lost" does nothing.
-	if lost, err := r.Finish(ctx, "s", []byte("lost\n"), true); lost || err != nil {
+	if lost, err := r.Finish(ctx, "s", 0, []byte("lost\n"), true); lost || err != nil {
 		t.Errorf("finish if lost under a live lease: %v %v", lost, err)
 	}
-	if ok, _ := r.Finish(ctx, "s", []byte("done\n"), false); !ok {
+	if ok, _ := r.Finish(ctx, "s", 0, []byte("done\n"), false); !ok {
 		t.Error("Finish refused")
 	}
-	if ok, _ := r.Finish(ctx, "s", []byte("again\n"), false); ok {
+	if ok, _ := r.Finish(ctx, "s", 0, []byte("again\n"), false); ok {
 		t.Error("second Finish accepted")
 	}
-	if live, _ := r.Append(ctx, "s", []byte("late\n")); live {
+	if live, _ := r.Append(ctx, "s", 0, []byte("late\n")); live {
 		t.Error("a finished stream took an event")
 	}
 	st, err := r.Stat(ctx, "s")
@@ -69,7 +69,7 @@ func TestRedisLeaseAndReaders(t *testing.T) {
 	ctx := context.Background()
 	r := newTestRedis(t, 100*time.Millisecond, 1000)
 	_ = r.Create(ctx, "s", Meta{})
-	_, _ = r.Append(ctx, "s", []byte("a\n"))
+	_, _ = r.Append(ctx, "s", 0, []byte("a\n"))
 	if err := r.Attach(ctx, "s", "r1", time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestRedisLeaseAndReaders(t *testing.T) {
 	// Nobody renews: once the lease runs out, a reader ends the stream.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		lost, err := r.Finish(ctx, "s", []byte("lost\n"), true)
+		lost, err := r.Finish(ctx, "s", 0, []byte("lost\n"), true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -113,7 +113,7 @@ func TestRedisGap(t *testing.T) {
 	r := newTestRedis(t, 10*time.Second, 10)
 	_ = r.Create(ctx, "s", Meta{})
 	for range 50 {
-		_, _ = r.Append(ctx, "s", []byte("x\ny\n"))
+		_, _ = r.Append(ctx, "s", 0, []byte("x\ny\n"))
 	}
 	if _, err := r.Read(ctx, "s", 0, 10*time.Millisecond, nil); !errors.Is(err, ErrGap) {
 		t.Errorf("read from a trimmed start: %v", err)
@@ -131,7 +131,7 @@ func TestRedisReadCutsBatches(t *testing.T) {
 	r := newTestRedis(t, 10*time.Second, 1000)
 	_ = r.Create(ctx, "s", Meta{})
 	for _, batch := range []string{"a\nb\n", "c\n", "d\ne\nf\n"} {
-		if live, err := r.Append(ctx, "s", []byte(batch)); !live || err != nil {
+		if live, err := r.Append(ctx, "s", 0, []byte(batch)); !live || err != nil {
 			t.Fatalf("Append(%q): %v %v", batch, live, err)
 		}
 	}
@@ -141,5 +141,41 @@ func TestRedisReadCutsBatches(t *testing.T) {
 		if got := strings.Join(collect(ev), " "); err != nil || got != strings.Join(want[after:], " ") {
 			t.Errorf("Read(%d) = %q, %v", after, got, err)
 		}
+	}
+}
+
+// TestRedisAppendRepeats: an append that names its first event can be
+// repeated (a write whose reply was lost, retried): the events already
+// there are not added again, with or without more after them in the
+// retry; an append that would leave a hole is refused.
+func TestRedisAppendRepeats(t *testing.T) {
+	ctx := context.Background()
+	r := newTestRedis(t, 10*time.Second, 1000)
+	if err := r.Create(ctx, "s", Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []struct {
+		first int64
+		lines string
+	}{
+		{1, "a\nb\n"},
+		{1, "a\nb\n"}, // the same write again
+		{3, "c\n"},
+		{3, "c\nd\n"}, // again, with the next event
+		{4, "d\n"},
+	} {
+		if live, err := r.Append(ctx, "s", w.first, []byte(w.lines)); !live || err != nil {
+			t.Fatalf("Append(%d, %q): %v %v", w.first, w.lines, live, err)
+		}
+	}
+	if _, err := r.Append(ctx, "s", 6, []byte("f\n")); !errors.Is(err, ErrOutOfStep) {
+		t.Errorf("Append past a hole: %v, want ErrOutOfStep", err)
+	}
+	if ok, err := r.Finish(ctx, "s", 5, []byte("done\n"), false); !ok || err != nil {
+		t.Fatalf("Finish: %v %v", ok, err)
+	}
+	ev, _ := r.Read(ctx, "s", 0, 10*time.Millisecond, nil)
+	if got := strings.Join(collect(ev), " "); got != "1:a 2:b 3:c 4:d 5:done" {
+		t.Errorf("replay = %q", got)
 	}
 }

@@ -311,3 +311,55 @@ func TestRedisLostMidStreamLeavesTheLocalPolicy(t *testing.T) {
 	}
 	g.waitCancelled(t)
 }
+
+// TestMirrorRidesOutAStall: Redis stops answering for longer than a write
+// may take (1 s); the write fails and goes again within the lease, with
+// the tokens that came meanwhile, and once Redis answers the mirror holds
+// every event once, as a replay on another replica shows. (Before, the
+// first failure stopped the stream's mirror for good: B's replay ended
+// short, with producer_lost once the lease ran out.) The held write may
+// also reach Redis after it timed out: the retry names its first event,
+// so Redis does not add those events twice.
+func TestMirrorRidesOutAStall(t *testing.T) {
+	srv := redistest.Start(t)
+	stall := redistest.NewStallProxy(t, srv.Addr)
+	g := newGatedUpstream(t)
+	lease := func(cfg string) string { return strings.Replace(cfg, "lease_ttl: 1s", "lease_ttl: 5s", 1) }
+	a, b := newHarness(t, lease(redisStreamsConfig(g, stall.Addr))), newHarness(t, lease(redisStreamsConfig(g, srv.Addr)))
+	resp := a.post(t, context.Background(), "/v1/stream", `{"model":"up-model","prompt":"hi"}`)
+	defer resp.Body.Close()
+	sr := newSSEReader(resp.Body)
+	got := events(t, sr, 1)
+	_, resumeURL := connectedEvent(t, got[0])
+
+	held := stall.Stall()
+	g.send("one")
+	got = append(got, events(t, sr, 1)...)
+	<-held
+	// The held write times out, and is to go again.
+	for deadline := time.Now().Add(10 * time.Second); a.metric(t, "gateway_stream_mirror_failures_total", "action", "retried") < 1; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no retry; mirrors stopped: %v", a.metric(t, "gateway_stream_mirror_failures_total", "action", "stopped"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, tok := range []string{" two", " three"} {
+		g.send(tok)
+		got = append(got, events(t, sr, 1)...)
+	}
+	stall.Release()
+	g.finish()
+	got = append(got, rest(t, sr)...)
+	if last := decodeEvent(t, got[len(got)-1]); last.Type != "done" || len(got) != 5 {
+		t.Fatalf("A's client got %d events ending %+v", len(got), last)
+	}
+	if err := a.srv.hub.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.metric(t, "gateway_stream_mirror_failures_total", "action", "stopped"); n != 0 {
+		t.Errorf("%v mirrors stopped", n)
+	}
+	if fromB := b.replay(t, resumeURL); render(fromB) != render(got) {
+		t.Errorf("replay from Redis on B:\n%s\nseen on A:\n%s", render(fromB), render(got))
+	}
+}

@@ -55,6 +55,7 @@ type Metrics struct {
 	streamsCancelled *prometheus.CounterVec
 	producersLost    prometheus.Counter
 	mirrorLag        prometheus.Histogram
+	mirrorFailures   *prometheus.CounterVec
 
 	cost          *prometheus.CounterVec
 	ledgerRows    *prometheus.CounterVec
@@ -106,6 +107,7 @@ func New() *Metrics {
 		Help:    "How far the Redis copy of resumable streams trails them: from the first event of a batch relayed to the batch written to Redis (streams.backend redis). Above streams.redis_write_interval it measures Redis or its writers falling behind.",
 		Buckets: gapBuckets,
 	})
+	m.mirrorFailures = counter("gateway_stream_mirror_failures_total", "Writes of resumable streams' events or leases to Redis that failed (streams.backend redis), by action: retried (the lease left time to write them again), stopped (that stream's mirror stopped: readers on other replicas will see producer_lost).", "action")
 	m.cost = counter("gateway_cost_dollars_total", "What requests cost in US dollars at the configured (or bundled) prices, by model, provider and key name; requests of deployments without a price add nothing.", "model", "provider", "key")
 	m.ledgerRows = counter("gateway_ledger_rows_total", "Usage ledger rows, by result: written (stored in the database), dropped (the queue was full: the database was down or slow for longer than the queue holds).", "result")
 	m.ledgerFailure = prometheus.NewCounter(prometheus.CounterOpts{
@@ -113,7 +115,7 @@ func New() *Metrics {
 		Help: "Usage ledger batch writes that failed (the batch is kept and retried).",
 	})
 	m.Register(m.requests, m.ttft, m.ttfc, m.gap, m.duration, m.tokens, m.inFlight, m.endings, m.rateLimited,
-		m.upstreamErrors, m.retries, m.fallbacks, m.reloads, m.unattendedTokens, m.resumes, m.streamsCancelled, m.producersLost, m.mirrorLag,
+		m.upstreamErrors, m.retries, m.fallbacks, m.reloads, m.unattendedTokens, m.resumes, m.streamsCancelled, m.producersLost, m.mirrorLag, m.mirrorFailures,
 		m.cost, m.ledgerRows, m.ledgerFailure, m.budgetCrossed,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -291,6 +293,16 @@ func (m *Metrics) ProducerLost() { m.producersLost.Inc() }
 // MirrorLag records how far a batch of a stream's events reached Redis
 // after its first event was relayed.
 func (m *Metrics) MirrorLag(lag time.Duration) { m.mirrorLag.Observe(lag.Seconds()) }
+
+// MirrorFailed counts a failed write of a stream's mirror, retried or
+// stopping it.
+func (m *Metrics) MirrorFailed(retried bool) {
+	action := "stopped"
+	if retried {
+		action = "retried"
+	}
+	m.mirrorFailures.WithLabelValues(action).Inc()
+}
 
 // Reloaded counts a configuration reload by result (success, failure).
 func (m *Metrics) Reloaded(result string) { m.reloads.WithLabelValues(result).Inc() }

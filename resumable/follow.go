@@ -48,7 +48,7 @@ func (h *Hub) Cancel(ctx context.Context, ref Ref, f Lines) (bool, error) {
 		// learns at its next append or lease renewal, and cancels its
 		// upstream.
 		var err error
-		cancelled, err = h.rds.Finish(ctx, ref.ID, f.Failed(nil, failure.Of(ErrCancelled)), false)
+		cancelled, err = h.rds.Finish(ctx, ref.ID, 0, f.Failed(nil, failure.Of(ErrCancelled)), false)
 		if err != nil {
 			return false, err
 		}
@@ -162,7 +162,7 @@ func (r *redisSource) next(ctx context.Context, after int64) (eventlog.Events, e
 			return ev, errors.Join(err, ctx.Err())
 		}
 		// Quiet for a while: make sure somebody is still producing.
-		lost, err := rds.Finish(ctx, r.id, r.lost, true)
+		lost, err := rds.Finish(ctx, r.id, 0, r.lost, true)
 		if err != nil {
 			return ev, err
 		}

@@ -51,6 +51,10 @@ type Observer interface {
 	// first of them was relayed, how far the copy that other replicas
 	// read trailed the stream.
 	MirrorLag(lag time.Duration)
+	// MirrorFailed: a write of a stream's events or lease to Redis failed;
+	// retried says it goes again (the lease allows), otherwise that
+	// stream's mirror has stopped.
+	MirrorFailed(retried bool)
 }
 
 // Causes of a stream's cancellation, both reported with code cancelled.

@@ -96,12 +96,17 @@ type Producer struct {
 	out     []byte
 	spare   []byte // the last batch's buffer, for the next
 	// outSince is when the first event in out was appended, for the
-	// mirror's lag (one clock read a batch).
+	// mirror's lag (one clock read a batch), outFirst its id.
 	outSince time.Time
-	mstate   mirrorState
-	lastOut  time.Time
-	outT     *time.Timer
-	outDone  bool
+	outFirst int64
+	// leaseUntil is when the lease runs out unless renewed, as of the last
+	// write that renewed it; retryAt holds the next write back after one
+	// failed (writers only, one at a time, and Start).
+	leaseUntil, retryAt time.Time
+	mstate              mirrorState
+	lastOut             time.Time
+	outT                *time.Timer
+	outDone             bool
 	// renewDue and readersDue queue, with the events, the lease's renewal
 	// and a count of the readers on other replicas (the hub's keeper and
 	// the log's reader changes set them): the writers do both, so that a
@@ -139,9 +144,11 @@ func (h *Hub) Start(st Stream) *Producer {
 		panic("stream id " + st.ID + ": " + err.Error())
 	}
 	if h.rds != nil {
-		rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
+		rctx, rcancel := context.WithTimeout(context.Background(), mirrorTimeout)
+		began := time.Now()
 		err := h.rds.Create(rctx, st.ID, st.Meta)
 		rcancel()
+		p.leaseUntil = began.Add(h.rds.LeaseHold())
 		if err != nil {
 			h.log.Warn("stream kept in this replica only: redis unavailable", "stream_id", st.ID, "error", err)
 		}
@@ -239,7 +246,7 @@ func (p *Producer) append(lines []byte) error {
 	p.toPrimary(first, lines)
 	p.log.WaitRoom(p.st.Ctx.Done())
 	if p.mirrored.Load() {
-		p.toMirror(lines)
+		p.toMirror(first, lines)
 	}
 	return nil
 }
@@ -253,12 +260,12 @@ const (
 	mirrorWriting             // a writer is writing its batch
 )
 
-// toMirror queues lines for Redis.
-func (p *Producer) toMirror(lines []byte) {
+// toMirror queues lines, from event first on, for Redis.
+func (p *Producer) toMirror(first int64, lines []byte) {
 	p.outMu.Lock()
 	defer p.outMu.Unlock()
 	if len(p.out) == 0 {
-		p.outSince = time.Now()
+		p.outSince, p.outFirst = time.Now(), first
 	}
 	p.out = append(p.out, lines...)
 	p.scheduleMirror()
@@ -270,6 +277,12 @@ func (p *Producer) toMirror(lines []byte) {
 // outMu is held.
 func (p *Producer) scheduleMirror() {
 	if p.mstate != mirrorIdle || p.outDone || !p.mirrored.Load() {
+		return
+	}
+	if wait := time.Until(p.retryAt); wait > 0 {
+		if p.outT == nil && (len(p.out) > 0 || p.renewDue || p.readersDue) {
+			p.outT = time.AfterFunc(wait, p.mirrorDue)
+		}
 		return
 	}
 	if !p.renewDue && !p.readersDue {
@@ -310,12 +323,13 @@ func (p *Producer) writeMirror() {
 	var (
 		lines []byte
 		since time.Time
+		first int64
 	)
 	// Events go now (with what came while queued) unless queued only for
 	// the lease or the readers within the write interval: then they keep
 	// waiting for it.
 	if len(p.out) > 0 && time.Since(p.lastOut) >= p.h.cfg.RedisWriteInterval.Std() {
-		lines, since = p.out, p.outSince
+		lines, since, first = p.out, p.outSince, p.outFirst
 		p.out, p.spare = p.spare[:0], nil
 		p.lastOut = time.Now()
 	}
@@ -323,16 +337,18 @@ func (p *Producer) writeMirror() {
 	p.outMu.Unlock()
 
 	var (
-		live = true
-		err  error
+		live    = true
+		retried bool
+		err     error
 	)
 	switch {
 	case len(lines) > 0: // renews the lease too
-		live, err = p.writeBatch(since, func(ctx context.Context) (bool, error) { return p.h.rds.Append(ctx, p.st.ID, lines) })
+		live, retried, err = p.writeBatch(since, true, func(ctx context.Context) (bool, error) { return p.h.rds.Append(ctx, p.st.ID, first, lines) })
 	case renew:
-		live, err = p.mirror(func(ctx context.Context) (bool, error) { return p.h.rds.Renew(ctx, p.st.ID) })
+		live, retried, err = p.mirror(true, func(ctx context.Context) (bool, error) { return p.h.rds.Renew(ctx, p.st.ID) })
 	}
 	switch {
+	case retried: // after a pause, with what comes meanwhile
 	case err != nil:
 		// The mirror has stopped: this replica's readers are all there
 		// is now. (Not in mirror, which also writes the terminal event
@@ -346,7 +362,16 @@ func (p *Producer) writeMirror() {
 
 	p.outMu.Lock()
 	defer p.outMu.Unlock()
-	if lines != nil {
+	switch {
+	case retried:
+		if lines != nil { // ahead of what came since
+			p.out = append(lines, p.out...)
+			p.outSince, p.outFirst = since, first
+		}
+		p.renewDue = p.renewDue || renew
+		p.readersDue = p.readersDue || readers
+		p.retryAt = time.Now().Add(mirrorRetryPause)
+	case lines != nil:
 		p.spare = lines[:0]
 	}
 	p.mstate = mirrorIdle
@@ -370,41 +395,62 @@ func (p *Producer) finishMirror(last []byte) {
 	for p.mstate == mirrorWriting {
 		p.outIdle.Wait()
 	}
-	since := p.outSince
+	since, first := p.outSince, p.outFirst
 	if len(p.out) == 0 {
-		since = time.Now() // the batch is the terminal event alone
+		// The batch is the terminal event alone, the next event's.
+		since, first = time.Now(), p.next
 	}
 	lines := append(p.out, last...)
 	p.out, p.spare = nil, nil
 	p.outMu.Unlock()
 	if p.mirrored.Load() {
-		_, _ = p.writeBatch(since, func(ctx context.Context) (bool, error) { return p.h.rds.Finish(ctx, p.st.ID, lines, false) })
+		_, _, _ = p.writeBatch(since, false, func(ctx context.Context) (bool, error) { return p.h.rds.Finish(ctx, p.st.ID, first, lines, false) })
 	}
 }
 
 // writeBatch writes a batch of events whose first was appended at since,
 // and records the mirror's lag when it was written.
-func (p *Producer) writeBatch(since time.Time, op func(context.Context) (bool, error)) (bool, error) {
-	live, err := p.mirror(op)
+func (p *Producer) writeBatch(since time.Time, mayRetry bool, op func(context.Context) (bool, error)) (live, retried bool, err error) {
+	live, retried, err = p.mirror(mayRetry, op)
 	if err == nil {
 		p.h.obs.MirrorLag(time.Since(since))
 	}
-	return live, err
+	return live, retried, err
 }
 
-// mirror runs one Redis operation for the stream. A failure stops the
-// mirroring for good: the stream goes on here, and readers elsewhere see
-// producer_lost once the lease runs out, rather than a log with holes.
-func (p *Producer) mirror(op func(context.Context) (bool, error)) (bool, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+// mirrorTimeout bounds one Redis operation of a stream's mirror, and
+// mirrorRetryPause is the least time before a failed one goes again.
+const (
+	mirrorTimeout    = time.Second
+	mirrorRetryPause = 100 * time.Millisecond
+)
+
+// mirror runs one Redis operation for the stream. A failed one that may be
+// retried (mayRetry: it can be repeated, as appends that name their first
+// event can) is, while the lease would still hold when the retry's own
+// time runs out: Redis slow or away for a second or two costs the mirror
+// a delay, not the stream. Any other failure stops the mirroring for
+// good: the stream goes on here, and readers elsewhere see producer_lost
+// once the lease runs out, rather than a log with holes.
+func (p *Producer) mirror(mayRetry bool, op func(context.Context) (bool, error)) (live, retried bool, err error) {
+	began := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), mirrorTimeout)
 	defer cancel()
-	live, err := op(ctx)
-	if err != nil || !live {
+	live, err = op(ctx)
+	switch {
+	case err == nil && live:
+		p.leaseUntil = began.Add(p.h.rds.LeaseHold())
+	case err != nil && mayRetry && !errors.Is(err, eventlog.ErrOutOfStep) && time.Now().Add(mirrorTimeout+mirrorRetryPause).Before(p.leaseUntil):
+		p.h.obs.MirrorFailed(true)
+		p.h.log.Debug("redis write of a stream failed; retrying within its lease", "stream_id", p.st.ID, "error", err)
+		return live, true, err
+	default:
 		if p.mirrored.Swap(false) && err != nil {
+			p.h.obs.MirrorFailed(false)
 			p.h.log.Warn("stream no longer mirrored to redis", "stream_id", p.st.ID, "error", err)
 		}
 	}
-	return live, err
+	return live, false, err
 }
 
 func (p *Producer) run() {

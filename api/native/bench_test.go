@@ -34,6 +34,7 @@ func (nopObserver) Resumed(string)          {}
 func (nopObserver) Cancelled(string)        {}
 func (nopObserver) ProducerLost()           {}
 func (nopObserver) MirrorLag(time.Duration) {}
+func (nopObserver) MirrorFailed(bool)       {}
 
 // BenchmarkRelayPerToken streams one mock stream of b.N tokens in
 // process, as POST /v1/stream runs it: a producer appending to the
