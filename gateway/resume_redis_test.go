@@ -196,32 +196,62 @@ func waitHeldBack(t *testing.T, rc *redis.Client, resumeURL string) {
 // waited for the held write to time out, a second later, and the stream
 // then stopped being mirrored: B's replay came up short.)
 func TestRelayDoesNotWaitForRedis(t *testing.T) {
-	srv := redistest.Start(t)
-	stall := redistest.NewStallProxy(t, srv.Addr)
-	g := newGatedUpstream(t)
-	a, b := newHarness(t, redisStreamsConfig(g, stall.Addr)), newHarness(t, redisStreamsConfig(g, srv.Addr))
-	resp := a.post(t, context.Background(), "/v1/stream", `{"model":"up-model","prompt":"hi"}`)
-	defer resp.Body.Close()
-	sr := newSSEReader(resp.Body)
-	got := events(t, sr, 1)
-	_, resumeURL := connectedEvent(t, got[0])
-
-	held := stall.Stall()
-	g.send("one")
-	got = append(got, events(t, sr, 1)...)
-	<-held // a write of the stream's events (or its lease) is in Redis's hands
+	f := newStallFixture(t, func(cfg string) string { return cfg })
 	for _, tok := range []string{" two", " three", " four"} {
-		g.send(tok)
-		got = append(got, events(t, sr, 1)...)
+		f.g.send(tok)
+		f.got = append(f.got, events(t, f.sr, 1)...)
 	}
-	stall.Release()
-	g.finish()
-	got = append(got, rest(t, sr)...)
-	if last := decodeEvent(t, got[len(got)-1]); last.Type != "done" || len(got) != 6 {
-		t.Fatalf("A's client got %d events ending %+v", len(got), last)
+	f.finish(t, 6)
+}
+
+// stallFixture is a stream produced on gateway A, whose Redis is behind a
+// proxy that can stop passing commands on, and gateway B reading that
+// Redis directly.
+type stallFixture struct {
+	a, b      *harness
+	g         *gatedUpstream
+	stall     *redistest.StallProxy
+	sr        *sseReader
+	got       []sseEvent // what A's client has read
+	resumeURL string
+}
+
+// newStallFixture starts the stream (conf adjusts both gateways' config),
+// stalls Redis, and returns once a write of the stream's first token (or
+// its lease) is held there.
+func newStallFixture(t *testing.T, conf func(string) string) *stallFixture {
+	t.Helper()
+	srv := redistest.Start(t)
+	f := &stallFixture{stall: redistest.NewStallProxy(t, srv.Addr), g: newGatedUpstream(t)}
+	f.a, f.b = newHarness(t, conf(redisStreamsConfig(f.g, f.stall.Addr))), newHarness(t, conf(redisStreamsConfig(f.g, srv.Addr)))
+	resp := f.a.post(t, context.Background(), "/v1/stream", `{"model":"up-model","prompt":"hi"}`)
+	t.Cleanup(func() { resp.Body.Close() })
+	f.sr = newSSEReader(resp.Body)
+	f.got = events(t, f.sr, 1)
+	_, f.resumeURL = connectedEvent(t, f.got[0])
+	held := f.stall.Stall()
+	f.g.send("one")
+	f.got = append(f.got, events(t, f.sr, 1)...)
+	<-held
+	return f
+}
+
+// finish lets Redis answer again and ends the answer; A's client must get
+// n events ending with done, and a replay from Redis on B, once A's
+// producer has ended, the same events.
+func (f *stallFixture) finish(t *testing.T, n int) {
+	t.Helper()
+	f.stall.Release()
+	f.g.finish()
+	f.got = append(f.got, rest(t, f.sr)...)
+	if last := decodeEvent(t, f.got[len(f.got)-1]); last.Type != "done" || len(f.got) != n {
+		t.Fatalf("A's client got %d events ending %+v", len(f.got), last)
 	}
-	if fromB := b.replay(t, resumeURL); render(fromB) != render(got) {
-		t.Errorf("replay from Redis on B:\n%s\nseen on A:\n%s", render(fromB), render(got))
+	if err := f.a.srv.hub.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if fromB := f.b.replay(t, f.resumeURL); render(fromB) != render(f.got) {
+		t.Errorf("replay from Redis on B:\n%s\nseen on A:\n%s", render(fromB), render(f.got))
 	}
 }
 
@@ -321,45 +351,20 @@ func TestRedisLostMidStreamLeavesTheLocalPolicy(t *testing.T) {
 // also reach Redis after it timed out: the retry names its first event,
 // so Redis does not add those events twice.
 func TestMirrorRidesOutAStall(t *testing.T) {
-	srv := redistest.Start(t)
-	stall := redistest.NewStallProxy(t, srv.Addr)
-	g := newGatedUpstream(t)
-	lease := func(cfg string) string { return strings.Replace(cfg, "lease_ttl: 1s", "lease_ttl: 5s", 1) }
-	a, b := newHarness(t, lease(redisStreamsConfig(g, stall.Addr))), newHarness(t, lease(redisStreamsConfig(g, srv.Addr)))
-	resp := a.post(t, context.Background(), "/v1/stream", `{"model":"up-model","prompt":"hi"}`)
-	defer resp.Body.Close()
-	sr := newSSEReader(resp.Body)
-	got := events(t, sr, 1)
-	_, resumeURL := connectedEvent(t, got[0])
-
-	held := stall.Stall()
-	g.send("one")
-	got = append(got, events(t, sr, 1)...)
-	<-held
+	f := newStallFixture(t, func(cfg string) string { return strings.Replace(cfg, "lease_ttl: 1s", "lease_ttl: 5s", 1) })
 	// The held write times out, and is to go again.
-	for deadline := time.Now().Add(10 * time.Second); a.metric(t, "gateway_stream_mirror_failures_total", "action", "retried") < 1; {
+	for deadline := time.Now().Add(10 * time.Second); f.a.metric(t, "gateway_stream_mirror_failures_total", "action", "retried") < 1; {
 		if time.Now().After(deadline) {
-			t.Fatalf("no retry; mirrors stopped: %v", a.metric(t, "gateway_stream_mirror_failures_total", "action", "stopped"))
+			t.Fatalf("no retry; mirrors stopped: %v", f.a.metric(t, "gateway_stream_mirror_failures_total", "action", "stopped"))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	for _, tok := range []string{" two", " three"} {
-		g.send(tok)
-		got = append(got, events(t, sr, 1)...)
+		f.g.send(tok)
+		f.got = append(f.got, events(t, f.sr, 1)...)
 	}
-	stall.Release()
-	g.finish()
-	got = append(got, rest(t, sr)...)
-	if last := decodeEvent(t, got[len(got)-1]); last.Type != "done" || len(got) != 5 {
-		t.Fatalf("A's client got %d events ending %+v", len(got), last)
-	}
-	if err := a.srv.hub.Wait(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if n := a.metric(t, "gateway_stream_mirror_failures_total", "action", "stopped"); n != 0 {
+	f.finish(t, 5)
+	if n := f.a.metric(t, "gateway_stream_mirror_failures_total", "action", "stopped"); n != 0 {
 		t.Errorf("%v mirrors stopped", n)
-	}
-	if fromB := b.replay(t, resumeURL); render(fromB) != render(got) {
-		t.Errorf("replay from Redis on B:\n%s\nseen on A:\n%s", render(fromB), render(got))
 	}
 }
