@@ -369,20 +369,28 @@ func (call *Call) Generate(newFormat func(Generation) resumable.Lines, detached 
 	g.EventsURL, g.TokenExp = e.Hub.EventsURL(g.ID, time.Now())
 	f := newFormat(g)
 	call.endpoint = endpoint
+	// The stream's record in Redis is created while the upstream opens.
+	reserved := e.Hub.Reserve(g.ID, call.meta())
 	// The generation does not depend on this connection; its spans stay
 	// in the request's trace.
 	run, fe := call.open(tracing.Detach(call.c.Request.Context()))
 	if fe != nil {
+		e.Hub.Drop(reserved)
 		return nil, g, fe
 	}
-	return call.start(g, f, run, detached, endpoint), g, nil
+	return call.start(g, f, run, reserved, detached, endpoint), g, nil
+}
+
+// meta is what the stream's log records of the call.
+func (call *Call) meta() eventlog.Meta {
+	return eventlog.Meta{Key: call.info.KeyName, Model: call.model}
 }
 
 // start hands the open stream to the hub. It is not part of Generate
 // because the stream's description takes 2 KiB of frame, which
 // Generate's would hold while it opens the upstream, the deepest point of
 // a request's stack (see package offstack).
-func (call *Call) start(g Generation, f resumable.Lines, run running, detached bool, endpoint string) *resumable.Producer {
+func (call *Call) start(g Generation, f resumable.Lines, run running, reserved *resumable.Reservation, detached bool, endpoint string) *resumable.Producer {
 	e := call.e
 	// The relay span lasts as long as the generation, which may outlive
 	// the request's own span (a background response): it gets the
@@ -396,7 +404,7 @@ func (call *Call) start(g Generation, f resumable.Lines, run running, detached b
 	inFlight.Inc()
 	p := e.Hub.Start(resumable.Stream{
 		ID: g.ID, EventsURL: g.EventsURL, TokenExp: g.TokenExp,
-		Meta:     eventlog.Meta{Key: call.info.KeyName, Model: call.model},
+		Meta: call.meta(), Reserved: reserved,
 		Pump:     relay.Pump{Stream: run.st, Format: f, Request: call.req, Start: call.info.Start},
 		Provider: run.st.Attempt().Provider,
 		Observe: func(unattended func() bool) relay.Observer {

@@ -137,6 +137,21 @@ func (r *Redis) Create(ctx context.Context, id string, meta Meta) error {
 	return nil
 }
 
+// dropScript deletes a stream that never got an event: one created for
+// a request whose upstream then failed to open, so nobody knows its id.
+var dropScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'last') == '0' then return redis.call('DEL', KEYS[1]) end
+return 0`)
+
+// Drop deletes stream id if it has no events (see Create); a stream that
+// has some is left alone.
+func (r *Redis) Drop(ctx context.Context, id string) error {
+	if err := dropScript.Run(ctx, r.c, keys(id)[:1]).Err(); err != nil {
+		return fmt.Errorf("redis drop stream: %w", err)
+	}
+	return nil
+}
+
 // ErrOutOfStep is an append whose first event does not follow the log's
 // last: events in between were never written.
 var ErrOutOfStep = errors.New("events out of step with the stream in redis")

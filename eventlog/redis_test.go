@@ -179,3 +179,29 @@ func TestRedisAppendRepeats(t *testing.T) {
 		t.Errorf("replay = %q", got)
 	}
 }
+
+// TestRedisDrop: a stream created but never given an event is deleted;
+// one with events is left as it is (and an unknown one is no error).
+func TestRedisDrop(t *testing.T) {
+	ctx := context.Background()
+	r := newTestRedis(t, 10*time.Second, 1000)
+	for _, id := range []string{"empty", "written"} {
+		if err := r.Create(ctx, id, Meta{Key: "k", Model: "m"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.Append(ctx, "written", 1, []byte("a\n")); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"empty", "written", "unknown"} {
+		if err := r.Drop(ctx, id); err != nil {
+			t.Errorf("Drop(%s): %v", id, err)
+		}
+	}
+	if _, err := r.Stat(ctx, "empty"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("dropped stream: %v", err)
+	}
+	if st, err := r.Stat(ctx, "written"); err != nil || st.Last != 1 {
+		t.Errorf("stream with an event after Drop: %+v, %v", st, err)
+	}
+}

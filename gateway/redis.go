@@ -90,13 +90,18 @@ func newRedisClient(r config.Redis, poolSize int) (*redis.Client, error) {
 // handler makes (its admission, creating its resumable log) left the
 // handler with a 16 or 32 KiB stack for the rest of the stream: 6.6 KiB
 // more per open native stream with Redis (issue 18). The hop costs a few
-// microseconds against a round trip of tens.
+// microseconds against a round trip of tens. Commands from goroutines of
+// their own (the streams' mirror writers, offstack.Here) run where they
+// are.
 type offstackHook struct{}
 
 func (offstackHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (offstackHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
+		if offstack.RunsHere(ctx) {
+			return next(ctx, cmd)
+		}
 		var err error
 		offstack.Run(func() { err = next(ctx, cmd) })
 		return err
@@ -105,6 +110,9 @@ func (offstackHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (offstackHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if offstack.RunsHere(ctx) {
+			return next(ctx, cmds)
+		}
 		var err error
 		offstack.Run(func() { err = next(ctx, cmds) })
 		return err

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamgate/gateway/config"
+	"github.com/streamgate/gateway/internal/offstack"
 	"github.com/streamgate/gateway/internal/redistest"
 )
 
@@ -199,7 +200,8 @@ func (h *stackHook) record() {
 
 // TestRedisCommandsRunOffTheCallersStack: every command and pipeline of
 // the gateway's Redis clients runs on a goroutine of its own, so that a
-// stream's handler calling Redis keeps its small stack.
+// stream's handler calling Redis keeps its small stack; but not those
+// sent from a goroutine that is one already (offstack.Here).
 func TestRedisCommandsRunOffTheCallersStack(t *testing.T) {
 	srv := redistest.Start(t)
 	c, err := newRedisClient(config.Redis{Addr: config.EnvString(srv.Addr)}, 0)
@@ -219,5 +221,18 @@ func TestRedisCommandsRunOffTheCallersStack(t *testing.T) {
 	// go-redis adds its own on a new connection (HELLO, CLIENT SETINFO).
 	if len(h.offstack) < 2 || slices.Contains(h.offstack, false) {
 		t.Errorf("commands and pipelines ran off the caller's stack: %v, want all true", h.offstack)
+	}
+	// Under offstack.Here (a goroutine of the work's own) they run where
+	// they are called.
+	h.offstack = nil
+	here := offstack.Here(ctx)
+	if err := c.Set(here, "k", "v", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Pipelined(here, func(p redis.Pipeliner) error { p.Get(here, "k"); p.Del(here, "k"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.offstack) != 2 || slices.Contains(h.offstack, true) {
+		t.Errorf("under offstack.Here, commands and pipelines ran off the caller's stack: %v, want all false", h.offstack)
 	}
 }

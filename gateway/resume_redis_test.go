@@ -368,3 +368,74 @@ func TestMirrorRidesOutAStall(t *testing.T) {
 		t.Errorf("%v mirrors stopped", n)
 	}
 }
+
+// TestStreamRecordCreatedWhileTheUpstreamOpens: a stream's record in
+// Redis is created while its upstream opens, not after: the upstream
+// answers only once that creation is at Redis (held there by the proxy),
+// so a gateway that created the record after the upstream's answer would
+// never be answered. The round trip was otherwise part of every
+// Redis-backed stream's time to first token. The stream then runs as any:
+// B's replay from Redis equals what A's client got.
+func TestStreamRecordCreatedWhileTheUpstreamOpens(t *testing.T) {
+	srv := redistest.Start(t)
+	stall := redistest.NewStallProxy(t, srv.Addr)
+	var held <-chan struct{}
+	answered := make(chan struct{})
+	up := rawUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		defer close(answered)
+		select {
+		case <-held:
+		case <-time.After(5 * time.Second):
+			http.Error(w, `{"error":{"message":"no stream record was being created in Redis while the upstream opened","type":"server_error"}}`, http.StatusBadRequest)
+			return
+		}
+		sseOK(w, roleChunk, helloChunk, stopChunk)
+	})
+	g := &gatedUpstream{url: up.URL}
+	a, b := newHarness(t, redisStreamsConfig(g, stall.Addr)), newHarness(t, redisStreamsConfig(g, srv.Addr))
+	held = stall.Stall()
+	respc := make(chan *http.Response, 1)
+	go func() { respc <- a.post(t, context.Background(), "/v1/stream", `{"model":"up-model","prompt":"hi"}`) }()
+	<-answered
+	stall.Release()
+	resp := <-respc
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /v1/stream: %d %s", resp.StatusCode, drainClose(resp))
+	}
+	got := rest(t, newSSEReader(resp.Body))
+	if last := decodeEvent(t, got[len(got)-1]); last.Type != "done" || len(got) != 3 {
+		t.Fatalf("A's client got %s", render(got))
+	}
+	_, resumeURL := connectedEvent(t, got[0])
+	if err := a.srv.hub.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if fromB := b.replay(t, resumeURL); render(fromB) != render(got) {
+		t.Errorf("replay from Redis on B:\n%s\nseen on A:\n%s", render(fromB), render(got))
+	}
+}
+
+// TestStreamRecordDroppedWhenTheUpstreamFails: the record created while
+// the upstream opened is deleted when the upstream refuses the request
+// (nobody ever learns the stream's id), instead of staying in Redis for
+// the lease and the retention.
+func TestStreamRecordDroppedWhenTheUpstreamFails(t *testing.T) {
+	srv := redistest.Start(t)
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rc.Close()
+	up := rawUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, `{"error":{"message":"bad prompt","type":"invalid_request_error"}}`, http.StatusBadRequest)
+	})
+	a := newHarness(t, redisStreamsConfig(&gatedUpstream{url: up.URL}, srv.Addr))
+	resp := a.post(t, context.Background(), "/v1/stream", `{"model":"up-model","prompt":"hi"}`)
+	if body := drainClose(resp); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("POST /v1/stream: %d %s", resp.StatusCode, body)
+	}
+	if err := a.srv.hub.Wait(context.Background()); err != nil { // the drop too
+		t.Fatal(err)
+	}
+	if keys := rc.Keys(context.Background(), "sg:stream:*").Val(); len(keys) != 0 {
+		t.Errorf("left in Redis: %v", keys)
+	}
+}

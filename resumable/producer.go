@@ -11,6 +11,7 @@ import (
 
 	"github.com/streamgate/gateway/config"
 	"github.com/streamgate/gateway/eventlog"
+	"github.com/streamgate/gateway/internal/offstack"
 	"github.com/streamgate/gateway/middleware"
 	"github.com/streamgate/gateway/outcome"
 	"github.com/streamgate/gateway/relay"
@@ -45,6 +46,9 @@ type Stream struct {
 	// Observe returns the stream's observer, given a func reporting that
 	// nobody reads it.
 	Observe func(unattended func() bool) relay.Observer
+	// Reserved is the stream's record in Redis, created while the
+	// upstream opened (Hub.Reserve); nil has Start create it.
+	Reserved *Reservation
 	// Provider answered the opening attempt (for the opening event).
 	Provider string
 	// Ctx is the generation's, Cancel cancels it with a cause, and
@@ -144,15 +148,16 @@ func (h *Hub) Start(st Stream) *Producer {
 		panic("stream id " + st.ID + ": " + err.Error())
 	}
 	if h.rds != nil {
-		rctx, rcancel := context.WithTimeout(context.Background(), mirrorTimeout)
-		began := time.Now()
-		err := h.rds.Create(rctx, st.ID, st.Meta)
-		rcancel()
-		p.leaseUntil = began.Add(h.rds.LeaseHold())
-		if err != nil {
-			h.log.Warn("stream kept in this replica only: redis unavailable", "stream_id", st.ID, "error", err)
+		r := st.Reserved
+		if r == nil {
+			r = h.Reserve(st.ID, st.Meta)
 		}
-		p.mirrored.Store(err == nil)
+		<-r.done
+		p.leaseUntil = r.began.Add(h.rds.LeaseHold())
+		if r.err != nil {
+			h.log.Warn("stream kept in this replica only: redis unavailable", "stream_id", st.ID, "error", r.err)
+		}
+		p.mirrored.Store(r.err == nil)
 	}
 	_ = p.append(p.f.Opened(nil, st.Provider))
 	if !st.Detached {
@@ -170,6 +175,57 @@ func (h *Hub) Start(st Stream) *Producer {
 		go p.run()
 	}
 	return p
+}
+
+// Reservation is a stream's record in Redis, being created.
+type Reservation struct {
+	id    string
+	began time.Time
+	done  chan struct{}
+	err   error // once done is closed
+}
+
+// Reserve starts creating stream id's record in Redis, with streams kept
+// there (nil otherwise), for a stream about to start: the round trip runs
+// while the upstream opens, instead of after it, where it was part of
+// every stream's time to first token. The record exists before the
+// stream's id reaches anyone, as a reader on another replica needs.
+// Start the stream with it (Stream.Reserved), or Drop it.
+func (h *Hub) Reserve(id string, meta eventlog.Meta) *Reservation {
+	if h.rds == nil {
+		return nil
+	}
+	r := &Reservation{id: id, began: time.Now(), done: make(chan struct{})}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		ctx, cancel := context.WithTimeout(ownGoroutine, mirrorTimeout)
+		r.err = h.rds.Create(ctx, id, meta)
+		cancel()
+		close(r.done)
+	}()
+	return r
+}
+
+// Drop deletes the record of a reserved stream that will not start (its
+// upstream failed to open), once created, without waiting for it.
+func (h *Hub) Drop(r *Reservation) {
+	if r == nil {
+		return
+	}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		<-r.done
+		if r.err != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(ownGoroutine, mirrorTimeout)
+		defer cancel()
+		if err := h.rds.Drop(ctx, r.id); err != nil {
+			h.log.Debug("a stream that never started stays in redis until its lease and retention pass", "stream_id", r.id, "error", err)
+		}
+	}()
 }
 
 // Unattended reports that nobody reads the stream, here or elsewhere.
@@ -343,9 +399,9 @@ func (p *Producer) writeMirror() {
 	)
 	switch {
 	case len(lines) > 0: // renews the lease too
-		live, retried, err = p.writeBatch(since, true, func(ctx context.Context) (bool, error) { return p.h.rds.Append(ctx, p.st.ID, first, lines) })
+		live, retried, err = p.writeBatch(ownGoroutine, since, true, func(ctx context.Context) (bool, error) { return p.h.rds.Append(ctx, p.st.ID, first, lines) })
 	case renew:
-		live, retried, err = p.mirror(true, func(ctx context.Context) (bool, error) { return p.h.rds.Renew(ctx, p.st.ID) })
+		live, retried, err = p.mirror(ownGoroutine, true, func(ctx context.Context) (bool, error) { return p.h.rds.Renew(ctx, p.st.ID) })
 	}
 	switch {
 	case retried: // after a pause, with what comes meanwhile
@@ -404,19 +460,26 @@ func (p *Producer) finishMirror(last []byte) {
 	p.out, p.spare = nil, nil
 	p.outMu.Unlock()
 	if p.mirrored.Load() {
-		_, _, _ = p.writeBatch(since, false, func(ctx context.Context) (bool, error) { return p.h.rds.Finish(ctx, p.st.ID, first, lines, false) })
+		// On the producer's goroutine, which may be a handler's: the
+		// command hops off it (see offstack).
+		_, _, _ = p.writeBatch(context.Background(), since, false, func(ctx context.Context) (bool, error) { return p.h.rds.Finish(ctx, p.st.ID, first, lines, false) })
 	}
 }
 
 // writeBatch writes a batch of events whose first was appended at since,
 // and records the mirror's lag when it was written.
-func (p *Producer) writeBatch(since time.Time, mayRetry bool, op func(context.Context) (bool, error)) (live, retried bool, err error) {
-	live, retried, err = p.mirror(mayRetry, op)
+func (p *Producer) writeBatch(base context.Context, since time.Time, mayRetry bool, op func(context.Context) (bool, error)) (live, retried bool, err error) {
+	live, retried, err = p.mirror(base, mayRetry, op)
 	if err == nil {
 		p.h.obs.MirrorLag(time.Since(since))
 	}
 	return live, retried, err
 }
+
+// ownGoroutine is the context of Redis commands sent from the hub's own
+// goroutines (the mirror's writers, reservations): they need no hop off
+// a handler's stack.
+var ownGoroutine = offstack.Here(context.Background())
 
 // mirrorTimeout bounds one Redis operation of a stream's mirror, and
 // mirrorRetryPause is the least time before a failed one goes again.
@@ -425,16 +488,16 @@ const (
 	mirrorRetryPause = 100 * time.Millisecond
 )
 
-// mirror runs one Redis operation for the stream. A failed one that may be
-// retried (mayRetry: it can be repeated, as appends that name their first
-// event can) is, while the lease would still hold when the retry's own
+// mirror runs one Redis operation for the stream, under base. A failed
+// one that may be retried (mayRetry: it can be repeated, as appends that
+// name their first event can) is, while the lease would still hold when the retry's own
 // time runs out: Redis slow or away for a second or two costs the mirror
 // a delay, not the stream. Any other failure stops the mirroring for
 // good: the stream goes on here, and readers elsewhere see producer_lost
 // once the lease runs out, rather than a log with holes.
-func (p *Producer) mirror(mayRetry bool, op func(context.Context) (bool, error)) (live, retried bool, err error) {
+func (p *Producer) mirror(base context.Context, mayRetry bool, op func(context.Context) (bool, error)) (live, retried bool, err error) {
 	began := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), mirrorTimeout)
+	ctx, cancel := context.WithTimeout(base, mirrorTimeout)
 	defer cancel()
 	live, err = op(ctx)
 	switch {
@@ -586,7 +649,8 @@ func (p *Producer) keep(every time.Duration) {
 func (p *Producer) readers() int {
 	n := p.log.Readers()
 	if n == 0 && p.mirrored.Load() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		// From a writer, or the grace timer's goroutine.
+		ctx, cancel := context.WithTimeout(ownGoroutine, time.Second)
 		defer cancel()
 		n, _ = p.h.rds.Readers(ctx, p.st.ID)
 		p.remote.Store(int64(n))

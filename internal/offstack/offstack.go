@@ -13,6 +13,7 @@
 package offstack
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"runtime/debug"
@@ -65,3 +66,15 @@ const growFrame = 9 << 10
 
 //go:noinline
 func touch(*[growFrame]byte) {}
+
+// Here marks ctx as belonging to a goroutine whose stack does not matter
+// (one started for the work, not a stream's handler), so that work which
+// would hop to Run's goroutine under it (Redis commands, see the
+// gateway's hook) runs where it is called: the hop would cost a goroutine
+// and buy nothing.
+func Here(ctx context.Context) context.Context { return context.WithValue(ctx, hereKey{}, true) }
+
+// RunsHere reports whether ctx was marked by Here.
+func RunsHere(ctx context.Context) bool { return ctx.Value(hereKey{}) != nil }
+
+type hereKey struct{}

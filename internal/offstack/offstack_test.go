@@ -1,10 +1,12 @@
 package offstack
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -65,5 +67,25 @@ func BenchmarkRun(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		Run(func() { deep(100) })
+	}
+}
+
+// TestHereIsInherited: a context derived from one marked Here (a timeout
+// over it, as every Redis call adds) still says so; others do not.
+func TestHereIsInherited(t *testing.T) {
+	timeout, cancel := context.WithTimeout(Here(context.Background()), time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context
+		want bool
+	}{
+		{"background", context.Background(), false},
+		{"here", Here(context.Background()), true},
+		{"timeout over here", timeout, true},
+	} {
+		if got := RunsHere(tc.ctx); got != tc.want {
+			t.Errorf("%s: RunsHere = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
