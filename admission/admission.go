@@ -158,12 +158,22 @@ type Client struct {
 	IP  string
 }
 
-func (a *Admitter) policy(c Client) (policy, string) {
+func (a *Admitter) policy(c Client) policy {
 	if c.Key != "" {
 		p, _ := a.keyPolicy(c.Key)
-		return p, "key:" + c.Key
+		return p
 	}
-	return a.defaults, "ip:" + c.IP
+	return a.defaults
+}
+
+// subject is what c's limits are counted under. Apart from policy, which
+// a request asks for four times: the string is built only where it is
+// used.
+func (c Client) subject() string {
+	if c.Key != "" {
+		return "key:" + c.Key
+	}
+	return "ip:" + c.IP
 }
 
 // keyPolicy is the policy of the key called name, of the config or made
@@ -192,7 +202,7 @@ func (a *Admitter) keyPolicy(name string) (policy, bool) {
 
 // Allows reports whether c may use model.
 func (a *Admitter) Allows(c Client, model string) bool {
-	p, _ := a.policy(c)
+	p := a.policy(c)
 	return p.models == nil || p.models[model]
 }
 
@@ -201,7 +211,7 @@ func (a *Admitter) Allows(c Client, model string) bool {
 // trickling bodies over many connections is refused as one opening too
 // many streams. Release it when the request is over.
 func (a *Admitter) Hold(c Client) (release func(), e *failure.Error) {
-	pol, client := a.policy(c)
+	pol, client := a.policy(c), c.subject()
 	release, ok := a.Pending.Hold(client, pol.limits.ConcurrentStreams)
 	if !ok {
 		a.Obs.Rejected(limit.KindConcurrency)
@@ -249,7 +259,7 @@ func (t *Ticket) Settle(used int, cost float64) {
 // It sets OpenAI's x-ratelimit-* headers in h. Provider pacing comes
 // later, per attempt (upstream).
 func (a *Admitter) Admit(ctx context.Context, h http.Header, c Client, model string, req *providers.Request) (*Ticket, *failure.Error) {
-	pol, _ := a.policy(c)
+	pol := a.policy(c)
 	maxTokens := req.MaxTokens
 	if maxTokens == 0 {
 		maxTokens = pol.defaultMaxTokens
@@ -260,7 +270,7 @@ func (a *Admitter) Admit(ctx context.Context, h http.Header, c Client, model str
 }
 
 func (a *Admitter) admit(ctx context.Context, h http.Header, c Client, reserve int, cost float64) (*Ticket, *failure.Error) {
-	pol, client := a.policy(c)
+	pol, client := a.policy(c), c.subject()
 	t := &Ticket{a: a, key: c.Key, budget: pol.budget, reserved: reserve}
 	// The budget first: a request it refuses takes nothing from the
 	// rate limits.
