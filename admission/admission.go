@@ -152,7 +152,8 @@ func toPolicy(c config.Limits, models []string) policy {
 	return p
 }
 
-// Client is who asks: a key's name when auth is on, else an address.
+// Client is who asks: a key's name when auth is on, else an address
+// (IP is used only without a key).
 type Client struct {
 	Key string
 	IP  string

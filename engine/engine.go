@@ -74,9 +74,14 @@ func (e *Engine) SSE(w http.ResponseWriter) *relay.SSE {
 // AuthEnabled reports whether requests need a key.
 func (e *Engine) AuthEnabled() bool { return e.Config.Auth.AuthEnabled() }
 
-// client is who sent c.
+// client is who sent c: its key, or without one its address (gin parses
+// it from the headers anew on every call, and a key's limits never use
+// it).
 func client(c *gin.Context) admission.Client {
-	return admission.Client{Key: middleware.Get(c).KeyName, IP: c.ClientIP()}
+	if key := middleware.Get(c).KeyName; key != "" {
+		return admission.Client{Key: key}
+	}
+	return admission.Client{IP: c.ClientIP()}
 }
 
 // Model is a model as a client may learn of it.
