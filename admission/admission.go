@@ -210,17 +210,20 @@ func (a *Admitter) Allows(c Client, model string) bool {
 // Hold counts a request of c in from the moment its headers are in,
 // within c's concurrent-stream limit, before its body is read: a client
 // trickling bodies over many connections is refused as one opening too
-// many streams. Release it when the request is over.
-func (a *Admitter) Hold(c Client) (release func(), e *failure.Error) {
+// many streams. Release it when the request is over, once; held says
+// under what (a string and no closure: nothing to allocate).
+func (a *Admitter) Hold(c Client) (held string, e *failure.Error) {
 	pol, client := a.policy(c), c.subject()
-	release, ok := a.Pending.Hold(client, pol.limits.ConcurrentStreams)
-	if !ok {
+	if !a.Pending.Hold(client, pol.limits.ConcurrentStreams) {
 		a.Obs.Rejected(limit.KindConcurrency)
-		return nil, &failure.Error{Status: http.StatusTooManyRequests, Type: failure.TypeRateLimit, Code: "concurrency_limit_exceeded", RetryAfter: time.Second,
+		return "", &failure.Error{Status: http.StatusTooManyRequests, Type: failure.TypeRateLimit, Code: "concurrency_limit_exceeded", RetryAfter: time.Second,
 			Message: fmt.Sprintf("too many requests in flight: the limit is %d", pol.limits.ConcurrentStreams)}
 	}
-	return release, nil
+	return client, nil
 }
+
+// Release ends a Hold.
+func (a *Admitter) Release(held string) { a.Pending.Release(held) }
 
 // Ticket is an admitted request's lease and budget hold, and what it
 // reserved.

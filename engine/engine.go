@@ -162,13 +162,13 @@ func (e *Engine) AdmitReader(c *gin.Context, key string) (*admission.Ticket, *fa
 // after the dialect's auth, which names the client.
 func (e *Engine) Hold(write func(*gin.Context, *failure.Error)) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		release, fe := e.Admitter.Hold(client(c))
+		held, fe := e.Admitter.Hold(client(c))
 		if fe != nil {
 			write(c, fe)
 			c.Abort()
 			return
 		}
-		defer release()
+		defer e.Admitter.Release(held)
 		c.Next()
 	}
 }

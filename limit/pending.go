@@ -28,19 +28,22 @@ func (p *Pending) Total() int {
 }
 
 // Hold counts a request of client in, unless max (> 0) are in progress
-// already; release counts it out, once.
-func (p *Pending) Hold(client string, max int) (release func(), ok bool) {
+// already. Release counts it out.
+func (p *Pending) Hold(client string, max int) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if max > 0 && p.n[client] >= max {
-		return nil, false
+		return false
 	}
 	p.n[client]++
-	return sync.OnceFunc(func() {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if p.n[client]--; p.n[client] <= 0 {
-			delete(p.n, client)
-		}
-	}), true
+	return true
+}
+
+// Release counts out a request Hold counted in, once for each.
+func (p *Pending) Release(client string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.n[client]--; p.n[client] <= 0 {
+		delete(p.n, client)
+	}
 }
