@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -59,40 +59,48 @@ func (b *Bodies) Limit(max int64, timeout time.Duration) gin.HandlerFunc {
 			// Writers that cannot take deadlines (tests) go without.
 			_ = rc.SetReadDeadline(time.Now().Add(timeout))
 		}
-		body := &boundedBody{r: http.MaxBytesReader(c.Writer, r.Body, max)}
-		body.release = sync.OnceFunc(func() { b.budget.Release(weight) })
-		if timeout > 0 {
-			// Once the whole body is in, the connection is read only to
-			// notice the client leaving: that must not time out. A body
-			// that failed keeps its deadline, so that net/http's reading
-			// of the rest after the handler (to reuse the connection)
-			// gives up too.
-			body.complete = func() { _ = rc.SetReadDeadline(time.Time{}) }
-		}
+		// Once the whole body is in, the connection is read only to
+		// notice the client leaving: that must not time out (lift). A
+		// body that failed keeps its deadline, so that net/http's
+		// reading of the rest after the handler (to reuse the
+		// connection) gives up too.
+		body := &boundedBody{r: http.MaxBytesReader(c.Writer, r.Body, max), budget: b.budget, weight: weight, rc: rc, lift: timeout > 0}
 		r.Body = body
 		defer body.release()
 		c.Next()
 	}
 }
 
-// boundedBody gives its budget back once it has been read to the end (or
-// failed), and then lifts its deadline (complete) if it was read whole.
+// boundedBody gives its weight back to the budget once it has been read
+// to the end (or failed), and then lifts its read deadline if asked to
+// and it was read whole. (Fields, not closures: a request's body costs
+// one allocation here.)
 type boundedBody struct {
 	r        io.ReadCloser
-	release  func()
-	complete func()
+	budget   *semaphore.Weighted
+	weight   int64
+	released atomic.Bool
+	rc       *http.ResponseController
+	lift     bool
 }
 
 func (b *boundedBody) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	if err != nil {
 		b.release()
-		if err == io.EOF && b.complete != nil {
-			b.complete()
-			b.complete = nil
+		if err == io.EOF && b.lift {
+			b.lift = false
+			_ = b.rc.SetReadDeadline(time.Time{})
 		}
 	}
 	return n, err
+}
+
+// release gives the body's weight back, once.
+func (b *boundedBody) release() {
+	if b.released.CompareAndSwap(false, true) {
+		b.budget.Release(b.weight)
+	}
 }
 
 func (b *boundedBody) Close() error { return b.r.Close() }
