@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"net/http"
 	"runtime/debug"
+	"sync"
 )
 
 // Run calls f on a new goroutine and waits for it to return. A panic in f
@@ -26,24 +27,40 @@ import (
 // return on its own: Run waits for it whatever the caller's context says,
 // which is what keeps the goroutine from outliving its request.
 func Run(f func()) {
-	done := make(chan any, 1)
-	go func() {
-		growStack()
-		var panicked any
-		defer func() {
-			if v := recover(); v != nil {
-				panicked = v
-				if v != http.ErrAbortHandler {
-					panicked = fmt.Sprintf("%v\n\non the goroutine offstack.Run started:\n%s", v, debug.Stack())
-				}
-			}
-			done <- panicked
-		}()
-		f()
-	}()
-	if v := <-done; v != nil {
+	r := runners.Get().(*runner)
+	r.f = f
+	go r.run()
+	<-r.done
+	v := r.panicked
+	r.f, r.panicked = nil, nil
+	runners.Put(r)
+	if v != nil {
 		panic(v)
 	}
+}
+
+// runner is one call of Run: pooled with its channel, so that a call
+// costs one allocation (the goroutine's closure) rather than three.
+type runner struct {
+	f        func()
+	panicked any
+	done     chan struct{}
+}
+
+var runners = sync.Pool{New: func() any { return &runner{done: make(chan struct{}, 1)} }}
+
+func (r *runner) run() {
+	growStack()
+	defer func() {
+		if v := recover(); v != nil {
+			r.panicked = v
+			if v != http.ErrAbortHandler {
+				r.panicked = fmt.Sprintf("%v\n\non the goroutine offstack.Run started:\n%s", v, debug.Stack())
+			}
+		}
+		r.done <- struct{}{}
+	}()
+	r.f()
 }
 
 // growStack grows a new goroutine's stack to 16 KiB in one step, while
