@@ -17,7 +17,7 @@ import (
 // the hex SHA-256 of their secrets (so the config may hold only hashes),
 // and those made at runtime.
 type Keys struct {
-	digests map[string]string
+	digests []digestOf
 	names   map[string]bool
 	runtime Runtime
 }
@@ -29,12 +29,19 @@ type Runtime interface {
 
 // NewKeys indexes the configured keys by digest; runtime may be nil.
 func NewKeys(keys map[string]config.Key, runtime Runtime) Keys {
-	k := Keys{digests: make(map[string]string, len(keys)), names: make(map[string]bool, len(keys)), runtime: runtime}
+	k := Keys{digests: make([]digestOf, 0, len(keys)), names: make(map[string]bool, len(keys)), runtime: runtime}
 	for name, key := range keys {
-		k.digests[key.Digest()] = name
+		k.digests = append(k.digests, digestOf{digest: []byte(key.Digest()), name: name})
 		k.names[name] = true
 	}
 	return k
+}
+
+// digestOf is a configured key's digest (hex, as bytes to compare
+// without a conversion per request) and name.
+type digestOf struct {
+	digest []byte
+	name   string
 }
 
 // Deny answers a request without a valid key, in the dialect's own error
@@ -102,17 +109,18 @@ func (keys Keys) Identify(r *http.Request) (string, *failure.Error) {
 // timing could tell is about the SHA-256 of a guess, not the guess.
 func (keys Keys) lookup(key string) (string, bool) {
 	sum := sha256.Sum256([]byte(key))
-	digest := []byte(hex.EncodeToString(sum[:]))
+	var digest [2 * sha256.Size]byte
+	hex.Encode(digest[:], sum[:])
 	name, found := "", 0
-	for d, n := range keys.digests {
-		if subtle.ConstantTimeCompare(digest, []byte(d)) == 1 {
-			name, found = n, 1
+	for _, d := range keys.digests {
+		if subtle.ConstantTimeCompare(digest[:], d.digest) == 1 {
+			name, found = d.name, 1
 		}
 	}
 	if found == 0 && keys.runtime != nil {
 		// A runtime key whose name the config took since (the admin API
 		// refuses such names) would act as the config's key: refuse it.
-		if name, ok := keys.runtime.Lookup(string(digest)); ok && !keys.names[name] {
+		if name, ok := keys.runtime.Lookup(string(digest[:])); ok && !keys.names[name] {
 			return name, true
 		}
 		return "", false
