@@ -14,11 +14,14 @@ import (
 // NewTransport returns the HTTP transport the upstream providers share the
 // settings of: connect timeout, many pooled connections to one host, small
 // connection buffers (every open stream holds its own), no compression.
-func NewTransport(connect time.Duration) *http.Transport {
+// Plain-HTTP upstreams are served on the caller's goroutine (h1.go), the
+// rest by net/http's Transport.
+func NewTransport(connect time.Duration) http.RoundTripper {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	// Connections that can tell a stream's reader when it is about to
 	// wait (waitconn.go).
-	t.DialContext = dialWaiting((&net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}).DialContext)
+	dial := dialWaiting((&net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}).DialContext)
+	t.DialContext = dial
 	t.TLSHandshakeTimeout = connect
 	// Many concurrent streams go to the same host: keep their connections.
 	t.MaxIdleConnsPerHost = 256
@@ -31,7 +34,8 @@ func NewTransport(connect time.Duration) *http.Transport {
 	// A compressed event stream can be held back by the upstream's
 	// compressor; ask for identity.
 	t.DisableCompression = true
-	return t
+	// Plain-HTTP upstreams on the caller's goroutine (h1.go).
+	return newH1Transport(dial, t)
 }
 
 // Traced wraps rt so that each upstream request carries the W3C trace
