@@ -62,6 +62,8 @@ func get(t *testing.T, c *http.Client, ctx context.Context, url, body string) (*
 	return c.Do(req)
 }
 
+func readBody(t *testing.T, resp *http.Response) { readAll(t, resp) }
+
 func readAll(t *testing.T, resp *http.Response) string {
 	t.Helper()
 	defer resp.Body.Close()
@@ -99,33 +101,29 @@ func TestH1DropsConnections(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// first answers the first request; end is what the client does
-		// with its body.
-		first func(u *upstream) http.HandlerFunc
+		// with its body, after which the upstream does after.
+		first http.HandlerFunc
 		end   func(t *testing.T, resp *http.Response)
+		after func(u *upstream)
 	}{
-		{"closed by the upstream", func(u *upstream) http.HandlerFunc { return events(1) }, func(t *testing.T, resp *http.Response) {
-			readAll(t, resp)
-		}},
-		{"connection close", func(*upstream) http.HandlerFunc {
-			return func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Connection", "close")
-				events(1)(w, r)
-			}
-		}, func(t *testing.T, resp *http.Response) { readAll(t, resp) }},
-		{"body closed early", func(*upstream) http.HandlerFunc { return events(1000) }, func(t *testing.T, resp *http.Response) {
+		{"closed by the upstream", events(1), readBody, (*upstream).CloseClientConnections},
+		{"connection close", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Connection", "close")
+			events(1)(w, r)
+		}, readBody, func(*upstream) {}},
+		{"body closed early", events(1000), func(t *testing.T, resp *http.Response) {
 			buf := make([]byte, 8)
 			if _, err := io.ReadFull(resp.Body, buf); err != nil {
 				t.Fatal(err)
 			}
 			resp.Body.Close()
-		}},
+		}, func(*upstream) {}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var first atomic.Bool
-			var u *upstream
-			u = newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+			u := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 				if first.CompareAndSwap(false, true) {
-					tc.first(u)(w, r)
+					tc.first(w, r)
 					return
 				}
 				events(1)(w, r)
@@ -137,9 +135,7 @@ func TestH1DropsConnections(t *testing.T) {
 				t.Fatal(err)
 			}
 			tc.end(t, resp)
-			if tc.name == "closed by the upstream" {
-				u.CloseClientConnections()
-			}
+			tc.after(u)
 			<-u.closed // the first connection is gone
 			resp, err = get(t, c, context.Background(), u.URL, "{}")
 			if err != nil {
