@@ -175,6 +175,17 @@ func (t *h1Transport) put(addr string, c *h1Conn) {
 	c.conn.Close()
 }
 
+// release ends a call whose answer was read to its end: its connection
+// is kept if both sides allow (keep) and the call's context had not
+// already closed it (stop reports whether it stopped the closing in time).
+func (t *h1Transport) release(addr string, c *h1Conn, stop func() bool, keep bool) {
+	if stop() && keep {
+		t.put(addr, c)
+		return
+	}
+	c.conn.Close()
+}
+
 // CloseIdleConnections closes the kept connections, the fallback's too.
 func (t *h1Transport) CloseIdleConnections() {
 	t.mu.Lock()
@@ -284,12 +295,7 @@ func (t *h1Transport) exchange(req *http.Request, addr string, c *h1Conn, reused
 	}
 	keep := werr == nil && !resp.Close && !req.Close
 	if resp.Body == http.NoBody {
-		// Nothing to read: the connection is free at once.
-		if stop() && keep {
-			t.put(addr, c)
-		} else {
-			c.conn.Close()
-		}
+		t.release(addr, c, stop, keep) // nothing to read: free at once
 		return resp, nil
 	}
 	resp.Body = &h1Body{body: resp.Body, ctx: ctx, t: t, addr: addr, c: c, stop: stop, keep: keep}
@@ -323,11 +329,7 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	switch {
 	case err == io.EOF:
 		b.err = err
-		if b.stop() && b.keep {
-			b.t.put(b.addr, b.c)
-		} else {
-			b.c.conn.Close()
-		}
+		b.t.release(b.addr, b.c, b.stop, b.keep)
 	case err != nil:
 		b.stop()
 		b.c.conn.Close()
