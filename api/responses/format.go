@@ -28,8 +28,11 @@ const (
 // message's text, or the call's arguments) and, for a call, its name and
 // call id.
 type outItem struct {
-	kind         kind
-	id           string
+	kind kind
+	id   string
+	// ref is `,"item_id":"<id>","output_index":<n>`, which every event
+	// about the item carries: rendered once, not at each delta.
+	ref          string
 	callID, name string
 	text         []byte
 	status       string
@@ -267,7 +270,8 @@ func (f *format) ensure(buf []byte, k kind, d *providers.ToolCallDelta) []byte {
 	}
 	buf = f.close(buf, "completed")
 	n := len(f.items)
-	it := outItem{kind: k, status: "in_progress", id: itemID(k, f.ref, n)}
+	it := newItem(k, f.ref, n)
+	it.status = "in_progress"
 	if d != nil {
 		it.callID, it.name, it.toolIndex = d.ID, d.Name, d.Index
 	}
@@ -286,6 +290,15 @@ func (f *format) ensure(buf []byte, k kind, d *providers.ToolCallDelta) []byte {
 		buf = f.part(buf, "response.content_part.added", `{"type":"output_text","text":"","annotations":[],"logprobs":[]}`)
 	}
 	return buf
+}
+
+// newItem is the n-th output item of response ref, of kind k.
+func newItem(k kind, ref string, n int) outItem {
+	it := outItem{kind: k, id: itemID(k, ref, n)}
+	b := jsonstr.Append([]byte(`,"item_id":`), it.id)
+	b = append(b, `,"output_index":`...)
+	it.ref = string(strconv.AppendInt(b, int64(n), 10))
+	return it
 }
 
 // itemID is the id of the n-th output item of response ref.
@@ -311,10 +324,7 @@ func (f *format) part(buf []byte, typ, part string) []byte {
 // itemEvent appends the start of an event about item i.
 func (f *format) itemEvent(buf []byte, typ string, i int) []byte {
 	buf = f.event(buf, typ)
-	buf = append(buf, `,"item_id":`...)
-	buf = jsonstr.Append(buf, f.items[i].id)
-	buf = append(buf, `,"output_index":`...)
-	return strconv.AppendInt(buf, int64(i), 10)
+	return append(buf, f.items[i].ref...)
 }
 
 // delta appends a delta event of the open item and keeps its text.

@@ -136,7 +136,8 @@ func (d *Dialect) complete(c *gin.Context, call *engine.Call, f *format) {
 // the message, then the calls.
 func (f *format) answer(ans *relay.Answer) {
 	add := func(k kind, text string, tc *providers.ToolCall) {
-		it := outItem{kind: k, id: itemID(k, f.ref, len(f.items)), text: []byte(text)}
+		it := newItem(k, f.ref, len(f.items))
+		it.text = []byte(text)
 		if tc != nil {
 			it.callID, it.name = tc.ID, tc.Function.Name
 		}
