@@ -21,7 +21,7 @@ func CORS(origins []string) gin.HandlerFunc {
 		h := c.Writer.Header()
 		h.Add("Vary", "Origin")
 		h.Set("Access-Control-Allow-Origin", origin)
-		h.Set("Access-Control-Expose-Headers", RequestIDHeader+", Retry-After")
+		h.Set("Access-Control-Expose-Headers", "X-Request-ID, Retry-After")
 		if c.Request.Method == http.MethodOptions && c.GetHeader("Access-Control-Request-Method") != "" {
 			h.Add("Vary", "Access-Control-Request-Method")
 			h.Add("Vary", "Access-Control-Request-Headers")

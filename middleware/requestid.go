@@ -10,21 +10,26 @@ import (
 	"github.com/gin-gonic/gin"
 )
 
-// RequestIDHeader carries the request ID both ways.
-const RequestIDHeader = "X-Request-ID"
+// RequestIDHeader carries the request ID both ways. It is spelt in its
+// canonical form, so that it indexes a header map as it is: through
+// Get and Set every request canonicalised it again, into a new string.
+const RequestIDHeader = "X-Request-Id"
 
 // RequestID gives every request an ID: the caller's X-Request-ID when it is
 // a reasonable token (so traces can span services), a fresh random one
 // otherwise. It is echoed in the response header.
 func RequestID() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		id := c.GetHeader(RequestIDHeader)
+		var id string
+		if v := c.Request.Header[RequestIDHeader]; len(v) > 0 {
+			id = v[0]
+		}
 		if !validID(id) {
 			id = newID()
 		}
 		info := Get(c)
 		info.RequestID = id
-		c.Header(RequestIDHeader, id)
+		c.Writer.Header()[RequestIDHeader] = []string{id}
 		c.Next()
 	}
 }
