@@ -305,7 +305,9 @@ func (s *Stream) Recv() (providers.Chunk, error) {
 func (s *Stream) attemptEnded(err error) (retried bool, _ error) {
 	if cause := context.Cause(s.actx); s.actx.Err() != nil && s.parent.Err() == nil {
 		if cause == ErrFirstTokenTimeout && s.delivered {
-			cause = ErrIdleTimeout // it fired as the first delta arrived
+			// The timer went on as the idle timer (firstDelta), or it
+			// fired as the first delta arrived.
+			cause = ErrIdleTimeout
 		}
 		err = cause
 	}
@@ -334,11 +336,18 @@ func (s *Stream) firstDelta() {
 	if s.dep.health.success(time.Since(s.began)) {
 		s.r.opts.Log.Info("deployment recovered", "provider", s.dep.providerName, "model", s.dep.model)
 	}
-	if s.timer != nil {
-		s.timer.Stop()
-		s.timer = nil
-	}
-	if s.idle > 0 {
+	switch {
+	case s.idle <= 0:
+		if s.timer != nil {
+			s.timer.Stop()
+			s.timer = nil
+		}
+	case s.timer != nil:
+		// The first-token timer goes on as the idle timer rather than a
+		// new one a stream: it cancels with ErrFirstTokenTimeout, which
+		// attemptEnded reads as ErrIdleTimeout once a delta was delivered.
+		s.timer.Reset(s.idle)
+	default:
 		cancel := s.cancel
 		s.timer = time.AfterFunc(s.idle, func() { cancel(ErrIdleTimeout) })
 	}
