@@ -229,6 +229,34 @@ func TestIdleTimeoutMovesWithDeltas(t *testing.T) {
 	}
 }
 
+// TestFirstTokenTimeoutEndsAtTheFirstDelta: once a delta arrived, the
+// first-token timeout no longer applies: the same timer goes on as the
+// idle timer (upstream.Stream.firstDelta), so a pause longer than the
+// first-token timeout but shorter than the idle one does not cut the
+// stream.
+func TestFirstTokenTimeoutEndsAtTheFirstDelta(t *testing.T) {
+	_, url := countingUpstream(t, func(_ int32, w http.ResponseWriter, r *http.Request) {
+		sseOK(w, roleChunk, helloChunk)
+		// Three first-token timeouts, well within the idle timeout.
+		select {
+		case <-time.After(300 * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = io.WriteString(w, helloChunk+stopChunk)
+	})
+	h := newHarness(t, newConfig(fmt.Sprintf("  up1:\n    type: openai\n    base_url: %s/v1\n    first_token_timeout: 100ms\n    idle_timeout: 5s\n", url),
+		"  resilient:\n    routes:\n      - provider: up1\n"), func(c *config.Config) { c.Retry.MaxAttempts = 1 })
+	_, _, evs := h.streamNative(t, `{"model":"resilient","prompt":"hi"}`)
+	var text strings.Builder
+	for _, ev := range evs {
+		text.WriteString(ev.Content)
+	}
+	if last := evs[len(evs)-1]; last.Type != "done" || text.String() != "hellohello" {
+		t.Errorf("text %q, last event %+v (error %+v); want hellohello and done", text.String(), last, last.Error)
+	}
+}
+
 // TestFirstTokenTimeoutFallsBack: a deployment that does not answer in
 // time is abandoned for the next route, and the client sees one stream.
 func TestFirstTokenTimeoutFallsBack(t *testing.T) {
