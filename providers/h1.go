@@ -299,12 +299,6 @@ func (t *h1Transport) exchange(req *http.Request, addr string, c *h1Conn, reused
 		return resp, nil
 	}
 	resp.Body = &h1Body{body: resp.Body, ctx: ctx, t: t, addr: addr, c: c, stop: stop, keep: keep}
-	// net/http's body keeps its response for the trailers, and the
-	// response its request: a stream would hold the request it was
-	// opened with (its headers, URL and encoded body, 1 to 2 KiB) for as
-	// long as it lasts (issue 18: memory per open stream). Nothing after
-	// this reads it: the gateway keeps what it retries with.
-	resp.Request = nil
 	return resp, nil
 }
 

@@ -194,6 +194,13 @@ func (d *doer) Do(req *http.Request) (*http.Response, error) {
 	case resp.StatusCode < 200 || resp.StatusCode >= 400: // go-openai's failure statuses
 		c.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"))
 	case c.stream:
+		// From here on the gateway reads the body alone. net/http's body
+		// keeps its response (for the trailers), and the response its
+		// request: the stream would hold go-openai's request (headers,
+		// URL, encoded body: 1 to 2 KiB) for as long as it lasts (issue
+		// 18: memory per open stream). What a retry needs the gateway
+		// keeps itself.
+		resp.Request = nil
 		c.body, c.waiter = resp.Body, waiterOf(resp, &c.conn)
 		return nil, errBodyTaken
 	}

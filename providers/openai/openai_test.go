@@ -6,9 +6,11 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/streamgate/gateway/providers"
 	"github.com/streamgate/gateway/providers/mock"
@@ -35,6 +37,52 @@ func drain(t *testing.T, st providers.Stream) (string, *providers.Usage, error) 
 		if c.Usage != nil {
 			usage = c.Usage
 		}
+	}
+}
+
+// heldRequests records a weak pointer to each request it sends.
+type heldRequests struct {
+	next http.RoundTripper
+	sent []weak.Pointer[http.Request]
+}
+
+func (h *heldRequests) RoundTrip(req *http.Request) (*http.Response, error) {
+	h.sent = append(h.sent, weak.Make(req))
+	return h.next.RoundTrip(req)
+}
+
+// TestOpenStreamLetsGoOfItsRequest: while a stream is open, the request
+// go-openai built to open it (headers, URL, encoded body) is garbage: an
+// open stream does not carry it for its whole life.
+func TestOpenStreamLetsGoOfItsRequest(t *testing.T) {
+	release := make(chan struct{})
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, `data: {"id":"chatcmpl-x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"first"},"finish_reason":null}]}`+"\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer ts.Close()
+	defer close(release)
+	held := &heldRequests{next: providers.NewTransport(time.Second)}
+	p, err := New(Options{BaseURL: ts.URL, APIKey: "sk-upstream", Transport: held})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := p.StreamChat(context.Background(), userRequest("m", "hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if c, err := st.Recv(); err != nil || c.Content != "first" {
+		t.Fatalf("first chunk %+v, %v", c, err)
+	}
+	runtime.GC()
+	if len(held.sent) != 1 || held.sent[0].Value() != nil {
+		t.Fatalf("%d requests sent; the open stream still holds the one it was opened with", len(held.sent))
 	}
 }
 
