@@ -1,6 +1,7 @@
 package middleware
 
 import (
+	"net/http"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -66,17 +67,31 @@ type Info struct {
 	Error     string
 }
 
-const infoKey = "gateway.info"
-
 // Get returns the request's Info, creating it on first use.
+//
+// The Info rides on the request's writer rather than in gin's Keys: a
+// map made for one entry costs some 300 bytes a request, which a stream
+// holds for as long as it lasts (issue 18: memory per open stream), and
+// each lookup a lock. Nothing in the gateway replaces c.Writer after
+// this; if something did, the next Get would carry a new Info on top.
 func Get(c *gin.Context) *Info {
-	if v, ok := c.Get(infoKey); ok {
-		return v.(*Info)
+	if w, ok := c.Writer.(*infoWriter); ok {
+		return &w.info
 	}
-	info := &Info{}
-	c.Set(infoKey, info)
-	return info
+	w := &infoWriter{ResponseWriter: c.Writer}
+	c.Writer = w
+	return &w.info
 }
+
+// infoWriter is the request's writer carrying its Info.
+type infoWriter struct {
+	gin.ResponseWriter
+	info Info
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer
+// (write deadlines, flushes).
+func (w *infoWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // Failed records that the request was answered with e.
 func (i *Info) Failed(e *failure.Error) {
