@@ -58,6 +58,7 @@ func TestProblemsAreReported(t *testing.T) {
 		{"unknown nested key", strings.Replace(good, "    type: mock\n", "    type: mock\n    tokns: 3\n", 1), []string{`line 6: unknown field "tokns" in provider settings`}},
 		{"bad duration", strings.Replace(good, "  listen: 127.0.0.1:9090\n", "  listen: 127.0.0.1:9090\n  heartbeat_interval: 15 seconds\n", 1), []string{`line 3: "15 seconds" is not a duration`}},
 		{"wrong type", strings.Replace(good, "  listen: 127.0.0.1:9090\n", "  listen: 127.0.0.1:9090\n  max_body_bytes: lots\n", 1), []string{"line 3:", `"lots"`, "int64"}},
+		{"negative gc floor", strings.Replace(good, "  listen: 127.0.0.1:9090\n", "  listen: 127.0.0.1:9090\n  gc_heap_floor_bytes: -1\n", 1), []string{"line 3: server.gc_heap_floor_bytes: -1 is negative"}},
 		{"missing provider", strings.Replace(good, "provider: m\n", "provider: nope\n", 1), []string{`line 12: models.a.routes[0].provider: "nope" is not a configured provider (have: m, o)`}},
 		{"route without provider", strings.Replace(good, "      - provider: m\n", "      - model: x\n", 1), []string{"line 12: models.a.routes[0].provider: is required"}},
 		{"model without routes", strings.Replace(good, "    routes:\n      - provider: m\n", "    routes: []\n", 1), []string{"line 11: models.a.routes: at least one route is required"}},

@@ -44,6 +44,9 @@ func (c *Config) Validate() []Problem {
 			add("server.metrics.listen", "%q is server.listen itself: leave it empty to serve /metrics there", s.Metrics.Listen)
 		}
 	}
+	if s.GCHeapFloorBytes < 0 {
+		add("server.gc_heap_floor_bytes", "%d is negative (0 leaves the collector to GOGC)", s.GCHeapFloorBytes)
+	}
 	if s.MaxBodyBytes <= 0 {
 		add("server.max_body_bytes", "%d must be positive", s.MaxBodyBytes)
 	} else if s.MaxPendingBodyBytes < s.MaxBodyBytes {

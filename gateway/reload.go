@@ -117,8 +117,9 @@ func restartOnly(old, new *config.Config) []string {
 	var out []string
 	o, n := old.Server, new.Server
 	if o.Listen != n.Listen || o.H2C != n.H2C || o.PprofListen != n.PprofListen || o.ReadHeaderTimeout != n.ReadHeaderTimeout ||
-		o.IdleTimeout != n.IdleTimeout || o.Log != n.Log || o.Metrics.Listen != n.Metrics.Listen || o.MaxPendingBodyBytes != n.MaxPendingBodyBytes {
-		out = append(out, "server (listen, h2c, pprof_listen, metrics.listen, max_pending_body_bytes, read_header_timeout, idle_timeout, log)")
+		o.IdleTimeout != n.IdleTimeout || o.Log != n.Log || o.Metrics.Listen != n.Metrics.Listen || o.MaxPendingBodyBytes != n.MaxPendingBodyBytes ||
+		o.GCHeapFloorBytes != n.GCHeapFloorBytes {
+		out = append(out, "server (listen, h2c, pprof_listen, metrics.listen, max_pending_body_bytes, gc_heap_floor_bytes, read_header_timeout, idle_timeout, log)")
 	}
 	ro, rn := old.RateLimit, new.RateLimit
 	ro.Defaults, rn.Defaults = config.Limits{}, config.Limits{}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/streamgate/gateway/config"
 	"github.com/streamgate/gateway/gateway"
+	"github.com/streamgate/gateway/internal/gcfloor"
 	"github.com/streamgate/gateway/internal/logbuf"
 	"github.com/streamgate/gateway/internal/logevery"
 )
@@ -98,6 +99,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// The collector's floor is process-wide, so it is set here rather
+	// than by the server (a test's servers share one process).
+	defer gcfloor.Start(uint64(cfg.Server.GCHeapFloorBytes)).Stop()
 	// Reloads run until the server has stopped.
 	rctx, stopReloads := context.WithCancel(ctx)
 	var reloads sync.WaitGroup
