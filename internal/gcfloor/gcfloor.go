@@ -105,15 +105,16 @@ func (f *Floor) tune() bool {
 }
 
 // Percent is the GOGC that makes the next heap goal floor for a live
-// heap of live bytes (0 before the first collection), or base if that
-// is higher.
+// heap of live bytes, or base if that is higher. Before the first
+// collection (live is 0) it is base: a percentage set for a heap not yet
+// measured would apply to whatever the first collection finds alive (a
+// ledger's database opened meanwhile took one to 16 MiB live and a goal
+// of 285), and the tuning after each collection is what keeps the goal
+// near the floor.
 func Percent(floor, live uint64, base int) int {
-	if live >= floor {
+	if live == 0 || live >= floor {
 		return base
 	}
-	p := floor * 100 / heapMinimum
-	if live > 0 {
-		p = min(p, (floor-live)*100/live)
-	}
+	p := min(floor*100/heapMinimum, (floor-live)*100/live)
 	return max(base, int(min(p, math.MaxInt32)))
 }
