@@ -211,6 +211,13 @@ func (l *Log) add(lines []byte, finish bool) bool {
 		return false
 	}
 	end := l.base + int64(len(l.data))
+	if finish {
+		// A finished log grows no more: sized once, exactly, rather
+		// than doubled by append and then copied back down by fit (two
+		// copies of the whole log, 2% of a native stream's CPU).
+		l.data = exactly(l.data, len(lines))
+		l.ends = exactly(l.ends, bytes.Count(lines, newline)+1)
+	}
 	l.data = append(l.data, lines...)
 	n := int64(0)
 	for rest := lines; len(rest) > 0; {
@@ -253,6 +260,19 @@ func (l *Log) add(lines []byte, finish bool) bool {
 
 // fit returns s in an array of about its length (within the allocator's
 // size classes, an eighth) when it has more room than that.
+var newline = []byte{'\n'}
+
+// exactly returns s with room for n more elements, reallocated to
+// exactly that if it has less.
+func exactly[T any](s []T, n int) []T {
+	if cap(s)-len(s) >= n {
+		return s
+	}
+	t := make([]T, len(s), len(s)+n)
+	copy(t, s)
+	return t
+}
+
 func fit[T any](s []T) []T {
 	if cap(s)-len(s) > len(s)/8 {
 		return slices.Clone(s)
