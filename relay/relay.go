@@ -214,6 +214,9 @@ const MaxToolCalls = 128
 // anyway (internal/tokens), so the rest is only measured.
 const maxKept = 256 << 10
 
+// answerStart is the room the answer's text starts with: some 50 tokens.
+const answerStart = 256
+
 // add takes in a chunk; it reports whether the chunk is a delta (carries
 // content or a tool call), and fails on a chunk that cannot be part of a
 // valid answer.
@@ -227,6 +230,12 @@ func (t *tally) add(c *providers.Chunk) (bool, error) {
 		}
 		t.deltas++
 		// Thinking is billed as output too: count it with the answer.
+		if t.answer == nil && len(c.Reasoning)+len(c.Content) > 0 {
+			// Deltas are a few bytes each: grown from nothing, the text
+			// of a 64-token answer took seven arrays (8, 16, ... 512
+			// bytes), 6% of the bytes a chat stream allocated.
+			t.answer = make([]byte, 0, answerStart)
+		}
 		for _, text := range [2]string{c.Reasoning, c.Content} {
 			if room := maxKept - len(t.answer); room > 0 {
 				t.answer = append(t.answer, text[:min(room, len(text))]...)
