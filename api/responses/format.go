@@ -194,7 +194,7 @@ func (f *format) item(buf []byte, it *outItem, full bool) []byte {
 		buf = append(buf, `,"type":"reasoning","summary":[],"content":[`...)
 		if full {
 			buf = append(buf, `{"type":"reasoning_text","text":`...)
-			buf = jsonstr.Append(buf, string(it.text))
+			buf = jsonstr.AppendBytes(buf, it.text)
 			buf = append(buf, '}')
 		}
 		buf = append(buf, ']')
@@ -215,7 +215,7 @@ func (f *format) item(buf []byte, it *outItem, full bool) []byte {
 		buf = jsonstr.Append(buf, it.name)
 		buf = append(buf, `,"arguments":`...)
 		if full {
-			buf = jsonstr.Append(buf, string(it.text))
+			buf = jsonstr.AppendBytes(buf, it.text)
 		} else {
 			buf = append(buf, `""`...)
 		}
@@ -225,7 +225,7 @@ func (f *format) item(buf []byte, it *outItem, full bool) []byte {
 
 func appendTextPart(buf, text []byte) []byte {
 	buf = append(buf, `{"type":"output_text","text":`...)
-	buf = jsonstr.Append(buf, string(text))
+	buf = jsonstr.AppendBytes(buf, text)
 	return append(buf, `,"annotations":[],"logprobs":[]}`...)
 }
 
@@ -332,8 +332,16 @@ func (f *format) delta(buf []byte, typ, s string, content bool) []byte {
 	return f.deltaOf(buf, f.open, typ, s, content)
 }
 
+// textStart is the room an item's text starts with: some 50 tokens.
+const textStart = 256
+
 func (f *format) deltaOf(buf []byte, i int, typ, s string, content bool) []byte {
 	it := &f.items[i]
+	if it.text == nil {
+		// Grown from nothing, a 64-token answer's text went through
+		// seven arrays (5% of the bytes a Responses stream allocated).
+		it.text = make([]byte, 0, textStart)
+	}
 	it.text = append(it.text, s...)
 	buf = f.itemEvent(buf, typ, i)
 	if content {
@@ -381,16 +389,16 @@ func (f *format) close(buf []byte, status string) []byte {
 	case reasoningItem:
 		buf = f.itemEvent(buf, "response.reasoning_text.done", i)
 		buf = append(buf, `,"content_index":0,"text":`...)
-		buf = jsonstr.Append(buf, string(it.text))
+		buf = jsonstr.AppendBytes(buf, it.text)
 		buf = f.end(buf)
 		buf = f.itemEvent(buf, "response.content_part.done", i)
 		buf = append(buf, `,"content_index":0,"part":{"type":"reasoning_text","text":`...)
-		buf = jsonstr.Append(buf, string(it.text))
+		buf = jsonstr.AppendBytes(buf, it.text)
 		buf = f.end(append(buf, '}'))
 	case messageItem:
 		buf = f.itemEvent(buf, "response.output_text.done", i)
 		buf = append(buf, `,"content_index":0,"text":`...)
-		buf = jsonstr.Append(buf, string(it.text))
+		buf = jsonstr.AppendBytes(buf, it.text)
 		buf = f.end(append(buf, `,"logprobs":[]`...))
 		buf = f.itemEvent(buf, "response.content_part.done", i)
 		buf = append(buf, `,"content_index":0,"part":`...)
@@ -401,7 +409,7 @@ func (f *format) close(buf []byte, status string) []byte {
 		buf = append(buf, `,"name":`...)
 		buf = jsonstr.Append(buf, it.name)
 		buf = append(buf, `,"arguments":`...)
-		buf = jsonstr.Append(buf, string(it.text))
+		buf = jsonstr.AppendBytes(buf, it.text)
 		buf = f.end(buf)
 	}
 	it.status = status

@@ -3,7 +3,10 @@
 // encoding/json.
 package jsonstr
 
-import "unicode/utf8"
+import (
+	"unicode/utf8"
+	"unsafe"
+)
 
 const hex = "0123456789abcdef"
 
@@ -65,4 +68,12 @@ func Append(dst []byte, s string) []byte {
 	}
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
+}
+
+// AppendBytes is Append for text held as bytes, without the copy that
+// string(b) makes (a Responses stream writes its whole text four times
+// at its end). b is only read, and must not share memory with dst's
+// spare capacity, which the appends write to.
+func AppendBytes(dst, b []byte) []byte {
+	return Append(dst, unsafe.String(unsafe.SliceData(b), len(b)))
 }

@@ -29,6 +29,9 @@ func FuzzAppend(f *testing.F) {
 	f.Add("hello \"world\"\n")
 	f.Fuzz(func(t *testing.T, s string) {
 		out := Append(nil, s)
+		if b := AppendBytes(nil, []byte(s)); string(b) != string(out) {
+			t.Fatalf("AppendBytes(%q) = %s, Append gives %s", s, b, out)
+		}
 		var got string
 		if err := json.Unmarshal(out, &got); err != nil {
 			t.Fatalf("Append(%q) = %s: not JSON: %v", s, out, err)
@@ -47,5 +50,14 @@ func BenchmarkAppend(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		buf = Append(buf[:0], "token with \"quotes\" ")
+	}
+}
+
+func BenchmarkAppendBytes(b *testing.B) {
+	buf := make([]byte, 0, 64)
+	text := []byte("token with \"quotes\" ")
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = AppendBytes(buf[:0], text)
 	}
 }
