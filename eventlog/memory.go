@@ -258,8 +258,6 @@ func (l *Log) add(lines []byte, finish bool) bool {
 	return true
 }
 
-// fit returns s in an array of about its length (within the allocator's
-// size classes, an eighth) when it has more room than that.
 var newline = []byte{'\n'}
 
 // exactly returns s with room for n more elements, reallocated to
@@ -273,6 +271,8 @@ func exactly[T any](s []T, n int) []T {
 	return t
 }
 
+// fit returns s in an array of about its length (within the allocator's
+// size classes, an eighth) when it has more room than that.
 func fit[T any](s []T) []T {
 	if cap(s)-len(s) > len(s)/8 {
 		return slices.Clone(s)
