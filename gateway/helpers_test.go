@@ -22,11 +22,13 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/streamgate/gateway/config"
+	"github.com/streamgate/gateway/internal/offstack"
 )
 
 func TestMain(m *testing.M) {
 	gin.SetMode(gin.ReleaseMode)
-	goleak.VerifyTestMain(m)
+	// Workers kept for offstack.Run wait between calls: not a leak.
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction(offstack.IdleWorker))
 }
 
 // baseConfig serves mock-gpt on a mock without delays; extra is appended

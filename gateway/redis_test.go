@@ -195,7 +195,7 @@ func (h *stackHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 
 func (h *stackHook) record() {
 	buf := make([]byte, 64<<10)
-	h.offstack = append(h.offstack, strings.Contains(string(buf[:runtime.Stack(buf, false)]), "internal/offstack.(*runner).run"))
+	h.offstack = append(h.offstack, strings.Contains(string(buf[:runtime.Stack(buf, false)]), "internal/offstack.(*worker).call"))
 }
 
 // TestRedisCommandsRunOffTheCallersStack: every command and pipeline of

@@ -13,13 +13,16 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/streamgate/gateway/internal/offstack"
 )
 
 func TestMain(m *testing.M) {
 	if path := os.Getenv(childConfigEnv); path != "" {
 		os.Exit(runChild(path))
 	}
-	goleak.VerifyTestMain(m)
+	// Workers kept for offstack.Run wait between calls: not a leak.
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction(offstack.IdleWorker))
 }
 
 // freeAddr returns a loopback address with a port free a moment ago, for

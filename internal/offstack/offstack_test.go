@@ -4,14 +4,16 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, goleak.IgnoreTopFunction(IdleWorker)) }
 
 // TestRunWaitsForItsWork: what f wrote is there when Run returns, and f
 // ran on another goroutine (its stack is not the caller's).
@@ -87,5 +89,45 @@ func TestHereIsInherited(t *testing.T) {
 		if got := RunsHere(tc.ctx); got != tc.want {
 			t.Errorf("%s: RunsHere = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestRunAfterGoexitAndPanic: a call that ends its goroutine
+// (runtime.Goexit, as t.FailNow does) returns as if it had returned, one
+// that panics raises it; both take their worker with them, and the calls
+// after are served as before.
+func TestRunAfterGoexitAndPanic(t *testing.T) {
+	Run(runtime.Goexit)
+	func() {
+		defer func() { _ = recover() }()
+		Run(func() { panic("boom") })
+	}()
+	var got int
+	Run(func() { got = deep(10) })
+	if got != 10 {
+		t.Fatalf("got %d, want 10", got)
+	}
+}
+
+// TestRunManyAtOnce: calls at once each get a goroutine of their own,
+// however many there are (every one below waits for all the others to
+// start), and no more workers are kept than idle holds.
+func TestRunManyAtOnce(t *testing.T) {
+	const n = 100
+	var started, all sync.WaitGroup
+	started.Add(n)
+	all.Add(n)
+	for range n {
+		go func() {
+			defer all.Done()
+			Run(func() {
+				started.Done()
+				started.Wait()
+			})
+		}()
+	}
+	all.Wait()
+	if len(idle) > cap(idle) {
+		t.Fatalf("%d idle workers, more than %d", len(idle), cap(idle))
 	}
 }
