@@ -89,7 +89,7 @@ func (w *worker) call(f func()) (ok bool) {
 		var v any
 		if !ok {
 			if v = recover(); v != nil && v != http.ErrAbortHandler {
-				v = fmt.Sprintf("%v\n\non the goroutine offstack.Run started:\n%s", v, debug.Stack())
+				v = fmt.Sprintf("%v\n\non the offstack worker that ran it:\n%s", v, debug.Stack())
 			}
 		}
 		w.done <- v
