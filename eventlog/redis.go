@@ -23,7 +23,7 @@ import (
 // the terminal event itself (producer_lost). Every time is Redis's TIME, so
 // replicas' clocks do not matter.
 type Redis struct {
-	c         *redis.Client
+	c         redis.UniversalClient
 	lease     time.Duration
 	retention time.Duration
 	maxLen    int64
@@ -31,7 +31,7 @@ type Redis struct {
 
 // RedisOptions configure a Redis mirror.
 type RedisOptions struct {
-	Client *redis.Client
+	Client redis.UniversalClient
 	// Lease bounds how long readers wait on a producer that died.
 	Lease time.Duration
 	// Retention is how long a finished stream stays readable.

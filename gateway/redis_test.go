@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -235,4 +236,116 @@ func TestRedisCommandsRunOffTheCallersStack(t *testing.T) {
 	if len(h.offstack) != 2 || slices.Contains(h.offstack, true) {
 		t.Errorf("under offstack.Here, commands and pipelines ran off the caller's stack: %v, want all false", h.offstack)
 	}
+}
+
+// batchHook holds the first INCR that reaches the network until release
+// is closed, and records how many INCRs each dispatch carried.
+type batchHook struct {
+	held    chan struct{} // closed when the first INCR is held
+	release chan struct{}
+	once    sync.Once
+	mu      sync.Mutex
+	sizes   []int
+}
+
+func (h *batchHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *batchHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.dispatch([]redis.Cmder{cmd})
+		return next(ctx, cmd)
+	}
+}
+
+func (h *batchHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.dispatch(cmds)
+		return next(ctx, cmds)
+	}
+}
+
+func (h *batchHook) dispatch(cmds []redis.Cmder) {
+	n := 0
+	for _, c := range cmds {
+		if c.Name() == "incr" {
+			n++
+		}
+	}
+	if n == 0 {
+		return // go-redis's own on a new connection (HELLO, CLIENT SETINFO)
+	}
+	h.mu.Lock()
+	h.sizes = append(h.sizes, n)
+	h.mu.Unlock()
+	h.once.Do(func() { close(h.held); <-h.release })
+}
+
+// TestPipelinedClientBatches: commands sent while one is in flight go
+// out together, as one pipeline, and each gets its own reply.
+func TestPipelinedClientBatches(t *testing.T) {
+	srv := redistest.Start(t)
+	c, err := newPipelinedClient(config.Redis{Addr: config.EnvString(srv.Addr)}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	h := &batchHook{held: make(chan struct{}), release: make(chan struct{})}
+	c.AddHook(h)
+	ctx := context.Background()
+	const queued = 20
+	replies := make(chan int64, queued+1)
+	incr := func() {
+		n, err := c.Incr(ctx, "n").Result()
+		if err != nil {
+			t.Error(err)
+		}
+		replies <- n
+	}
+	go incr()
+	<-h.held
+	for range queued {
+		go incr()
+	}
+	// Wait until every INCR is queued: each of their goroutines waits
+	// inside go-redis for its reply.
+	for deadline := time.Now().Add(10 * time.Second); waitingInRedis("TestPipelinedClientBatches") < queued; runtime.Gosched() {
+		if time.Now().After(deadline) {
+			close(h.release)
+			t.Fatalf("%d of %d commands queued", waitingInRedis("TestPipelinedClientBatches"), queued)
+		}
+	}
+	close(h.release)
+	var got []int64
+	for range queued + 1 {
+		got = append(got, <-replies)
+	}
+	slices.Sort(got)
+	for i, n := range got {
+		if n != int64(i+1) {
+			t.Fatalf("replies %v, want 1 to %d once each", got, queued+1)
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t.Logf("INCRs per round trip: %v", h.sizes)
+	// go-redis may take some of the queue into a batch of their own
+	// while the first is held: the rest follow in the next.
+	if len(h.sizes) > 3 || h.sizes[0] != 1 {
+		t.Errorf("INCRs per round trip: %v, want the first alone and the %d queued in one or two", h.sizes, queued)
+	}
+}
+
+// waitingInRedis counts the goroutines started by test that wait, parked,
+// inside go-redis.
+func waitingInRedis(test string) int {
+	buf := make([]byte, 1<<20)
+	n := 0
+	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		head, _, _ := strings.Cut(g, "\n")
+		if strings.Contains(g, "gateway."+test+".func") && strings.Contains(g, "github.com/redis/go-redis/v9") &&
+			!strings.Contains(head, "running") && !strings.Contains(head, "runnable") {
+			n++
+		}
+	}
+	return n
 }

@@ -114,7 +114,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) (*Server, error) 
 	s.store = store
 	hopts := resumable.HubOptions{Log: log, Observer: s.metrics, Stopping: s.stopping, Now: s.now}
 	if cfg.Streams.Backend == "redis" {
-		c, err := newRedisClient(cfg.Streams.RedisConfig(cfg.RateLimit), resumable.RedisPool)
+		c, err := newPipelinedClient(cfg.Streams.RedisConfig(cfg.RateLimit), resumable.RedisPool)
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("streams: %w", err), store.Close())
 		}

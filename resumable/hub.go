@@ -74,8 +74,8 @@ type Hub struct {
 	log    *slog.Logger
 	obs    Observer
 	mem    *eventlog.Memory
-	rds    *eventlog.Redis // nil with backend memory
-	client *redis.Client   // rds's
+	rds    *eventlog.Redis       // nil with backend memory
+	client redis.UniversalClient // rds's
 	// writes are the producers' writes of events to Redis, waiting for
 	// one of mirrorWriters.
 	writes *writeQueue
@@ -105,8 +105,9 @@ const RedisPool = 512
 type HubOptions struct {
 	Log      *slog.Logger
 	Observer Observer
-	// Redis, when set, mirrors every stream (streams.backend redis).
-	Redis *redis.Client
+	// Redis, when set, mirrors every stream (streams.backend redis). The
+	// hub closes it.
+	Redis redis.UniversalClient
 	// Stopping is cancelled, with failure.ErrShutdown as its cause, when
 	// the streams still running must end.
 	Stopping context.Context
