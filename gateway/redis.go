@@ -100,8 +100,8 @@ func dialRedis(r config.Redis, poolSize, maxRetries int) (*redis.Client, error) 
 // 64 streams of 64 tokens on /v1/stream with limits and logs in Redis,
 // the gateway's CPU a stream fell 20% and Redis's 38% (issue 18). A lone
 // command still goes out at once, in one round trip, but through
-// go-redis's batching goroutines: one stream at a time costs some 8%
-// more (3–14% in six rounds). Commands that block (XREAD BLOCK) and
+// go-redis's batching goroutines: one stream at a time costs about 5%
+// more (−4 to +14% a round, that shape's spread). Commands that block (XREAD BLOCK) and
 // Watch run on the client as before: go-redis never batches them.
 //
 // A batched command waits for its batch, not for its context: the
