@@ -62,8 +62,9 @@ type Stream struct {
 	// Detached is a stream started with POST /v1/streams: nobody reads
 	// it yet, and its client means to come back.
 	Detached bool
-	// Info is the request's record so far; the producer keeps its own
-	// copy, which OnEnd completes.
+	// Info is the request's record so far. The producer's copy of the
+	// Stream holds its own record: OnEnd completes it, and a reader that
+	// saw the stream end copies it into its request's (Report).
 	Info middleware.Info
 	// Redact makes error text safe to log.
 	Redact func(string) string
@@ -81,9 +82,6 @@ type Producer struct {
 	st  Stream
 	f   Lines
 	log *eventlog.Log
-	// info is the producer's own record; a reader that saw the stream
-	// end copies it into its request's (Report).
-	info middleware.Info
 	// mirrored is set while Redis holds the stream and the lease is ours.
 	mirrored atomic.Bool
 	// out holds the events appended since the last write to Redis began
@@ -137,7 +135,7 @@ type Producer struct {
 // generated on a goroutine of its own; otherwise the caller becomes the
 // stream's primary reader and runs the producer itself (RunPrimary).
 func (h *Hub) Start(st Stream) *Producer {
-	p := &Producer{h: h, st: st, f: st.Pump.Format.(Lines), info: st.Info, next: 1, done: make(chan struct{})}
+	p := &Producer{h: h, st: st, f: st.Pump.Format.(Lines), next: 1, done: make(chan struct{})}
 	p.outIdle.L = &p.outMu
 	if st.Observe != nil {
 		p.st.Pump.Observer = st.Observe(p.Unattended)
@@ -288,7 +286,7 @@ func (p *Producer) toPrimary(first int64, lines []byte) {
 func (p *Producer) primaryLeft() {
 	if p.primary.gone.CompareAndSwap(false, true) {
 		p.primary.reader.Detach()
-		p.h.log.Debug("client left the stream", "stream_id", p.st.ID, "request_id", p.info.RequestID, "last_reader", p.st.Policy)
+		p.h.log.Debug("client left the stream", "stream_id", p.st.ID, "request_id", p.st.Info.RequestID, "last_reader", p.st.Policy)
 	}
 }
 
@@ -556,7 +554,7 @@ func (p *Producer) end(bp *[]byte, buf []byte, res *relay.Result, err error) {
 	h.mu.Lock()
 	delete(h.live, p.st.ID)
 	h.mu.Unlock()
-	p.st.OnEnd(o, &p.info)
+	p.st.OnEnd(o, &p.st.Info)
 	close(p.done)
 	level := slog.LevelDebug
 	if p.log.Readers() == 0 {
@@ -565,9 +563,9 @@ func (p *Producer) end(bp *[]byte, buf []byte, res *relay.Result, err error) {
 	if !h.log.Enabled(context.Background(), level) {
 		return
 	}
-	h.log.Log(context.Background(), level, "stream finished", "stream_id", p.st.ID, "request_id", p.info.RequestID,
-		"model", p.st.Meta.Model, "provider", p.info.Provider, "end", p.info.End.String(), "error_code", p.info.ErrorCode,
-		"prompt_tokens", p.info.PromptTokens, "completion_tokens", p.info.CompletionTokens,
+	h.log.Log(context.Background(), level, "stream finished", "stream_id", p.st.ID, "request_id", p.st.Info.RequestID,
+		"model", p.st.Meta.Model, "provider", p.st.Info.Provider, "end", p.st.Info.End.String(), "error_code", p.st.Info.ErrorCode,
+		"prompt_tokens", p.st.Info.PromptTokens, "completion_tokens", p.st.Info.CompletionTokens,
 		"duration_ms", time.Since(p.st.Pump.Start).Milliseconds())
 }
 
@@ -576,7 +574,7 @@ func (p *Producer) end(bp *[]byte, buf []byte, res *relay.Result, err error) {
 // written it all).
 func (p *Producer) Report(info *middleware.Info) {
 	requestID := info.RequestID
-	*info = p.info
+	*info = p.st.Info
 	info.RequestID = requestID
 }
 
