@@ -68,6 +68,13 @@ func (o *Outcome) Terminal(buf []byte, f Format) []byte {
 	return f.Failed(buf, o.Err)
 }
 
+// openingKept is the largest buffer a stream goes on with after its
+// opening frame. A larger opening is a Responses response object,
+// written twice (response.created, response.in_progress), that echoes
+// the request's instructions and tools: tens of KiB from an agent such
+// as Codex, which every such stream held to its end.
+const openingKept = 4 << 10
+
 // Relay writes an open stream to out, the client's connection, from the
 // opening frame to exactly one terminal frame (none when the client
 // left: there is no one to tell), and returns the outcome, held by the
@@ -78,6 +85,12 @@ func Relay(ctx context.Context, out *SSE, p *Pump, provider string, redact func(
 	buf := p.Format.Opened((*bp)[:0], provider)
 	res := &p.t.res // nothing yet, should the opening frame fail
 	err := out.Write(buf)
+	if cap(buf) > openingKept {
+		// Not held for the stream's life, nor given back to the pool for
+		// others to hold: the frames after it need no more than a pooled
+		// buffer's size.
+		buf = make([]byte, 0, bufSize)
+	}
 	if err == nil {
 		buf, res, err = p.Run(buf[:0], out.Write)
 	} else {

@@ -95,7 +95,10 @@ const maxPending = 16 << 10
 
 // bufPool holds frame buffers: a relay appends every frame into one buffer
 // that it reuses, so that relaying a token allocates nothing.
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, bufSize); return &b }}
+
+// bufSize is the room a new frame buffer starts with: a few frames.
+const bufSize = 512
 
 // Buffer returns a frame buffer from the pool; give it back with Release.
 func Buffer() *[]byte { return bufPool.Get().(*[]byte) }

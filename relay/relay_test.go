@@ -1,13 +1,16 @@
 package relay
 
 import (
+	"context"
 	"errors"
 	"io"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/streamgate/gateway/failure"
+	"github.com/streamgate/gateway/outcome"
 	"github.com/streamgate/gateway/providers"
 )
 
@@ -104,5 +107,61 @@ func TestDeltasOfOneReadShareItsTime(t *testing.T) {
 	}
 	if flushes != 2 { // each burst, at the wait after it
 		t.Errorf("%d flushes, want 2", flushes)
+	}
+}
+
+// capsWriter records the capacity of the buffer behind each write.
+type capsWriter struct {
+	*httptest.ResponseRecorder
+	caps []int
+}
+
+func (w *capsWriter) Write(b []byte) (int, error) {
+	w.caps = append(w.caps, cap(b))
+	return w.ResponseRecorder.Write(b)
+}
+
+// bigOpening opens with a frame of 40 KiB, as a Responses stream whose
+// request carried long instructions does.
+type bigOpening struct{ nopFormat }
+
+func (bigOpening) Opened(buf []byte, _ string) []byte {
+	return append(buf, strings.Repeat("o", 40<<10)...)
+}
+
+// TestRelayLetsGoOfALargeOpening: the frames after an opening larger
+// than openingKept go out from a buffer of the pool's size, not from the
+// one the opening grew.
+func TestRelayLetsGoOfALargeOpening(t *testing.T) {
+	tok := providers.Chunk{Content: "t"}
+	for _, tc := range []struct {
+		name   string
+		format Format
+		large  bool
+	}{
+		{"small opening", nopFormat{}, false},
+		{"large opening", bigOpening{}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := &burstStream{bursts: [][]providers.Chunk{{tok}, {tok, {FinishReason: "stop"}}}}
+			p := &Pump{Stream: st, Format: tc.format, Request: &providers.Request{}, Start: time.Now()}
+			w := &capsWriter{ResponseRecorder: httptest.NewRecorder()}
+			out := StartSSE(w, 0, 0)
+			defer out.Stop()
+			if o := Relay(context.Background(), out, p, "up", func(s string) string { return s }); o.End != outcome.Done {
+				t.Fatalf("ended %v", o.End)
+			}
+			if len(w.caps) < 3 {
+				t.Fatalf("%d writes, want the opening and the frames after it", len(w.caps))
+			}
+			if tc.large && w.caps[0] < 40<<10 {
+				t.Fatalf("opening written from %d bytes", w.caps[0])
+			}
+			for i, c := range w.caps[1:] {
+				if c > openingKept {
+					t.Errorf("frame %d written from a buffer of %d bytes, want at most %d", i+1, c, openingKept)
+				}
+			}
+		})
 	}
 }
