@@ -1,10 +1,12 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -409,4 +411,34 @@ func TestMessagesFirstTokenTimeout(t *testing.T) {
 		t.Errorf("err %v after %d attempts", err, calls.Load())
 	}
 	st.Close()
+}
+
+// TestMessagesRetrySendsTheBodyAgain: an attempt after a failed one sends
+// the request's body as the first did (the stream keeps it until its
+// first delta, and only then lets go of it).
+func TestMessagesRetrySendsTheBodyAgain(t *testing.T) {
+	bodies := make(chan []byte, 2)
+	calls, url := countingUpstream(t, func(n int32, rw http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		bodies <- b
+		if n == 1 {
+			rw.Header().Set("Content-Type", "application/json")
+			rw.WriteHeader(wires[0].busy)
+			fmt.Fprint(rw, wires[0].busyBody)
+			return
+		}
+		sseOK(rw, append(append([]string{}, wires[0].head...), wires[0].rest...)...)
+	})
+	h := newHarness(t, faultConfig(wires[0], url))
+	status, evs, body := messagesEvents(t, h, "faulty")
+	if status != http.StatusOK || evs[len(evs)-1].Event != "message_stop" {
+		t.Fatalf("status %d: %s", status, body)
+	}
+	if calls.Load() != 2 {
+		t.Fatalf("%d upstream calls, want 2", calls.Load())
+	}
+	first, second := <-bodies, <-bodies
+	if len(first) == 0 || !bytes.Equal(first, second) {
+		t.Errorf("the retry sent %q, the first attempt %q", second, first)
+	}
 }

@@ -330,6 +330,12 @@ func (s *Stream) attemptEnded(err error) (retried bool, _ error) {
 // timeout for the idle timeout.
 func (s *Stream) firstDelta() {
 	s.delivered = true
+	if n := s.req.Native; n != nil {
+		// No attempt follows the first delta, and the body sent as it
+		// came (the whole conversation, from an agent) would otherwise
+		// be held to the stream's end.
+		n.Body = nil
+	}
 	// Once per request; never per token.
 	s.span.AddEvent(tracing.EventFirstToken)
 	trace.SpanFromContext(s.parent).AddEvent(tracing.EventFirstToken)

@@ -138,7 +138,8 @@ func (r *messagesRequest) UnmarshalJSON(b []byte) error {
 func (r *messagesRequest) ModelName() string { return r.Model }
 
 // ToProvider validates the body and converts it to the engine's request,
-// carrying the body itself as a Native request.
+// carrying the body itself as a Native request, which takes it over:
+// call it once.
 func (r *messagesRequest) ToProvider() (*providers.Request, *failure.Error) {
 	if r.Model == "" {
 		return nil, failure.BadParam("missing_model", "model", "model: Field required")
@@ -190,6 +191,7 @@ func (r *messagesRequest) ToProvider() (*providers.Request, *failure.Error) {
 		return nil, e
 	}
 	req.Native.Only = r.only
+	r.raw = nil // the request holds it now, and lets go of it (upstream.Stream)
 	return req, nil
 }
 

@@ -237,7 +237,7 @@ func (r *createRequest) untranslated() {
 }
 
 // ToProvider validates the body and translates it into the engine's
-// request.
+// request, which takes the raw body over: call it once.
 func (r *createRequest) ToProvider() (*providers.Request, *failure.Error) {
 	if r.Model == "" {
 		return nil, failure.BadParam("missing_model", "model", "model is required")
@@ -289,6 +289,7 @@ func (r *createRequest) ToProvider() (*providers.Request, *failure.Error) {
 		return nil, &failure.Error{Status: http.StatusBadRequest, Type: failure.TypeInvalidRequest, Code: "invalid_request", Message: "request body: " + err.Error()}
 	}
 	req.Native = &providers.Native{API: providers.APIOpenAIResponses, Body: body, Only: r.only}
+	r.raw = nil // the request holds it now, and lets go of it (upstream.Stream)
 	return req, nil
 }
 
