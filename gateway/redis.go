@@ -107,10 +107,11 @@ func dialRedis(r config.Redis, poolSize, maxRetries int) (*redis.Client, error) 
 // One batch is out at a time (go-redis's default, which keeps batches
 // deep): a command sent while one is out waits for it, up to a round
 // trip more. A batched command waits for its batch, not for its
-// context: the socket's one-second timeouts bound it. It is not retried: a retried
-// batch would run an admission twice, and a write that took two seconds
-// would leave a stream's mirror no time to go again within its lease
-// (TestMirrorRidesOutAStall); the callers have their own fallbacks.
+// context: the socket's one-second timeouts bound it. It is not
+// retried: a retried batch would run an admission twice, and a write
+// that took two seconds would leave a stream's mirror no time to go
+// again within its lease (TestMirrorRidesOutAStall); the callers have
+// their own fallbacks.
 type pipelined struct {
 	*redis.AutoPipeliner
 	client *redis.Client
