@@ -56,6 +56,11 @@ type Load struct {
 	// Key, when set, is sent as a bearer token (the gateway's API key;
 	// the baseline and the mock ignore it).
 	Key string
+	// Instructions, when above 0, is how many bytes of system
+	// instructions each request carries, as an agent's do: Responses'
+	// instructions, Messages' system, a chat system message (native
+	// requests have none).
+	Instructions int
 }
 
 // Result is what a load run measured, on the client side.
@@ -86,6 +91,9 @@ type worker struct {
 func Run(ctx context.Context, l Load) (*Result, error) {
 	if l.Concurrency < 1 || l.Tokens < 1 || (l.Requests == 0 && l.Duration == 0) {
 		return nil, fmt.Errorf("load: need concurrency, tokens, and requests or a duration: %+v", l)
+	}
+	if l.Instructions < 0 {
+		return nil, fmt.Errorf("load: instructions of %d bytes", l.Instructions)
 	}
 	body := requestBody(l)
 	tr := &http.Transport{
@@ -170,15 +178,35 @@ func Run(ctx context.Context, l Load) (*Result, error) {
 	return r, ctx.Err()
 }
 
+// skipLine reads past the rest of a line longer than br's buffer.
+func skipLine(br *bufio.Reader) error {
+	for {
+		_, err := br.ReadSlice('\n')
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return err
+		}
+	}
+}
+
 func requestBody(l Load) []byte {
 	prompt := fmt.Sprintf("benchmark [mock tokens=%d delay=%s first_delay=%s]", l.Tokens, l.Delay, l.Delay)
+	system := strings.Repeat("Answer briefly. ", (l.Instructions+15)/16)[:l.Instructions]
 	switch l.Format {
 	case FormatNative:
 		return fmt.Appendf(nil, `{"model":%q,"prompt":%q}`, l.Model, prompt)
 	case FormatMessages:
+		if system != "" {
+			return fmt.Appendf(nil, `{"model":%q,"max_tokens":%d,"stream":true,"system":%q,"messages":[{"role":"user","content":%q}]}`, l.Model, l.Tokens+16, system, prompt)
+		}
 		return fmt.Appendf(nil, `{"model":%q,"max_tokens":%d,"stream":true,"messages":[{"role":"user","content":%q}]}`, l.Model, l.Tokens+16, prompt)
 	case FormatResponses:
+		if system != "" {
+			return fmt.Appendf(nil, `{"model":%q,"stream":true,"store":false,"instructions":%q,"input":%q}`, l.Model, system, prompt)
+		}
 		return fmt.Appendf(nil, `{"model":%q,"stream":true,"store":false,"input":%q}`, l.Model, prompt)
+	}
+	if system != "" {
+		return fmt.Appendf(nil, `{"model":%q,"stream":true,"messages":[{"role":"system","content":%q},{"role":"user","content":%q}]}`, l.Model, system, prompt)
 	}
 	return fmt.Appendf(nil, `{"model":%q,"stream":true,"messages":[{"role":"user","content":%q}]}`, l.Model, prompt)
 }
@@ -238,7 +266,11 @@ func (w *worker) stream(ctx context.Context, client *http.Client, l Load, body [
 	)
 	for {
 		line, err := br.ReadSlice('\n')
-		if err != nil {
+		// A line longer than the buffer (a Responses response object that
+		// echoes long instructions) is told by its start; the rest is
+		// skipped once it is.
+		long := errors.Is(err, bufio.ErrBufferFull)
+		if err != nil && !long {
 			if errors.Is(err, io.EOF) {
 				err = errNoEnd
 			}
@@ -247,6 +279,10 @@ func (w *worker) stream(ctx context.Context, client *http.Client, l Load, body [
 		}
 		data, ok := bytes.CutPrefix(line, dataPrefix)
 		if !ok {
+			if long && skipLine(br) != nil {
+				w.fail(fmt.Errorf("after %d chunks: %w", chunks, errNoEnd))
+				return
+			}
 			continue
 		}
 		var content, done, failed bool
@@ -259,6 +295,13 @@ func (w *worker) stream(ctx context.Context, client *http.Client, l Load, body [
 			content, done, failed = bytes.HasPrefix(data, respText), bytes.HasPrefix(data, respDone), bytes.HasPrefix(data, respFailed) || bytes.HasPrefix(data, msgError)
 		default:
 			content, done, failed = bytes.Contains(data, chatContent), bytes.HasPrefix(data, chatDone), bytes.HasPrefix(data, chatError)
+		}
+		if failed {
+			data = bytes.Clone(data[:min(len(data), 512)])
+		}
+		if long && skipLine(br) != nil {
+			w.fail(fmt.Errorf("after %d chunks: %w", chunks, errNoEnd))
+			return
 		}
 		now := time.Now()
 		switch {

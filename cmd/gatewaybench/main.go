@@ -4,7 +4,7 @@
 //	gatewaybench run -gateway BIN [-out DIR] [-quick] [-scenarios a,b]
 //	    start mock, baseline proxy and gateway as separate processes, run
 //	    every scenario against each, write results.{md,json,svg} to DIR
-//	gatewaybench load -url URL [-format chat|native|messages|responses] [-c N] [-n N | -d DUR] [-tokens N] [-delay DUR] [-h2c] [-key KEY]
+//	gatewaybench load -url URL [-format chat|native|messages|responses] [-c N] [-n N | -d DUR] [-tokens N] [-delay DUR] [-h2c] [-key KEY] [-instructions BYTES]
 //	    run one load and print its result as JSON
 //	gatewaybench soak -gateway BIN [-c N] [-d DUR] [-out FILE]
 //	    run the gateway under faults and impatient clients; print what
@@ -75,6 +75,7 @@ func run(ctx context.Context, args []string) error {
 		fs.IntVar(&l.Requests, "n", 0, "total streams (0: use -d)")
 		fs.DurationVar(&l.Duration, "d", 5*time.Second, "duration when -n is 0")
 		fs.DurationVar(&l.RampUp, "ramp", 0, "spread worker starts over this time")
+		fs.IntVar(&l.Instructions, "instructions", 0, "bytes of system instructions in each request, as an agent sends (not native)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
