@@ -68,40 +68,35 @@ func (o *Outcome) Terminal(buf []byte, f Format) []byte {
 	return f.Failed(buf, o.Err)
 }
 
-// openingKept is the largest buffer a stream goes on with after its
-// opening frame. A larger opening is a Responses response object,
-// written twice (response.created, response.in_progress), that echoes
-// the request's instructions and tools: tens of KiB from an agent such
-// as Codex, which every such stream held to its end.
-const openingKept = 4 << 10
-
 // Relay writes an open stream to out, the client's connection, from the
 // opening frame to exactly one terminal frame (none when the client
 // left: there is no one to tell), and returns the outcome, held by the
 // pump (like its result: the frames under the relay stay small).
 func Relay(ctx context.Context, out *SSE, p *Pump, provider string, redact func(string) string) *Outcome {
 	bp := Buffer()
-	defer Release(bp)
-	buf := p.Format.Opened((*bp)[:0], provider)
+	*bp = p.Format.Opened((*bp)[:0], provider)
+	err := out.Write(*bp)
+	// Not held while the stream waits (see bufPool); a large opening, a
+	// Responses object echoing an agent's instructions, not at all.
+	Release(bp)
 	res := &p.t.res // nothing yet, should the opening frame fail
-	err := out.Write(buf)
-	if cap(buf) > openingKept {
-		// Not held for the stream's life, nor given back to the pool for
-		// others to hold: the frames after it need no more than a pooled
-		// buffer's size.
-		buf = make([]byte, 0, bufSize)
-	}
+	bp = nil
 	if err == nil {
-		buf, res, err = p.Run(buf[:0], out.Write)
+		bp, res, err = p.Run(out.Write)
 	} else {
 		err = ClientGone{err}
 	}
 	o := &p.o
 	o.conclude(ctx, res, err, redact)
 	if o.Tell() {
-		buf = o.Terminal(buf, p.Format)
-		_ = out.Write(buf)
+		if bp == nil {
+			bp = Buffer()
+		}
+		*bp = o.Terminal(*bp, p.Format)
+		_ = out.Write(*bp)
 	}
-	*bp = buf
+	if bp != nil {
+		Release(bp)
+	}
 	return o
 }

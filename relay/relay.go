@@ -86,6 +86,9 @@ type Pump struct {
 	t tally
 	c providers.Chunk
 	o Outcome // Relay's
+	// frames holds the frames rendered and not yet flushed, in a pooled
+	// buffer, while there are any (see bufPool).
+	frames *[]byte
 }
 
 // maxPending caps what a relay holds while the upstream keeps sending
@@ -93,18 +96,35 @@ type Pump struct {
 // it is idle.
 const maxPending = 16 << 10
 
-// bufPool holds frame buffers: a relay appends every frame into one buffer
-// that it reuses, so that relaying a token allocates nothing.
+// bufPool holds frame buffers, so that relaying a token allocates
+// nothing. A stream holds one only while it has frames to send: it gives
+// it back once they are written and it is about to wait for the upstream,
+// so that an open stream waiting for its next token holds none (issue 18:
+// memory per open stream; 10,000 idle streams held 5 MiB of them, and as
+// much again of collector headroom).
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, bufSize); return &b }}
 
 // bufSize is the room a new frame buffer starts with: a few frames.
 const bufSize = 512
 
+// maxPooled is the largest buffer given back to the pool. A larger one
+// (the opening of a Responses stream echoing an agent's instructions and
+// tools, tens of KiB) goes to the collector instead of to the next stream,
+// which needs a few hundred bytes.
+const maxPooled = maxPending + 4<<10
+
 // Buffer returns a frame buffer from the pool; give it back with Release.
 func Buffer() *[]byte { return bufPool.Get().(*[]byte) }
 
-// Release returns a buffer to the pool, keeping its storage.
-func Release(b *[]byte) { *b = (*b)[:0]; bufPool.Put(b) }
+// Release returns a buffer to the pool, keeping its storage unless it
+// grew past maxPooled.
+func Release(b *[]byte) {
+	if cap(*b) > maxPooled {
+		return
+	}
+	*b = (*b)[:0]
+	bufPool.Put(b)
+}
 
 // ClientGone marks a failure to write to the client.
 type ClientGone struct{ Err error }
@@ -113,14 +133,16 @@ func (e ClientGone) Error() string { return "write to client: " + e.Err.Error() 
 
 func (e ClientGone) Unwrap() error { return e.Err }
 
-// Run reads the stream to its end, rendering each chunk into buf and
-// handing the frames to flush whenever the stream is about to wait
-// (frames that arrived together go out together, as a byte-copying proxy's
-// would) or maxPending bytes are held. It returns buf with the frames not
-// yet flushed (the caller appends the terminal frame to them), what the
-// stream said (held by the pump), and why it stopped: nil when the upstream finished,
-// ClientGone when flush failed, otherwise the upstream's error.
-func (p *Pump) Run(buf []byte, flush func([]byte) error) ([]byte, *Result, error) {
+// Run reads the stream to its end, rendering each chunk into a pooled
+// buffer and handing the frames to flush whenever the stream is about to
+// wait (frames that arrived together go out together, as a byte-copying
+// proxy's would; the buffer goes back to the pool until the next chunk)
+// or maxPending bytes are held. It returns the frames not yet flushed, in
+// a pooled buffer for the caller to append the terminal frame to and
+// Release (nil when there are none), what the stream said (held by the
+// pump), and why it stopped: nil when the upstream finished, ClientGone
+// when flush failed, otherwise the upstream's error.
+func (p *Pump) Run(flush func([]byte) error) (*[]byte, *Result, error) {
 	var (
 		t   = &p.t
 		c   = &p.c
@@ -141,10 +163,14 @@ func (p *Pump) Run(buf []byte, flush func([]byte) error) ([]byte, *Result, error
 	// package's stream, which then flushes before every Recv.
 	p.Stream.NotifyIdle(func() {
 		waited = true
-		if len(buf) > 0 && ferr == nil {
-			ferr = flush(buf)
-			buf = buf[:0]
+		if p.frames == nil {
+			return
 		}
+		if len(*p.frames) > 0 && ferr == nil {
+			ferr = flush(*p.frames)
+		}
+		Release(p.frames)
+		p.frames = nil
 	})
 	for err == nil {
 		*c, err = p.Stream.Recv()
@@ -180,18 +206,24 @@ func (p *Pump) Run(buf []byte, flush func([]byte) error) ([]byte, *Result, error
 				p.Observer.Delta(now)
 			}
 		}
-		buf = p.Format.Chunk(buf, c)
+		if p.frames == nil {
+			p.frames = Buffer()
+		}
+		buf := p.Format.Chunk(*p.frames, c)
 		if len(buf) >= maxPending {
 			if ferr := flush(buf); ferr != nil {
 				err = ClientGone{ferr}
 			}
 			buf = buf[:0]
 		}
+		*p.frames = buf
 	}
 	err = t.end(err, p.Request)
 	t.res.Duration = time.Since(p.Start)
 	price(p.Stream, &t.res)
-	return buf, &t.res, err
+	bp := p.frames
+	p.frames = nil
+	return bp, &t.res, err
 }
 
 // tally derives what a stream says about itself as its chunks pass: the

@@ -56,6 +56,8 @@ func TestTallyRefusesBadToolIndexes(t *testing.T) {
 type burstStream struct {
 	bursts [][]providers.Chunk
 	onIdle func()
+	// waiting, if set, is called during each wait.
+	waiting func()
 }
 
 func (s *burstStream) NotifyIdle(fn func()) { s.onIdle = fn }
@@ -64,6 +66,9 @@ func (s *burstStream) Recv() (providers.Chunk, error) {
 	for len(s.bursts) > 0 && len(s.bursts[0]) == 0 {
 		s.bursts = s.bursts[1:]
 		s.onIdle()
+		if s.waiting != nil {
+			s.waiting()
+		}
 		// The wait itself: the clock moves on.
 		for t0 := time.Now(); !time.Now().After(t0); {
 		}
@@ -98,7 +103,7 @@ func TestDeltasOfOneReadShareItsTime(t *testing.T) {
 	obs := &timesObserver{}
 	p := Pump{Stream: st, Format: nopFormat{}, Request: &providers.Request{}, Start: time.Now(), Observer: obs}
 	var flushes int
-	if _, _, err := p.Run(nil, func([]byte) error { flushes++; return nil }); err != nil {
+	if _, _, err := p.Run(func([]byte) error { flushes++; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	a := obs.at
@@ -129,9 +134,46 @@ func (bigOpening) Opened(buf []byte, _ string) []byte {
 	return append(buf, strings.Repeat("o", 40<<10)...)
 }
 
+// TestPumpHoldsNoBufferWhileWaiting: a stream waiting for its upstream
+// holds no frame buffer (10,000 idle streams held one each); the frames
+// of each burst still go out together, at the wait after it.
+func TestPumpHoldsNoBufferWhileWaiting(t *testing.T) {
+	tok := providers.Chunk{Content: "t"}
+	st := &burstStream{bursts: [][]providers.Chunk{{}, {tok, tok}, {tok}, {}, {tok, {FinishReason: "stop"}}}}
+	p := &Pump{Stream: st, Format: textFormat{}, Request: &providers.Request{}, Start: time.Now()}
+	var waits int
+	st.waiting = func() {
+		waits++
+		if p.frames != nil {
+			t.Errorf("wait %d: holding a buffer of %d bytes", waits, cap(*p.frames))
+		}
+	}
+	var flushed []string
+	bp, _, err := p.Run(func(b []byte) error { flushed = append(flushed, string(b)); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bp != nil {
+		t.Errorf("left %q unflushed, want nothing (the end came after a wait)", *bp)
+	}
+	if waits != 5 || strings.Join(flushed, "|") != "tt|t|tf" {
+		t.Errorf("%d waits, flushed %q: want 5 waits and each burst flushed once", waits, flushed)
+	}
+}
+
+// textFormat renders a delta as "t" and the finish as "f".
+type textFormat struct{ nopFormat }
+
+func (textFormat) Chunk(buf []byte, c *providers.Chunk) []byte {
+	if c.FinishReason != "" {
+		return append(buf, 'f')
+	}
+	return append(buf, c.Content...)
+}
+
 // TestRelayLetsGoOfALargeOpening: the frames after an opening larger
-// than openingKept go out from a buffer of the pool's size, not from the
-// one the opening grew.
+// than maxPooled go out from a buffer of the pool's size, not from the
+// one the opening grew, which the pool does not keep either.
 func TestRelayLetsGoOfALargeOpening(t *testing.T) {
 	tok := providers.Chunk{Content: "t"}
 	for _, tc := range []struct {
@@ -158,8 +200,8 @@ func TestRelayLetsGoOfALargeOpening(t *testing.T) {
 				t.Fatalf("opening written from %d bytes", w.caps[0])
 			}
 			for i, c := range w.caps[1:] {
-				if c > openingKept {
-					t.Errorf("frame %d written from a buffer of %d bytes, want at most %d", i+1, c, openingKept)
+				if c > maxPooled {
+					t.Errorf("frame %d written from a buffer of %d bytes, want at most %d", i+1, c, maxPooled)
 				}
 			}
 		})

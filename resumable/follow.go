@@ -194,32 +194,36 @@ func (r *redisSource) close() {
 // an id (its resume point stays where it was).
 func (r *Reader) Follow(ctx context.Context, out *relay.SSE, f Lines, after int64, named bool) outcome.End {
 	src := r.src
-	bp := relay.Buffer()
-	buf := (*bp)[:0]
-	defer func() { *bp = buf; relay.Release(bp) }()
 	end := outcome.None
 	for {
 		ev, err := src.next(ctx, after)
-		if err != nil {
-			if ctx.Err() != nil {
-				return outcome.ClientGone
+		// The framing goes in a pooled buffer held while it is written,
+		// not while the reader waits for the next events (see
+		// relay.Buffer).
+		bp := relay.Buffer()
+		buf := (*bp)[:0]
+		switch {
+		case err != nil:
+			if ctx.Err() == nil {
+				buf = appendUnnumbered(buf, f, resumeError(err, after), named)
+				_ = out.Write(buf)
 			}
-			_ = out.Write(appendUnnumbered(buf[:0], f, resumeError(err, after), named))
-			return outcome.ClientGone
-		}
-		if ev.Empty() {
-			return outcome.Done
-		}
-		buf = buf[:0]
-		after = ev.Each(func(id int64, line []byte) {
-			buf = appendEvent(buf, id, line, named)
-			if e, ok := f.Terminal(line); ok {
-				end = e
+			end = outcome.ClientGone
+		case ev.Empty():
+			end = outcome.Done
+		default:
+			after = ev.Each(func(id int64, line []byte) {
+				buf = appendEvent(buf, id, line, named)
+				if e, ok := f.Terminal(line); ok {
+					end = e
+				}
+			})
+			if out.Write(buf) != nil {
+				end = outcome.ClientGone
 			}
-		})
-		if out.Write(buf) != nil {
-			return outcome.ClientGone
 		}
+		*bp = buf
+		relay.Release(bp)
 		if end != outcome.None {
 			return end
 		}

@@ -238,7 +238,6 @@ type primary struct {
 	reader *eventlog.Reader
 	named  bool
 	gone   atomic.Bool
-	buf    []byte // framing; the producer's goroutine only
 }
 
 // RunPrimary sends the events appended so far to out, then runs the
@@ -247,9 +246,6 @@ type primary struct {
 func (p *Producer) RunPrimary(ctx context.Context, out *relay.SSE, named bool) bool {
 	pr := p.primary
 	pr.out, pr.named = out, named
-	bp := relay.Buffer()
-	pr.buf = (*bp)[:0]
-	defer func() { *bp = pr.buf; relay.Release(bp) }()
 	defer pr.reader.Detach()
 	// A client that leaves while the upstream is silent is noticed here.
 	defer context.AfterFunc(ctx, p.primaryLeft)()
@@ -268,14 +264,19 @@ func (p *Producer) toPrimary(first int64, lines []byte) {
 	if pr == nil || pr.out == nil || pr.gone.Load() || len(lines) == 0 {
 		return
 	}
-	buf, id := pr.buf[:0], first
+	// A pooled buffer for the framing, given back at once: a stream
+	// waiting for its next token holds none (see relay.Buffer).
+	bp := relay.Buffer()
+	buf, id := (*bp)[:0], first
 	for rest := lines; len(rest) > 0; id++ {
 		i := bytes.IndexByte(rest, '\n')
 		buf = appendEvent(buf, id, rest[:i], pr.named)
 		rest = rest[i+1:]
 	}
-	pr.buf = buf
-	if pr.out.Write(buf) != nil {
+	err := pr.out.Write(buf)
+	*bp = buf
+	relay.Release(bp)
+	if err != nil {
 		p.primaryLeft()
 		return
 	}
@@ -516,22 +517,24 @@ func (p *Producer) mirror(base context.Context, mayRetry bool, op func(context.C
 
 func (p *Producer) run() {
 	defer p.h.wg.Done()
-	bp := relay.Buffer()
-	buf, res, err := p.st.Pump.Run((*bp)[:0], p.append)
-	p.end(bp, buf, res, err)
+	bp, res, err := p.st.Pump.Run(p.append)
+	p.end(bp, res, err)
 }
 
 // end concludes the stream after Run. A method of its own so that run's
 // frame stays small: a primary reader's handler relays under it for the
 // whole stream (see package offstack).
-func (p *Producer) end(bp *[]byte, buf []byte, res *relay.Result, err error) {
+func (p *Producer) end(bp *[]byte, res *relay.Result, err error) {
 	h := p.h
 	o := relay.Conclude(p.st.Ctx, *res, err, p.st.Redact)
 	if errors.Is(context.Cause(p.st.Ctx), ErrAbandoned) {
 		o.End = outcome.ClientGone // and nobody came back
 		h.obs.Cancelled("last_reader")
 	}
-	buf = o.Terminal(buf, p.f)
+	if bp == nil {
+		bp = relay.Buffer()
+	}
+	buf := o.Terminal(*bp, p.f)
 	p.st.Pump.Stream.Close()
 	// buf holds the deltas not yet flushed, then the terminal event.
 	p.log.Finish(buf)
