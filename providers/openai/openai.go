@@ -194,17 +194,23 @@ func (d *doer) Do(req *http.Request) (*http.Response, error) {
 	case resp.StatusCode < 200 || resp.StatusCode >= 400: // go-openai's failure statuses
 		c.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"))
 	case c.stream:
-		// From here on the gateway reads the body alone. net/http's body
-		// keeps its response (for the trailers), and the response its
-		// request: the stream would hold go-openai's request (headers,
-		// URL, encoded body: 1 to 2 KiB) for as long as it lasts (issue
-		// 18: memory per open stream). What a retry needs the gateway
-		// keeps itself.
-		resp.Request = nil
-		c.body, c.waiter = resp.Body, waiterOf(resp, &c.conn)
+		// From here on the gateway reads the body alone.
+		c.body, c.waiter = bodyOnly(resp), waiterOf(resp, &c.conn)
 		return nil, errBodyTaken
 	}
 	return resp, nil
+}
+
+// bodyOnly is the body of an accepted stream's response, the one part the
+// stream reads. net/http's body keeps its response (for the trailers),
+// and the response its request and headers: the stream would hold the
+// request (headers, URL, the encoded body: 1 to 2 KiB, or an agent's
+// whole conversation) and the upstream's headers (some 600 bytes) for as
+// long as it lasts (issue 18: memory per open stream). What a retry needs
+// the gateway keeps itself.
+func bodyOnly(resp *http.Response) io.ReadCloser {
+	resp.Request, resp.Header = nil, nil
+	return resp.Body
 }
 
 // parseRetryAfter reads delay-seconds or an HTTP date.
@@ -549,19 +555,20 @@ func (p *Provider) complete(ctx context.Context, req *providers.Request) (provid
 	if err != nil {
 		return nil, err
 	}
-	resp, w, err := p.post(ctx, "/completions", body, nil)
+	rb, w, err := p.post(ctx, "/completions", body, nil)
 	if err != nil {
 		return nil, err
 	}
-	return &stream{body: resp.Body, events: newEventReader(resp.Body, p.maxLine, w), legacy: true}, nil
+	return &stream{body: rb, events: newEventReader(rb, p.maxLine, w), legacy: true}, nil
 }
 
 // post sends body to the upstream's path as a streaming request, with the
 // provider's credentials and headers (after header, the client's own
-// API headers, which the provider's override). An error status comes
-// back as the error, classified as go-openai's would be. The Waiter is
-// the response's connection's (waiterOf).
-func (p *Provider) post(ctx context.Context, path string, body []byte, header map[string]string) (*http.Response, *providers.Waiter, error) {
+// API headers, which the provider's override), and returns the accepted
+// response's body (bodyOnly). An error status comes back as the error,
+// classified as go-openai's would be. The Waiter is the response's
+// connection's (waiterOf).
+func (p *Provider) post(ctx context.Context, path string, body []byte, header map[string]string) (io.ReadCloser, *providers.Waiter, error) {
 	t := p.direct
 	var conn providers.ConnTrace
 	hreq, err := http.NewRequestWithContext(providers.WatchConn(ctx, &conn), http.MethodPost, t.root+path, bytes.NewReader(body))
@@ -591,7 +598,8 @@ func (p *Provider) post(ctx context.Context, path string, body []byte, header ma
 		return nil, nil, err
 	}
 	if resp.StatusCode < 400 {
-		return resp, waiterOf(resp, &conn), nil
+		w := waiterOf(resp, &conn)
+		return bodyOnly(resp), w, nil
 	}
 	defer resp.Body.Close()
 	var eb struct {

@@ -40,49 +40,78 @@ func drain(t *testing.T, st providers.Stream) (string, *providers.Usage, error) 
 	}
 }
 
-// heldRequests records a weak pointer to each request it sends.
+// heldRequests records a weak pointer to each request it sends, and each
+// response it gets.
 type heldRequests struct {
-	next http.RoundTripper
-	sent []weak.Pointer[http.Request]
+	next  http.RoundTripper
+	sent  []weak.Pointer[http.Request]
+	resps []*http.Response
 }
 
 func (h *heldRequests) RoundTrip(req *http.Request) (*http.Response, error) {
 	h.sent = append(h.sent, weak.Make(req))
-	return h.next.RoundTrip(req)
+	resp, err := h.next.RoundTrip(req)
+	if resp != nil {
+		h.resps = append(h.resps, resp)
+	}
+	return resp, err
 }
 
 // TestOpenStreamLetsGoOfItsRequest: while a stream is open, the request
-// go-openai built to open it (headers, URL, encoded body) is garbage: an
-// open stream does not carry it for its whole life.
+// that opened it (headers, URL, encoded body: go-openai's, or the
+// gateway's for a Responses upstream) is garbage, and its response keeps
+// no headers: an open stream does not carry them for its whole life.
 func TestOpenStreamLetsGoOfItsRequest(t *testing.T) {
-	release := make(chan struct{})
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		_, _ = io.WriteString(w, `data: {"id":"chatcmpl-x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"first"},"finish_reason":null}]}`+"\n\n")
-		w.(http.Flusher).Flush()
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
-	defer ts.Close()
-	defer close(release)
-	held := &heldRequests{next: providers.NewTransport(time.Second)}
-	p, err := New(Options{BaseURL: ts.URL, APIKey: "sk-upstream", Transport: held})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := p.StreamChat(context.Background(), userRequest("m", "hello"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if c, err := st.Recv(); err != nil || c.Content != "first" {
-		t.Fatalf("first chunk %+v, %v", c, err)
-	}
-	runtime.GC()
-	if len(held.sent) != 1 || held.sent[0].Value() != nil {
-		t.Fatalf("%d requests sent; the open stream still holds the one it was opened with", len(held.sent))
+	for _, tc := range []struct {
+		name, path, first string
+		req               *providers.Request
+	}{
+		{"chat completions", "/v1/chat/completions",
+			`data: {"id":"chatcmpl-x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"first"},"finish_reason":null}]}`,
+			userRequest("m", "hello")},
+		{"responses", "/v1/responses",
+			`event: response.output_text.delta` + "\n" + `data: {"type":"response.output_text.delta","sequence_number":1,"output_index":0,"delta":"first"}`,
+			&providers.Request{Model: "m", Native: &providers.Native{API: providers.APIOpenAIResponses, Body: []byte(`{"model":"m","input":"hello"}`)}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != tc.path {
+					http.NotFound(w, r)
+					return
+				}
+				w.Header().Set("Content-Type", "text/event-stream")
+				w.Header().Set("X-Request-Id", "req_upstream")
+				_, _ = io.WriteString(w, tc.first+"\n\n")
+				w.(http.Flusher).Flush()
+				select {
+				case <-release:
+				case <-r.Context().Done():
+				}
+			}))
+			defer ts.Close()
+			defer close(release)
+			held := &heldRequests{next: providers.NewTransport(time.Second)}
+			p, err := New(Options{BaseURL: ts.URL + "/v1", APIKey: "sk-upstream", Transport: held, Responses: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := p.StreamChat(context.Background(), tc.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			if c, err := st.Recv(); err != nil || c.Content != "first" {
+				t.Fatalf("first chunk %+v, %v", c, err)
+			}
+			runtime.GC()
+			if len(held.sent) != 1 || held.sent[0].Value() != nil {
+				t.Fatalf("%d requests sent; the open stream still holds the one it was opened with", len(held.sent))
+			}
+			if r := held.resps[0]; r.Header != nil || r.Request != nil {
+				t.Errorf("the open stream's response keeps headers %v, request %v", r.Header, r.Request != nil)
+			}
+		})
 	}
 }
 

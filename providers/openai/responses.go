@@ -54,11 +54,11 @@ func (p *Provider) streamResponses(ctx context.Context, req *providers.Request) 
 	if err != nil {
 		return nil, err
 	}
-	resp, w, err := p.post(ctx, "/responses", body, req.Native.Header)
+	rb, w, err := p.post(ctx, "/responses", body, req.Native.Header)
 	if err != nil {
 		return nil, err
 	}
-	return &responsesStream{stream: stream{body: resp.Body, events: newEventReader(resp.Body, p.maxLine, w)}}, nil
+	return &responsesStream{stream: stream{body: rb, events: newEventReader(rb, p.maxLine, w)}}, nil
 }
 
 // responsesStream reads a Responses API event stream. Each event goes
