@@ -84,6 +84,29 @@ type Producer struct {
 	log *eventlog.Log
 	// mirrored is set while Redis holds the stream and the lease is ours.
 	mirrored atomic.Bool
+	// mirroring is the state of its writes to Redis, for a stream kept
+	// there too; nil otherwise (some 250 bytes less a stream: issue 18).
+	// Everything that reaches it is for a mirrored stream.
+	*mirroring
+	// remote is how many readers followed the stream from other
+	// replicas when last counted.
+	remote atomic.Int64
+	done   chan struct{}
+
+	// primary, for POST /v1/stream, is the connection that started the
+	// stream; next is the id the next event appended will get.
+	primary *primary
+	next    int64
+
+	// mu guards the last-reader policy's state.
+	mu        sync.Mutex
+	hadReader bool
+	graceT    *time.Timer
+	ended     bool
+}
+
+// mirroring is a mirrored Producer's state of its writes to Redis.
+type mirroring struct {
 	// out holds the events appended since the last write to Redis began
 	// (mirrored streams only). The writes run one at a time, on the hub's
 	// writers and never on the relay's goroutine: a token goes to its
@@ -114,21 +137,6 @@ type Producer struct {
 	// the log's reader changes set them): the writers do both, so that a
 	// mirrored stream costs no goroutine of its own (issue 18).
 	renewDue, readersDue bool
-	// remote is how many readers followed the stream from other
-	// replicas when last counted.
-	remote atomic.Int64
-	done   chan struct{}
-
-	// primary, for POST /v1/stream, is the connection that started the
-	// stream; next is the id the next event appended will get.
-	primary *primary
-	next    int64
-
-	// mu guards the last-reader policy's state.
-	mu        sync.Mutex
-	hadReader bool
-	graceT    *time.Timer
-	ended     bool
 }
 
 // Start sets up the log and producer of st. A detached stream is
@@ -136,7 +144,6 @@ type Producer struct {
 // stream's primary reader and runs the producer itself (RunPrimary).
 func (h *Hub) Start(st Stream) *Producer {
 	p := &Producer{h: h, st: st, f: st.Pump.Format.(Lines), next: 1, done: make(chan struct{})}
-	p.outIdle.L = &p.outMu
 	if st.Observe != nil {
 		p.st.Pump.Observer = st.Observe(p.Unattended)
 	}
@@ -151,7 +158,8 @@ func (h *Hub) Start(st Stream) *Producer {
 			r = h.Reserve(st.ID, st.Meta)
 		}
 		<-r.done
-		p.leaseUntil = r.began.Add(h.rds.LeaseHold())
+		p.mirroring = &mirroring{leaseUntil: r.began.Add(h.rds.LeaseHold())}
+		p.outIdle.L = &p.outMu
 		if r.err != nil {
 			h.log.Warn("stream kept in this replica only: redis unavailable", "stream_id", st.ID, "error", r.err)
 		}
