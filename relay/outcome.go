@@ -70,8 +70,7 @@ func (o *Outcome) Terminal(buf []byte, f Format) []byte {
 
 // Relay writes an open stream to out, the client's connection, from the
 // opening frame to exactly one terminal frame (none when the client
-// left: there is no one to tell), and returns the outcome, held by the
-// pump (like its result: the frames under the relay stay small).
+// left: there is no one to tell), and returns the outcome.
 func Relay(ctx context.Context, out *SSE, p *Pump, provider string, redact func(string) string) *Outcome {
 	bp := Buffer()
 	*bp = p.Format.Opened((*bp)[:0], provider)
@@ -86,7 +85,10 @@ func Relay(ctx context.Context, out *SSE, p *Pump, provider string, redact func(
 	} else {
 		err = ClientGone{err}
 	}
-	o := &p.o
+	// Made at the end, on the heap: in the pump it cost every open stream
+	// 136 bytes (a resumable stream's producer too, which has its own),
+	// and in this frame every stream's stack as much (see Pump).
+	o := new(Outcome)
 	o.conclude(ctx, res, err, redact)
 	if o.Tell() {
 		if bp == nil {

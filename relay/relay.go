@@ -85,7 +85,6 @@ type Pump struct {
 	// whole stream, and kept small its stack stays at 8 KiB (issue 18).
 	t tally
 	c providers.Chunk
-	o Outcome // Relay's
 	// frames holds the frames rendered and not yet flushed, in a pooled
 	// buffer, while there are any (see bufPool).
 	frames *[]byte
