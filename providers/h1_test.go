@@ -1,6 +1,7 @@
 package providers
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -320,5 +321,48 @@ func TestH1NoAnswer(t *testing.T) {
 	_, err = get(t, c, context.Background(), "http://"+ln.Addr().String()+"/", "{}")
 	if !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("error %v, want an unexpected EOF", err)
+	}
+}
+
+// TestH1ReadsPastItsBuffer: what outgrows a connection's small read
+// buffer still reads: a header line of 8 KiB, events of 5 KiB, and a
+// chunk whose size line (an extension in it) nearly fills the buffer.
+func TestH1ReadsPastItsBuffer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	event := "data: " + strings.Repeat("e", 5<<10) + "\n\n"
+	ext := ";x=" + strings.Repeat("a", h1ReadBuffer-16)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, req.Body)
+		// Closed once the client is done: closing with its bytes unread
+		// could reset what it has yet to read.
+		defer func() { _, _ = io.Copy(io.Discard, br) }()
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nX-Long: %s\r\nTransfer-Encoding: chunked\r\n\r\n", strings.Repeat("h", 8<<10))
+		fmt.Fprintf(c, "%x\r\n%s\r\n%x%s\r\n%s\r\n0\r\n\r\n", len(event), event, len(event), ext, event)
+	}()
+	c := &http.Client{Transport: NewTransport(time.Second)}
+	defer c.CloseIdleConnections()
+	resp, err := get(t, c, context.Background(), "http://"+ln.Addr().String(), "{}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(resp.Header.Get("X-Long")); n != 8<<10 {
+		t.Errorf("header of %d bytes, want %d", n, 8<<10)
+	}
+	if got := readAll(t, resp); got != event+event {
+		t.Errorf("body of %d bytes, want the two events (%d)", len(got), 2*len(event))
 	}
 }

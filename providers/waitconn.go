@@ -22,7 +22,7 @@ import (
 //
 // While a reader has armed a Waiter around its read of the body, the
 // connection reads what the socket holds (up to aheadSize) in one system
-// call into a pooled buffer, and serves the transport's 1 KiB buffer from
+// call into a pooled buffer, and serves the transport's small buffer from
 // it: with events back to back that was four reads from the network
 // instead of one. The buffer is held only until it is read out, never
 // while the stream waits (a raw read takes it only once the socket is
