@@ -52,10 +52,12 @@ const (
 	// h1ReadBuffer is each connection's read buffer, held as long as the
 	// connection is: the stream reader's connection reads ahead into a
 	// pooled buffer of its own (waitconn.go), so this one stays small.
-	// 512 bytes rather than 1 KiB: 10,000 open streams held 3 to 5 MB less,
-	// at the same CPU (issue 18). Header lines may be longer (net/http
-	// reads them on); a chunk's size line, extensions included, must fit.
-	h1ReadBuffer = 512
+	// Header lines may be longer (net/http reads them on); a chunk's size
+	// line, extensions included, must fit. 512 bytes held 10,000 open
+	// streams 3 to 5 MB less, but cost Responses streams 17% more CPU a
+	// chunk at 64 streams, chat and messages none (issue 18,
+	// docs/benchmarks.md): 1 KiB until that is understood.
+	h1ReadBuffer = 1 << 10
 )
 
 // h1Conn is a connection with what it has read and not yet parsed.
