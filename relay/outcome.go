@@ -72,16 +72,11 @@ func (o *Outcome) Terminal(buf []byte, f Format) []byte {
 // opening frame to exactly one terminal frame (none when the client
 // left: there is no one to tell), and returns the outcome.
 func Relay(ctx context.Context, out *SSE, p *Pump, provider string, redact func(string) string) *Outcome {
-	bp := Buffer()
-	*bp = p.Format.Opened((*bp)[:0], provider)
-	err := out.Write(*bp)
-	// Not held while the stream waits (see bufPool); a large opening, a
-	// Responses object echoing an agent's instructions, not at all.
-	Release(bp)
-	res := &p.t.res // nothing yet, should the opening frame fail
-	bp = nil
+	err := sendOpening(out, p.Format, provider)
+	res := &p.t.res     // nothing yet, should the opening frame fail
+	var pending *[]byte // the frames Run left unflushed, if any
 	if err == nil {
-		bp, res, err = p.Run(out.Write)
+		pending, res, err = p.Run(out.Write)
 	} else {
 		err = ClientGone{err}
 	}
@@ -91,14 +86,26 @@ func Relay(ctx context.Context, out *SSE, p *Pump, provider string, redact func(
 	o := new(Outcome)
 	o.conclude(ctx, res, err, redact)
 	if o.Tell() {
-		if bp == nil {
-			bp = Buffer()
+		if pending == nil {
+			pending = Buffer()
 		}
-		*bp = o.Terminal(*bp, p.Format)
-		_ = out.Write(*bp)
+		*pending = o.Terminal(*pending, p.Format)
+		_ = out.Write(*pending)
 	}
-	if bp != nil {
-		Release(bp)
+	if pending != nil {
+		Release(pending)
 	}
 	return o
+}
+
+// sendOpening writes f's opening frame from a pooled buffer given back at
+// once: not held while the stream waits (see bufPool), and a large
+// opening (a Responses object echoing an agent's instructions) not
+// pooled at all.
+func sendOpening(out *SSE, f Format, provider string) error {
+	bp := Buffer()
+	*bp = f.Opened((*bp)[:0], provider)
+	err := out.Write(*bp)
+	Release(bp)
+	return err
 }
