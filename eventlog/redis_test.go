@@ -3,6 +3,7 @@ package eventlog
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -203,5 +204,17 @@ func TestRedisDrop(t *testing.T) {
 	}
 	if st, err := r.Stat(ctx, "written"); err != nil || st.Last != 1 {
 		t.Errorf("stream with an event after Drop: %+v, %v", st, err)
+	}
+}
+
+// TestKeysNameTheStreamsThree: the keys sliced from one string are the
+// record's, the events' and the readers' of that stream, and share a hash
+// tag (one Redis Cluster slot for the scripts that touch all three).
+func TestKeysNameTheStreamsThree(t *testing.T) {
+	for _, id := range []string{"s_1", "", "a}b"} {
+		want := []string{"sg:stream:{" + id + "}", "sg:stream:{" + id + "}:events", "sg:stream:{" + id + "}:readers"}
+		if got := keys(id); !slices.Equal(got, want) {
+			t.Errorf("keys(%q) = %q, want %q", id, got, want)
+		}
 	}
 }

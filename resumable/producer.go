@@ -205,9 +205,7 @@ func (h *Hub) Reserve(id string, meta eventlog.Meta) *Reservation {
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
-		ctx, cancel := context.WithTimeout(ownGoroutine, mirrorTimeout)
-		r.err = h.rds.Create(ctx, id, meta)
-		cancel()
+		r.err = h.rds.Create(ownGoroutine, id, meta) // bounded as the mirror's are
 		close(r.done)
 	}()
 	return r
@@ -226,9 +224,7 @@ func (h *Hub) Drop(r *Reservation) {
 		if r.err != nil {
 			return
 		}
-		ctx, cancel := context.WithTimeout(ownGoroutine, mirrorTimeout)
-		defer cancel()
-		if err := h.rds.Drop(ctx, r.id); err != nil {
+		if err := h.rds.Drop(ownGoroutine, r.id); err != nil {
 			h.log.Debug("a stream that never started stays in redis until its lease and retention pass", "stream_id", r.id, "error", err)
 		}
 	}()
@@ -488,8 +484,14 @@ func (p *Producer) writeBatch(base context.Context, since time.Time, mayRetry bo
 // a handler's stack.
 var ownGoroutine = offstack.Here(context.Background())
 
-// mirrorTimeout bounds one Redis operation of a stream's mirror, and
-// mirrorRetryPause is the least time before a failed one goes again.
+// mirrorTimeout is the longest one Redis operation of a stream's mirror
+// takes, and mirrorRetryPause the least time before a failed one goes
+// again. The Redis client's socket timeouts are what bound an operation
+// (1 s, gateway/redis.go): go-redis applies no context deadline to a
+// command unless told to (ContextTimeoutEnabled, off), and runs an
+// autopipelined one under its batch's own context. The hub's commands
+// therefore go under ownGoroutine itself: a deadline of their own bounded
+// nothing, and cost a timer and a context every write (issue 18).
 const (
 	mirrorTimeout    = time.Second
 	mirrorRetryPause = 100 * time.Millisecond
@@ -504,9 +506,7 @@ const (
 // once the lease runs out, rather than a log with holes.
 func (p *Producer) mirror(base context.Context, mayRetry bool, op func(context.Context) (bool, error)) (live, retried bool, err error) {
 	began := time.Now()
-	ctx, cancel := context.WithTimeout(base, mirrorTimeout)
-	defer cancel()
-	live, err = op(ctx)
+	live, err = op(base)
 	switch {
 	case err == nil && live:
 		p.leaseUntil = began.Add(p.h.rds.LeaseHold())
@@ -659,9 +659,7 @@ func (p *Producer) readers() int {
 	n := p.log.Readers()
 	if n == 0 && p.mirrored.Load() {
 		// From a writer, or the grace timer's goroutine.
-		ctx, cancel := context.WithTimeout(ownGoroutine, time.Second)
-		defer cancel()
-		n, _ = p.h.rds.Readers(ctx, p.st.ID)
+		n, _ = p.h.rds.Readers(ownGoroutine, p.st.ID)
 		p.remote.Store(int64(n))
 	}
 	return n
