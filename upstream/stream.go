@@ -67,13 +67,13 @@ type Stream struct {
 	actx      context.Context // the current attempt's
 	span      trace.Span      // the current attempt's (tracing.None when untraced)
 	cancel    context.CancelCauseFunc
-	timer     *time.Timer // first-token, then idle timeout
+	dl        *deadline // first-token, then idle timeout
 	total     *time.Timer
 	idle      time.Duration
 	delivered bool
-	// moved says a delta arrived since the idle timer was last set. A
-	// stream that reports its waits moves the timer once per wait, not
-	// per delta (see idleHook).
+	// moved says a delta arrived since the deadline last marked one. A
+	// stream that reports its waits marks once per wait, not per delta
+	// (see idleHook).
 	moved  bool
 	onIdle func()
 	// flushEach is set when the current stream cannot report that it is
@@ -232,7 +232,7 @@ func (s *Stream) start(dep deployment, st providers.Stream, actx context.Context
 	s.cur, s.dep, s.began, s.actx, s.cancel, s.idle = st, dep, began, actx, cancel, dep.idleTimeout
 	dep.health.inflight.Add(1)
 	if dep.firstTokenTimeout > 0 {
-		s.timer = time.AfterFunc(dep.firstTokenTimeout, func() { cancel(ErrFirstTokenTimeout) })
+		s.dl = newDeadline(began, dep.firstTokenTimeout, 0, cancel)
 	}
 	if dep.streamTimeout > 0 {
 		s.total = time.AfterFunc(dep.streamTimeout, func() { cancel(ErrStreamTimeout) })
@@ -257,15 +257,15 @@ func (s *Stream) notify() {
 }
 
 // idleHook runs when the current stream is about to wait for the network:
-// it sets the idle timeout from there if deltas arrived since it was last
-// set, then calls onIdle. Moving the timer for every delta instead cost a
-// timer update a token with tokens back to back (issue 18); from the wait
-// the timeout counts from no earlier than the last delta, later only by
-// the time the deltas of one read took to relay.
+// it has the idle timeout count from there if deltas arrived since it
+// last did, then calls onIdle. Marking every delta instead cost a clock
+// read a token with tokens back to back (issue 18); from the wait the
+// timeout counts from no earlier than the last delta, later only by the
+// time the deltas of one read took to relay.
 func (s *Stream) idleHook() {
-	if s.moved && s.timer != nil {
+	if s.moved && s.dl != nil {
 		s.moved = false
-		s.timer.Reset(s.idle)
+		s.dl.mark()
 	}
 	s.onIdle()
 }
@@ -283,11 +283,11 @@ func (s *Stream) Recv() (providers.Chunk, error) {
 				switch {
 				case !s.delivered:
 					s.firstDelta()
-				case s.idle <= 0:
+				case s.dl == nil: // no idle timeout
 				case s.onIdle != nil && !s.flushEach:
-					s.moved = true // idleHook moves the timer before the next wait
+					s.moved = true // idleHook marks it before the next wait
 				default:
-					s.timer.Reset(s.idle)
+					s.dl.mark()
 				}
 			}
 			return c, nil
@@ -305,8 +305,8 @@ func (s *Stream) Recv() (providers.Chunk, error) {
 func (s *Stream) attemptEnded(err error) (retried bool, _ error) {
 	if cause := context.Cause(s.actx); s.actx.Err() != nil && s.parent.Err() == nil {
 		if cause == ErrFirstTokenTimeout && s.delivered {
-			// The timer went on as the idle timer (firstDelta), or it
-			// fired as the first delta arrived.
+			// The first-token timeout ran out as the first delta
+			// arrived: the stream was delivered, and then cut.
 			cause = ErrIdleTimeout
 		}
 		err = cause
@@ -344,18 +344,16 @@ func (s *Stream) firstDelta() {
 	}
 	switch {
 	case s.idle <= 0:
-		if s.timer != nil {
-			s.timer.Stop()
-			s.timer = nil
+		if s.dl != nil {
+			s.dl.stop()
+			s.dl = nil
 		}
-	case s.timer != nil:
+	case s.dl != nil:
 		// The first-token timer goes on as the idle timer rather than a
-		// new one a stream: it cancels with ErrFirstTokenTimeout, which
-		// attemptEnded reads as ErrIdleTimeout once a delta was delivered.
-		s.timer.Reset(s.idle)
+		// new one a stream.
+		s.dl.toIdle(s.idle)
 	default:
-		cancel := s.cancel
-		s.timer = time.AfterFunc(s.idle, func() { cancel(ErrIdleTimeout) })
+		s.dl = newDeadline(s.began, s.idle, s.idle, s.cancel)
 	}
 }
 
@@ -384,9 +382,9 @@ func (s *Stream) stopAttempt() {
 	if s.cur != nil {
 		s.dep.health.inflight.Add(-1)
 	}
-	if s.timer != nil {
-		s.timer.Stop()
-		s.timer = nil
+	if s.dl != nil {
+		s.dl.stop()
+		s.dl = nil
 	}
 	if s.total != nil {
 		s.total.Stop()
