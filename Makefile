@@ -4,6 +4,14 @@
 
 GO ?= go
 
+# Build tags of the gateway binaries made here and in the Dockerfile.
+# nomsgpack leaves out gin's MessagePack binding and renderer, which the
+# gateway never uses (it decodes its own JSON): 9.5 MB less binary, and
+# 3-5 MB less resident memory at rest and under load, which is the
+# binary's own pages (issue 18). `go run ./cmd/gateway` builds without
+# it, the same gateway with the codec linked in.
+GATEWAY_TAGS ?= nomsgpack
+
 .PHONY: run test test-deps vet fmt-check build bench bench-profile bench-micro fuzz soak
 
 run:
@@ -26,7 +34,7 @@ fmt-check:
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/gateway ./cmd/gateway
+	CGO_ENABLED=0 $(GO) build -tags '$(GATEWAY_TAGS)' -trimpath -ldflags='-s -w' -o bin/gateway ./cmd/gateway
 
 # The full benchmark: mock upstream, bare reverse proxy and gateway as
 # separate processes, every scenario against each; writes
@@ -34,14 +42,14 @@ build:
 # throughput run in three interleaved rounds, each target reported by its
 # median round.
 bench:
-	$(GO) build -o bin/ ./cmd/gateway ./cmd/gatewaybench
+	$(GO) build -tags '$(GATEWAY_TAGS)' -o bin/ ./cmd/gateway ./cmd/gatewaybench
 	bin/gatewaybench run -gateway bin/gateway -out docs/bench
 
 # The gateway's CPU and allocation profiles on each endpoint under each
 # scenario (a run of its own: profiling costs CPU); writes
 # docs/bench/profiles.md. About four minutes.
 bench-profile:
-	$(GO) build -o bin/ ./cmd/gateway ./cmd/gatewaybench
+	$(GO) build -tags '$(GATEWAY_TAGS)' -o bin/ ./cmd/gateway ./cmd/gatewaybench
 	bin/gatewaybench run -gateway bin/gateway -profile -out docs/bench
 
 # A minute of 300 concurrent streams against an upstream that resets,
@@ -51,7 +59,7 @@ bench-profile:
 # running, or goroutines not back to their baseline. Writes
 # docs/bench/soak.json.
 soak:
-	$(GO) build -o bin/ ./cmd/gateway ./cmd/gatewaybench
+	$(GO) build -tags '$(GATEWAY_TAGS)' -o bin/ ./cmd/gateway ./cmd/gatewaybench
 	bin/gatewaybench soak -gateway bin/gateway -out docs/bench/soak.json
 
 # Hot-path micro-benchmarks with allocation counts.
