@@ -38,8 +38,8 @@ build:
 
 # The full benchmark: mock upstream, bare reverse proxy and gateway as
 # separate processes, every scenario against each; writes
-# docs/bench/results.{md,json,svg}. About fourteen minutes: latency and
-# throughput run in three interleaved rounds, each target reported by its
+# docs/bench/results.{md,json,svg}. About seventeen minutes: latency and
+# throughput run in five interleaved rounds, each target reported by its
 # median round.
 bench:
 	$(GO) build -tags '$(GATEWAY_TAGS)' -o bin/ ./cmd/gateway ./cmd/gatewaybench
