@@ -13,18 +13,32 @@ func cancelled() (func(error), <-chan error) {
 	return func(err error) { c <- err }, c
 }
 
-// TestDeadlineFirstToken: before the first delta the deadline is the
-// first-token timeout, and it does not end before it.
-func TestDeadlineFirstToken(t *testing.T) {
-	cancel, got := cancelled()
-	began := time.Now()
-	dl := newDeadline(began, 30*time.Millisecond, 0, cancel)
-	defer dl.stop()
-	if err := <-got; !errors.Is(err, ErrFirstTokenTimeout) {
-		t.Fatalf("cancelled with %v, want the first-token timeout", err)
-	}
-	if waited := time.Since(began); waited < 30*time.Millisecond {
-		t.Errorf("cancelled after %v, before the first-token timeout", waited)
+// TestDeadlineFires: a deadline armed as the first-token timeout, or as
+// the idle timeout of an attempt without one (from its first delta),
+// cancels with that timeout's cause, and not before it.
+func TestDeadlineFires(t *testing.T) {
+	const d = 30 * time.Millisecond
+	for _, tc := range []struct {
+		name string
+		idle time.Duration
+		want error
+	}{
+		{"first token", 0, ErrFirstTokenTimeout},
+		{"idle without a first-token timeout", d, ErrIdleTimeout},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cancel, got := cancelled()
+			armed := time.Now()
+			// The attempt began earlier: the timeout counts from arming.
+			dl := newDeadline(armed.Add(-time.Minute), d, tc.idle, cancel)
+			defer dl.stop()
+			if err := <-got; !errors.Is(err, tc.want) {
+				t.Fatalf("cancelled with %v, want %v", err, tc.want)
+			}
+			if waited := time.Since(armed); waited < d {
+				t.Errorf("cancelled after %v, before the timeout of %v", waited, d)
+			}
+		})
 	}
 }
 
@@ -60,21 +74,6 @@ func TestDeadlineIdleCountsFromTheLastDelta(t *testing.T) {
 	}
 	if quiet := time.Since(lastMark); quiet < idle {
 		t.Errorf("cancelled %v after the last delta, before the idle timeout %v", quiet, idle)
-	}
-}
-
-// TestDeadlineIdleWithoutFirstTokenTimeout: an attempt with no
-// first-token timeout gets its idle deadline at the first delta.
-func TestDeadlineIdleWithoutFirstTokenTimeout(t *testing.T) {
-	cancel, got := cancelled()
-	armed := time.Now()
-	dl := newDeadline(armed.Add(-time.Minute), 30*time.Millisecond, 30*time.Millisecond, cancel)
-	defer dl.stop()
-	if err := <-got; !errors.Is(err, ErrIdleTimeout) {
-		t.Fatalf("cancelled with %v, want the idle timeout", err)
-	}
-	if waited := time.Since(armed); waited < 30*time.Millisecond {
-		t.Errorf("cancelled after %v, before the idle timeout", waited)
 	}
 }
 
